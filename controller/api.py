@@ -1,0 +1,462 @@
+"""The ModelRollout API as typed, immutable Python values.
+
+The CRD (`manifests/crds/modelrollouts.yaml`) is the source of truth for what the API server
+accepts; this module turns the stored JSON into values the pure decision logic works on, and the
+status back into JSON. Parsing is strict about what the schema cannot express and raises
+`SpecError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+GROUP = "rollouts.mlops.dev"
+VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+FINALIZER = f"{GROUP}/finalizer"
+ACTION_ANNOTATION = f"{GROUP}/action"
+"""One-shot manual actions: the controller handles the value, then removes the annotation."""
+
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+HISTORY_LIMIT = 20
+"""Decisions kept in status.history; older ones are dropped so the object stays small."""
+
+JSON = dict[str, Any]
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message names the field and the fix."""
+
+    def __init__(self, field_path: str, problem: str) -> None:
+        super().__init__(f"{field_path}: {problem}")
+        self.field_path = field_path
+
+
+class Phase(StrEnum):
+    """Where a rollout stands. Terminal phases hold until a new candidate or a retry."""
+
+    PENDING = "Pending"
+    """Accepted, waiting for its references to be valid before any traffic moves."""
+    PROGRESSING = "Progressing"
+    """Walking the steps: traffic is shared between baseline and candidate."""
+    PAUSED = "Paused"
+    """Held by a pause step without a duration or by a manual pause; resume continues."""
+    PROMOTED = "Promoted"
+    """The candidate serves 100 % and is now the stable version."""
+    ROLLED_BACK = "RolledBack"
+    """Analysis failed: all traffic is back on the stable version."""
+    ABORTED = "Aborted"
+    """A person aborted: all traffic is back on the stable version."""
+    FAILED = "Failed"
+    """The progress deadline passed or the spec cannot be acted on: traffic is back on stable."""
+
+
+TERMINAL_PHASES = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED})
+
+
+class Action(StrEnum):
+    """Values of the `rollouts.mlops.dev/action` annotation."""
+
+    PROMOTE = "promote"
+    """Finish the current step now (skip a pause) and go on with the next."""
+    PROMOTE_FULL = "promote-full"
+    """Skip all remaining steps and promote the candidate."""
+    ABORT = "abort"
+    """Return all traffic to the stable version now; phase Aborted."""
+    RETRY = "retry"
+    """Start an aborted, rolled-back or failed rollout again from the first step."""
+    PAUSE = "pause"
+    """Hold at the current weight until resumed."""
+    RESUME = "resume"
+    """Lift a manual pause or an indefinite pause step."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, *, field_path: str) -> float:
+    """Seconds in a duration written like `30s`, `5m`, `1h30m` or `250ms`."""
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise SpecError(field_path, f"{text!r} is not a duration; write it like 30s, 5m or 1h30m")
+    return total
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    service: str
+    """Name of the Service that serves this version, in the rollout's namespace."""
+    port: int
+    """Port of that Service the route sends traffic to."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion:
+    version: str
+    """The version label, e.g. `v2`; steps and status name versions by it."""
+    backend: Backend
+    deployment: str | None = None
+    """The Deployment serving this version; needed only for scale-down and readiness checks."""
+    endpoint: str | None = None
+    """Base URL of the version's Open Inference Protocol server, used by pre-traffic gates."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayAPIRouting:
+    http_route: str
+    """Name of the HTTPRoute, in the rollout's namespace."""
+    rule_names: tuple[str, ...] = ()
+    """Rules (by `name`) whose backendRefs the controller manages; empty means every rule."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficRouting:
+    router: str
+    """Name of the router implementation, the key used under spec.trafficRouting."""
+    config: Mapping[str, Any]
+    """That key's raw value, parsed by the router itself."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetWeightStep:
+    weight: int
+    """Share of traffic, in percent, sent to the candidate."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PauseStep:
+    seconds: float | None
+    """How long to hold; None holds until a `resume` action."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyzeStep:
+    seconds: float
+    """How long to measure at the current weight before the next step."""
+    templates: tuple[str, ...] = ()
+    """Named AnalysisTemplates to run on top of spec.analysis.metrics, if any."""
+
+
+Step = SetWeightStep | PauseStep | AnalyzeStep
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleDown:
+    delay_seconds: float
+    """How long the version that lost keeps its replicas after the decision, for a fast undo."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRolloutSpec:
+    model: str
+    versions: tuple[ModelVersion, ...]
+    candidate: str
+    baseline: str
+    traffic_routing: TrafficRouting
+    steps: tuple[Step, ...]
+    progress_deadline_seconds: float = DEFAULT_PROGRESS_DEADLINE_SECONDS
+    scale_down: ScaleDown | None = None
+    analysis: Mapping[str, Any] = field(default_factory=dict)
+    """Raw spec.analysis; interpreted by `controller.analysis`."""
+    gates: Mapping[str, Any] = field(default_factory=dict)
+    """Raw spec.gates; interpreted by `controller.checks`."""
+
+    def version(self, name: str) -> ModelVersion:
+        for candidate in self.versions:
+            if candidate.version == name:
+                return candidate
+        raise SpecError("spec.versions", f"no entry with version {name!r}; add it to spec.versions")
+
+    def candidate_hash(self) -> str:
+        """Identifies the candidate being rolled out; a change starts the rollout over."""
+        version = self.version(self.candidate)
+        payload = json.dumps(
+            {"version": version.version, "service": version.backend.service, "port": version.backend.port},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def _require(obj: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in obj or obj[key] in (None, ""):
+        raise SpecError(f"{path}.{key}", "is required")
+    return obj[key]
+
+
+def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
+    kinds = [k for k in ("setWeight", "pause", "analyze") if k in raw]
+    if len(kinds) != 1:
+        raise SpecError(path, "a step has exactly one of setWeight, pause or analyze")
+    if kinds[0] == "setWeight":
+        weight = raw["setWeight"]
+        if not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise SpecError(f"{path}.setWeight", f"{weight!r} is not a whole number from 0 to 100")
+        return SetWeightStep(weight=weight)
+    if kinds[0] == "pause":
+        pause = raw["pause"] or {}
+        duration = pause.get("duration")
+        seconds = None if duration is None else parse_duration(str(duration), field_path=f"{path}.pause.duration")
+        return PauseStep(seconds=seconds)
+    analyze = raw["analyze"] or {}
+    return AnalyzeStep(
+        seconds=parse_duration(str(_require(analyze, "duration", f"{path}.analyze")), field_path=f"{path}.analyze.duration"),
+        templates=tuple(t["name"] for t in analyze.get("templates", [])),
+    )
+
+
+def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
+    """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch."""
+    versions = []
+    seen: set[str] = set()
+    for i, item in enumerate(_require(raw, "versions", "spec")):
+        path = f"spec.versions[{i}]"
+        backend = _require(item, "backend", path)
+        version = ModelVersion(
+            version=str(_require(item, "version", path)),
+            backend=Backend(
+                service=str(_require(backend, "service", f"{path}.backend")),
+                port=int(_require(backend, "port", f"{path}.backend")),
+            ),
+            deployment=item.get("deployment"),
+            endpoint=item.get("endpoint"),
+        )
+        if version.version in seen:
+            raise SpecError(f"{path}.version", f"{version.version!r} appears twice; version labels must be unique")
+        seen.add(version.version)
+        versions.append(version)
+    routing_raw = _require(raw, "trafficRouting", "spec")
+    if len(routing_raw) != 1:
+        raise SpecError("spec.trafficRouting", "name exactly one router, e.g. gatewayAPI")
+    router, config = next(iter(routing_raw.items()))
+    steps = tuple(_parse_step(step, f"spec.steps[{i}]") for i, step in enumerate(_require(raw, "steps", "spec")))
+    scale_down_raw = raw.get("scaleDown")
+    spec = ModelRolloutSpec(
+        model=str(_require(raw, "model", "spec")),
+        versions=tuple(versions),
+        candidate=str(_require(raw, "candidate", "spec")),
+        baseline=str(_require(raw, "baseline", "spec")),
+        traffic_routing=TrafficRouting(router=router, config=config or {}),
+        steps=steps,
+        progress_deadline_seconds=float(raw.get("progressDeadlineSeconds", DEFAULT_PROGRESS_DEADLINE_SECONDS)),
+        scale_down=None
+        if scale_down_raw is None
+        else ScaleDown(
+            delay_seconds=parse_duration(str(scale_down_raw.get("delay", "30s")), field_path="spec.scaleDown.delay")
+        ),
+        analysis=raw.get("analysis") or {},
+        gates=raw.get("gates") or {},
+    )
+    spec.version(spec.candidate)
+    spec.version(spec.baseline)
+    if spec.candidate == spec.baseline:
+        raise SpecError("spec.candidate", "must differ from spec.baseline")
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int
+
+    def to_json(self) -> JSON:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time,
+            "observedGeneration": self.observed_generation,
+        }
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> Condition:
+        return Condition(
+            type=raw["type"],
+            status=raw["status"],
+            reason=raw.get("reason", ""),
+            message=raw.get("message", ""),
+            last_transition_time=raw.get("lastTransitionTime", ""),
+            observed_generation=int(raw.get("observedGeneration", 0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryEntry:
+    time: str
+    phase: str
+    step: int
+    weight: int
+    reason: str
+    message: str
+
+    def to_json(self) -> JSON:
+        return {
+            "time": self.time,
+            "phase": self.phase,
+            "step": self.step,
+            "weight": self.weight,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> HistoryEntry:
+        return HistoryEntry(
+            time=raw.get("time", ""),
+            phase=raw.get("phase", ""),
+            step=int(raw.get("step", 0)),
+            weight=int(raw.get("weight", 0)),
+            reason=raw.get("reason", ""),
+            message=raw.get("message", ""),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRolloutStatus:
+    phase: Phase | None = None
+    message: str = ""
+    observed_generation: int = 0
+    stable_version: str | None = None
+    """The version serving 100 % before this rollout; traffic returns here on abort."""
+    candidate_version: str | None = None
+    candidate_hash: str | None = None
+    """`ModelRolloutSpec.candidate_hash()` of the rollout in progress."""
+    current_step_index: int = 0
+    current_weight: int = 0
+    """Candidate share, in percent, as last verified on the route."""
+    step_started_at: str | None = None
+    """When the current step began; timed pauses and analyses count from here."""
+    paused_by_user: bool = False
+    progress_at: str | None = None
+    """Last time the rollout made progress; the progress deadline counts from here."""
+    scale_down_at: str | None = None
+    """When the version that lost may be scaled to zero; cleared once done."""
+    scale_down_target: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Status fields owned by other parts (analysis measurements, gate reports), kept verbatim."""
+
+    def to_json(self) -> JSON:
+        body: JSON = dict(self.extra)
+        body.update(
+            {
+                "phase": self.phase.value if self.phase else None,
+                "message": self.message,
+                "observedGeneration": self.observed_generation,
+                "stableVersion": self.stable_version,
+                "candidateVersion": self.candidate_version,
+                "candidateHash": self.candidate_hash,
+                "currentStepIndex": self.current_step_index,
+                "currentWeight": self.current_weight,
+                "stepStartedAt": self.step_started_at,
+                "pausedByUser": self.paused_by_user,
+                "progressAt": self.progress_at,
+                "scaleDownAt": self.scale_down_at,
+                "scaleDownTarget": self.scale_down_target,
+                "conditions": [c.to_json() for c in self.conditions],
+                "history": [h.to_json() for h in self.history],
+            }
+        )
+        return {k: v for k, v in body.items() if v is not None}
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any] | None) -> ModelRolloutStatus:
+        raw = raw or {}
+        known = {
+            "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
+            "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
+            "scaleDownAt", "scaleDownTarget", "conditions", "history",
+        }  # fmt: skip
+        phase = raw.get("phase")
+        return ModelRolloutStatus(
+            phase=Phase(phase) if phase in Phase._value2member_map_ else None,
+            message=raw.get("message", ""),
+            observed_generation=int(raw.get("observedGeneration", 0)),
+            stable_version=raw.get("stableVersion"),
+            candidate_version=raw.get("candidateVersion"),
+            candidate_hash=raw.get("candidateHash"),
+            current_step_index=int(raw.get("currentStepIndex", 0)),
+            current_weight=int(raw.get("currentWeight", 0)),
+            step_started_at=raw.get("stepStartedAt"),
+            paused_by_user=bool(raw.get("pausedByUser", False)),
+            progress_at=raw.get("progressAt"),
+            scale_down_at=raw.get("scaleDownAt"),
+            scale_down_target=raw.get("scaleDownTarget"),
+            conditions=tuple(Condition.from_json(c) for c in raw.get("conditions", [])),
+            history=tuple(HistoryEntry.from_json(h) for h in raw.get("history", [])),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    *,
+    type: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """Conditions with `type` set; lastTransitionTime moves only when the status flips."""
+    status_text = "True" if status else "False"
+    previous = next((c for c in conditions if c.type == type), None)
+    transition = (
+        previous.last_transition_time
+        if previous is not None and previous.status == status_text
+        else format_time(now)
+    )
+    updated = Condition(
+        type=type,
+        status=status_text,
+        reason=reason,
+        message=message,
+        last_transition_time=transition,
+        observed_generation=generation,
+    )
+    return tuple(c for c in conditions if c.type != type) + (updated,)
+
+
+def with_history(status: ModelRolloutStatus, entry: HistoryEntry) -> ModelRolloutStatus:
+    return replace(status, history=(*status.history, entry)[-HISTORY_LIMIT:])
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
