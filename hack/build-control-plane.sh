@@ -4,7 +4,9 @@
 #
 # Why from Go modules: these machines reach the Go module proxy but no release download site.
 # Honours KUBEBUILDER_ASSETS: when it names a directory holding kube-apiserver, etcd and kubectl,
-# nothing is built and that directory is used.
+# nothing is built; the printed directory then links to those binaries and holds the fetched CRDs,
+# so callers always find binaries and crds/ side by side.
+# Concurrent runs (several test sessions on a cold cache) wait for each other on a lock file.
 set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"
@@ -15,14 +17,22 @@ K8S_BINARIES=(kube-apiserver kubectl kube-controller-manager kube-scheduler)
 
 log() { echo "[build-control-plane] $*" >&2; }
 
-if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kubectl" ]]; then
-  log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
-  echo "$KUBEBUILDER_ASSETS"
-  exit 0
-fi
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/build.lock"
+flock 9
 
-BIN_DIR="$CACHE_ROOT/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
-mkdir -p "$BIN_DIR"
+if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kubectl" ]]; then
+  assets=$(cd "$KUBEBUILDER_ASSETS" && pwd -P)
+  log "using KUBEBUILDER_ASSETS=$assets"
+  BIN_DIR="$CACHE_ROOT/bin/kubebuilder-assets-$(printf '%s' "$assets" | sha256sum | cut -c1-12)"
+  mkdir -p "$BIN_DIR"
+  for binary in "$assets"/*; do
+    if [[ -f "$binary" && -x "$binary" ]]; then ln -sfn "$binary" "$BIN_DIR/$(basename "$binary")"; fi
+  done
+else
+  BIN_DIR="$CACHE_ROOT/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
+  mkdir -p "$BIN_DIR"
+fi
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod"
 
 build_kubernetes() {
@@ -78,8 +88,10 @@ fetch_gateway_api_crds() {
 }
 
 start=$(date +%s)
-build_etcd
-build_kubernetes
+if [[ -z "${assets:-}" ]]; then
+  build_etcd
+  build_kubernetes
+fi
 fetch_gateway_api_crds
 log "done in $(( $(date +%s) - start ))s"
 echo "$BIN_DIR"
