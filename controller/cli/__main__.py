@@ -1,0 +1,5 @@
+"""`python -m controller.cli`: the same as the `kubectl-modelrollout` executable."""
+
+from controller.cli.main import main
+
+raise SystemExit(main())
