@@ -1,0 +1,303 @@
+"""The ModelRollout CRD against a real kube-apiserver: what it refuses (and with which message),
+what it accepts and stores as written, and what `kubectl get` and `kubectl explain` show.
+
+Each file in invalid/ breaks one rule and says, in its `# expect:` lines, what the API server must
+answer; a new rule gets a new file there and needs no new test code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.api import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    HISTORY_LIMIT,
+    HistoryEntry,
+    ModelRolloutStatus,
+    Phase,
+    format_time,
+    parse_spec,
+    set_condition,
+)
+from localenv.controlplane import ControlPlane
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INVALID_MANIFESTS = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
+EXAMPLE = REPO_ROOT / "manifests" / "examples" / "canary-gateway-api.yaml"
+EXPECT_PREFIX = "# expect: "
+OPENAPI_PATH = "/openapi/v3/apis/rollouts.mlops.dev/v1alpha1"
+OPENAPI_SCHEMA_NAME = "dev.mlops.rollouts.v1alpha1.ModelRollout"
+
+
+def expected_messages(manifest: Path) -> list[str]:
+    return [
+        line.removeprefix(EXPECT_PREFIX)
+        for line in manifest.read_text().splitlines()
+        if line.startswith(EXPECT_PREFIX)
+    ]
+
+
+def example_rollout() -> dict[str, Any]:
+    """The ModelRollout document of the shipped example, as written."""
+    documents = yaml.safe_load_all(EXAMPLE.read_text())
+    return next(doc for doc in documents if doc["kind"] == "ModelRollout")
+
+
+def apply(control_plane: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def stored_rollout(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    result = control_plane.kubectl("get", "mro", name, "-n", namespace, "-o", "json")
+    stored: dict[str, Any] = json.loads(result.stdout)
+    return stored
+
+
+def patch_status(
+    control_plane: ControlPlane, namespace: str, name: str, status: dict[str, Any], *, check: bool = True
+) -> str:
+    """Writes status the way the controller does (status subresource); returns kubectl's stderr."""
+    result = control_plane.kubectl(
+        *("patch", "mro", name, "-n", namespace, "--subresource=status", "--type=merge"),
+        f"--patch={json.dumps({'status': status})}",
+        check=check,
+    )
+    return result.stderr
+
+
+def controller_status(*, history_length: int) -> dict[str, Any]:
+    """A status as ModelRolloutStatus.to_json writes it mid-rollout, every field set, plus a field
+    owned by analysis."""
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    conditions = set_condition(
+        (),
+        type="Progressing",
+        status=True,
+        reason="WeightVerified",
+        message="10 % of requests go to v2",
+        generation=1,
+        now=started,
+    )
+    history = tuple(
+        HistoryEntry(
+            time=format_time(started + timedelta(seconds=i)),
+            phase=Phase.PROGRESSING.value,
+            step=0,
+            weight=10,
+            reason="WeightVerified",
+            message=f"decision {i}",
+        )
+        for i in range(history_length)
+    )
+    status = ModelRolloutStatus(
+        phase=Phase.PROGRESSING,
+        message="step 1 of 5: 10 % of requests go to v2",
+        observed_generation=1,
+        stable_version="v1",
+        candidate_version="v2",
+        candidate_hash="0123456789",
+        current_step_index=1,
+        current_weight=10,
+        step_started_at=format_time(started),
+        paused_by_user=True,
+        progress_at=format_time(started),
+        scale_down_at=format_time(started + timedelta(minutes=5)),
+        scale_down_target="v0",
+        conditions=conditions,
+        history=history,
+        extra={"analysis": {"measurements": [{"metric": "error-rate", "value": 0.01}]}},
+    )
+    return status.to_json()
+
+
+def table(output: str) -> list[dict[str, str]]:
+    """Rows of a `kubectl get` table keyed by column header, cut at the header's column starts
+    (cells such as MESSAGE may contain spaces)."""
+    header, *rows = output.rstrip("\n").splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    names = header.split()
+    bounds = [*starts[1:], None]
+    return [
+        {name: row[start:end].strip() for name, start, end in zip(names, starts, bounds, strict=True)}
+        for row in rows
+    ]
+
+
+@pytest.mark.parametrize("manifest", INVALID_MANIFESTS, ids=lambda path: path.stem)
+def test_invalid_manifest_is_refused_with_a_message_naming_the_fix(
+    control_plane: ControlPlane, namespace: str, manifest: Path
+) -> None:
+    # given a manifest that breaks one rule, and the answer it must get
+    expected = expected_messages(manifest)
+    assert expected, f"{manifest.name} needs a line starting with {EXPECT_PREFIX!r}"
+    name = yaml.safe_load(manifest.read_text())["metadata"]["name"]
+
+    # when it is applied
+    result = control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest), check=False)
+
+    # then the API server refuses it with that message, and nothing is stored
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for message in expected:
+        assert message in result.stderr
+    leftover = control_plane.kubectl("get", "mro", name, "-n", namespace, "--ignore-not-found", "-o", "name")
+    assert leftover.stdout == ""
+
+
+def test_there_is_an_invalid_manifest_for_each_kind_of_mistake() -> None:
+    # given the invalid manifests, when their names are listed, then each rule has its own file
+    assert len(INVALID_MANIFESTS) >= 12
+    assert len({expected_messages(path)[0] for path in INVALID_MANIFESTS if expected_messages(path)}) >= 12
+
+
+def test_example_is_accepted_and_stored_as_written(control_plane: ControlPlane, namespace: str) -> None:
+    # given the shipped example (Services, HTTPRoute and ModelRollout)
+    written = example_rollout()
+
+    # when it is applied
+    control_plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+
+    # then every spec field survives (none pruned by a schema mismatch) and the controller parses it
+    stored = stored_rollout(control_plane, namespace, written["metadata"]["name"])
+    assert stored["spec"] == written["spec"]
+    spec = parse_spec(stored["spec"])
+    assert (spec.baseline, spec.candidate) == ("v1", "v2")
+    assert spec.traffic_routing.router == "gatewayAPI"
+    assert len(spec.steps) == 5
+    route = json.loads(
+        control_plane.kubectl("get", "httproute", "iris", "-n", namespace, "-o", "json").stdout
+    )
+    weights = {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
+    assert weights == {"iris-v1": 100, "iris-v2": 0}
+
+
+def test_defaults_fill_the_progress_deadline_and_the_scale_down_delay(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # given a rollout that leaves out progressDeadlineSeconds and scaleDown.delay
+    rollout = example_rollout()
+    del rollout["spec"]["progressDeadlineSeconds"]
+    rollout["spec"]["scaleDown"] = {}
+
+    # when it is applied
+    apply(control_plane, namespace, rollout)
+
+    # then the API server stores the documented defaults, which the controller reads back
+    spec = stored_rollout(control_plane, namespace, "iris")["spec"]
+    assert spec["progressDeadlineSeconds"] == DEFAULT_PROGRESS_DEADLINE_SECONDS
+    assert spec["scaleDown"] == {"delay": "30s"}
+    assert parse_spec(spec).scale_down is not None
+
+
+def test_weights_may_go_down_as_well_as_up(control_plane: ControlPlane, namespace: str) -> None:
+    # given steps that raise, lower and raise the weight, with a timed analysis and an open pause
+    rollout = example_rollout()
+    rollout["spec"]["steps"] = [
+        {"setWeight": 50},
+        {"setWeight": 5},
+        {"analyze": {"duration": "1h30m", "templates": [{"name": "error-rate"}]}},
+        {"pause": {}},
+        {"setWeight": 100},
+    ]
+
+    # when it is applied, then it is stored as written
+    apply(control_plane, namespace, rollout)
+    assert stored_rollout(control_plane, namespace, "iris")["spec"]["steps"] == rollout["spec"]["steps"]
+
+
+def test_status_written_by_the_controller_is_stored_verbatim(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # given a stored rollout and the status the controller writes, with a full history
+    apply(control_plane, namespace, example_rollout())
+    status = controller_status(history_length=HISTORY_LIMIT)
+
+    # when it is written through the status subresource
+    patch_status(control_plane, namespace, "iris", status)
+
+    # then it reads back unchanged: every type accepted, fields of analysis kept
+    assert stored_rollout(control_plane, namespace, "iris")["status"] == status
+    assert ModelRolloutStatus.from_json(status).current_weight == 10
+
+
+def test_history_longer_than_the_controller_keeps_is_refused(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # given a stored rollout
+    apply(control_plane, namespace, example_rollout())
+
+    # when a status with one decision more than HISTORY_LIMIT is written
+    errors = patch_status(
+        control_plane, namespace, "iris", controller_status(history_length=HISTORY_LIMIT + 1), check=False
+    )
+
+    # then the API server refuses it
+    assert f"must have at most {HISTORY_LIMIT} items" in errors
+
+
+def test_get_shows_phase_weight_step_and_versions_and_wide_adds_message_and_model(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # given a rollout mid-way, at step 1 with 10 % on v2
+    apply(control_plane, namespace, example_rollout())
+    patch_status(control_plane, namespace, "iris", controller_status(history_length=1))
+
+    # when it is listed, by short name and by category, plain and wide
+    plain = table(control_plane.kubectl("get", "mro", "-n", namespace).stdout)
+    by_category = table(control_plane.kubectl("get", "mlops", "-n", namespace).stdout)
+    wide = table(control_plane.kubectl("get", "mro", "-n", namespace, "-o", "wide").stdout)
+
+    # then the columns show where it stands
+    expected = {
+        "NAME": "iris",
+        "PHASE": "Progressing",
+        "WEIGHT": "10",
+        "STEP": "1",
+        "BASELINE": "v1",
+        "CANDIDATE": "v2",
+    }
+    assert [{k: row[k] for k in expected} for row in plain] == [expected]
+    assert list(plain[0]) == [*expected, "AGE"]
+    assert by_category == plain
+    assert wide[0]["MESSAGE"] == "step 1 of 5: 10 % of requests go to v2"
+    assert wide[0]["MODEL"] == "iris"
+
+
+def test_explain_describes_the_steps(control_plane: ControlPlane) -> None:
+    # when a person asks kubectl about the steps
+    explained = control_plane.kubectl("explain", "modelrollout.spec.steps").stdout
+
+    # then it tells them the rule (kubectl wraps lines) and what each kind of step does
+    assert "Each step has exactly one of setWeight, pause or analyze" in " ".join(explained.split())
+    assert re.search(r"^\s+setWeight\s+<integer>\n\s+Send this share of traffic", explained, re.MULTILINE)
+    assert re.search(r"^\s+pause\s+<Object>\n\s+Hold at the current weight", explained, re.MULTILINE)
+    assert re.search(r"^\s+analyze\s+<Object>\n\s+Hold at the current weight", explained, re.MULTILINE)
+
+
+def undescribed_fields(schema: dict[str, Any], path: str) -> list[str]:
+    """Paths under `schema` (as published in OpenAPI v3) that carry no description."""
+    missing = [] if schema.get("description") else [path]
+    for name, child in schema.get("properties", {}).items():
+        missing += undescribed_fields(child, f"{path}.{name}")
+    if "items" in schema:
+        missing += undescribed_fields(schema["items"], f"{path}[]")
+    return missing
+
+
+def test_every_spec_and_status_field_is_described_for_kubectl_explain(control_plane: ControlPlane) -> None:
+    # when the published OpenAPI schema of ModelRollout is read (what kubectl explain shows)
+    published = json.loads(control_plane.kubectl("get", "--raw", OPENAPI_PATH).stdout)
+    schema = published["components"]["schemas"][OPENAPI_SCHEMA_NAME]
+
+    # then every field under spec and status has a description
+    properties = schema["properties"]
+    assert undescribed_fields(properties["spec"], "spec") == []
+    assert undescribed_fields(properties["status"], "status") == []
