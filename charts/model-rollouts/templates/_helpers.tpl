@@ -1,0 +1,116 @@
+{{/* Chart name, overridable. */}}
+{{- define "model-rollouts.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Resource name prefix: the release name, with the chart name unless the release already has it. */}}
+{{- define "model-rollouts.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "model-rollouts.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "model-rollouts.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "model-rollouts.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "model-rollouts.labels" -}}
+{{ include "model-rollouts.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: model-rollouts
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "model-rollouts.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "model-rollouts.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The controller's ServiceAccount as an RBAC subjects list. */}}
+{{- define "model-rollouts.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "model-rollouts.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{/* "true" when leader election is on: forced by the value, or "auto" with more than one replica. */}}
+{{- define "model-rollouts.leaderElection" -}}
+{{- $mode := toString .Values.leaderElection.enabled -}}
+{{- if not (has $mode (list "auto" "true" "false")) -}}
+{{- fail (printf "leaderElection.enabled must be auto, true or false, not %q" $mode) -}}
+{{- end -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (gt (int .Values.replicaCount) 1)) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "model-rollouts.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.namespace -}}
+{{- end -}}
+
+{{/*
+The API permissions the controller needs, written once and used by the ClusterRole (cluster-wide
+install) or the Role (namespaced install). No wildcards; Secrets and Leases are granted apart,
+Secrets only when rbac.secrets.enabled, Leases only in the lease namespace.
+*/}}
+{{- define "model-rollouts.rules" -}}
+- apiGroups: [rollouts.mlops.dev]
+  resources: [modelrollouts]
+  verbs: [get, list, watch, update, patch]
+- apiGroups: [rollouts.mlops.dev]
+  resources: [modelrollouts/status]
+  verbs: [get, update, patch]
+- apiGroups: [rollouts.mlops.dev]
+  resources: [modelrollouts/finalizers]
+  verbs: [update]
+- apiGroups: [rollouts.mlops.dev]
+  resources: [analysistemplates]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, update, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, update, patch]
+{{- end -}}
+
+{{- define "model-rollouts.secretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}
+
+{{/* Namespaces where Secrets may be read through a Role; empty means the ClusterRole grants it. */}}
+{{- define "model-rollouts.secretNamespaces" -}}
+{{- if .Values.rbac.secrets.namespaces -}}
+{{- join "," .Values.rbac.secrets.namespaces -}}
+{{- else if .Values.watchNamespace -}}
+{{- .Values.watchNamespace -}}
+{{- end -}}
+{{- end -}}
