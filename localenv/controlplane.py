@@ -13,8 +13,8 @@ bearer token in system:masters; `ControlPlane.mint_identity` makes client certif
 other user and groups, and the admin may impersonate anyone (`kubectl --as`).
 
 Every process started here leads its own process group and is stopped by `stop()` (called on
-exit from a `with` block, at interpreter exit, and on a failed start). The kernel also sends it
-SIGTERM if the Python process that started it dies without cleaning up.
+exit from a `with` block, at interpreter exit, and on a failed start). The kernel also kills it
+if the Python process that started it dies without cleaning up.
 """
 
 from __future__ import annotations
@@ -178,8 +178,12 @@ def _write_kubeconfig(*, path: Path, server_url: str, ca_file: Path, user: dict[
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM when the parent dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """Runs in the child before exec: the kernel kills it when the parent dies.
+
+    SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown can hang once etcd is gone too, and
+    a parent that died uncleanly has abandoned the work directory anyway.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _log_tail(path: Path, *, lines: int = 30) -> str:
