@@ -118,9 +118,7 @@ def judge_drift(
 ) -> DriftResult:
     """Compares the candidate's prediction histogram with the baseline's (cumulative `le` buckets)."""
     if sorted(baseline) != sorted(candidate):
-        raise HistogramMismatch(
-            f"bucket bounds differ: baseline {sorted(baseline)}, candidate {sorted(candidate)}"
-        )
+        raise HistogramMismatch(f"bucket bounds differ: baseline {sorted(baseline)}, candidate {sorted(candidate)}")
     base_counts, cand_counts = bucket_counts(baseline), bucket_counts(candidate)
     base_total, cand_total = sum(base_counts), sum(cand_counts)
     if min(base_total, cand_total) < thresholds.min_count:
@@ -205,11 +203,7 @@ def judge_slice(
 ) -> SliceResult:
     """One slice on its own: enough samples, then candidate quality vs baseline and the floor."""
     base_quality, cand_quality = baseline.quality, candidate.quality
-    if (
-        base_quality is None
-        or cand_quality is None
-        or min(baseline.total, candidate.total) < thresholds.min_samples
-    ):
+    if base_quality is None or cand_quality is None or min(baseline.total, candidate.total) < thresholds.min_samples:
         return SliceResult(
             name=name,
             verdict=Verdict.INCONCLUSIVE,
@@ -262,9 +256,7 @@ def judge_slices(
         key=lambda r: (r.candidate.quality or 0.0) - (r.baseline.quality or 0.0),
     )
     if failed:
-        return SlicesResult(
-            verdict=Verdict.FAILED, slices=results, message="; ".join(r.message for r in failed)
-        )
+        return SlicesResult(verdict=Verdict.FAILED, slices=results, message="; ".join(r.message for r in failed))
     short = [r.name for r in results if r.verdict is Verdict.INCONCLUSIVE]
     if short:
         return SlicesResult(
@@ -295,9 +287,7 @@ class GapResult:
     message: str
 
 
-def judge_offline_online_gap(
-    *, offline: float, online: QualityCounts, max_gap: float, min_samples: float
-) -> GapResult:
+def judge_offline_online_gap(*, offline: float, online: QualityCounts, max_gap: float, min_samples: float) -> GapResult:
     """Fails when the online metric differs from the declared offline one by more than `max_gap`.
 
     Both directions count: an online value far above the offline one means the offline

@@ -1,0 +1,1 @@
+"""Pre-traffic gates: contract and golden set. See docs/gates.md."""
