@@ -227,7 +227,9 @@ def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
         return PauseStep(seconds=seconds)
     analyze = raw["analyze"] or {}
     return AnalyzeStep(
-        seconds=parse_duration(str(_require(analyze, "duration", f"{path}.analyze")), field_path=f"{path}.analyze.duration"),
+        seconds=parse_duration(
+            str(_require(analyze, "duration", f"{path}.analyze")), field_path=f"{path}.analyze.duration"
+        ),
         templates=tuple(t["name"] for t in analyze.get("templates", [])),
     )
 
@@ -276,6 +278,13 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
     )
     spec.version(spec.candidate)
     spec.version(spec.baseline)
+    has_metrics = bool(spec.analysis.get("metrics") or spec.analysis.get("templates"))
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, AnalyzeStep) and not (has_metrics or step.templates):
+            raise SpecError(
+                f"spec.steps[{i}].analyze",
+                "has nothing to measure; add spec.analysis.metrics or analyze.templates",
+            )
     if spec.candidate == spec.baseline:
         raise SpecError("spec.candidate", "must differ from spec.baseline")
     return spec
@@ -406,7 +415,7 @@ class ModelRolloutStatus:
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
-            phase=Phase(phase) if phase in Phase._value2member_map_ else None,
+            phase=Phase(str(phase)) if phase in Phase._value2member_map_ else None,
             message=raw.get("message", ""),
             observed_generation=int(raw.get("observedGeneration", 0)),
             stable_version=raw.get("stableVersion"),
@@ -439,9 +448,7 @@ def set_condition(
     status_text = "True" if status else "False"
     previous = next((c for c in conditions if c.type == type), None)
     transition = (
-        previous.last_transition_time
-        if previous is not None and previous.status == status_text
-        else format_time(now)
+        previous.last_transition_time if previous is not None and previous.status == status_text else format_time(now)
     )
     updated = Condition(
         type=type,
@@ -451,7 +458,7 @@ def set_condition(
         last_transition_time=transition,
         observed_generation=generation,
     )
-    return tuple(c for c in conditions if c.type != type) + (updated,)
+    return (*(c for c in conditions if c.type != type), updated)
 
 
 def with_history(status: ModelRolloutStatus, entry: HistoryEntry) -> ModelRolloutStatus:

@@ -1,0 +1,137 @@
+"""`python -m controller` / `model-rollouts-controller`: run the controller."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+from kubernetes import client, config
+
+from controller.kube import Kube
+from controller.leader import LeaderElectionSettings, LeaderElector
+from controller.manager import Manager, ManagerSettings
+from controller.reconcile import Reconciler
+from controller.server import serve
+from controller.wiring import build_checkers
+
+log = logging.getLogger("controller")
+
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_RECORD_FIELDS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD_RECORD_FIELDS)
+        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{base} {extra}" if extra else base
+        return f"{text}\n{self.formatException(record.exc_info)}" if record.exc_info else text
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="model-rollouts-controller", description=__doc__)
+    parser.add_argument("--kubeconfig", help="kubeconfig file; in-cluster config when absent")
+    parser.add_argument("--namespace", default="", help="watch one namespace; empty watches all")
+    parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once")
+    parser.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile every rollout this often")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
+    parser.add_argument(
+        "--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="compete for a Lease"
+    )
+    parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("--lease-name", default="model-rollouts-controller")
+    parser.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument("--log-format", choices=["json", "text"], default="text")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+
+    if args.kubeconfig:
+        api_client = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        api_client = client.ApiClient()
+
+    kube = Kube(api_client=api_client)
+    manager = Manager(
+        api_client=api_client,
+        reconciler=Reconciler(kube=kube, checkers=build_checkers(kube=kube)),
+        settings=ManagerSettings(
+            namespace=args.namespace or None, workers=args.workers, resync_seconds=args.resync_seconds
+        ),
+    )
+    stop = threading.Event()
+    elector = (
+        LeaderElector(
+            api_client=api_client,
+            settings=LeaderElectionSettings(
+                lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity
+            ),
+        )
+        if args.leader_elect
+        else None
+    )
+    serve(
+        host=args.metrics_host,
+        port=args.metrics_port,
+        ready=lambda: manager.synced or (elector is not None and not elector.is_leader.is_set()),
+    )
+
+    def shutdown(signum: int, frame: object) -> None:
+        log.info("shutting down", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+
+    def lost_leadership() -> None:
+        # Another replica may already act: stop at once rather than finish in-flight passes.
+        os._exit(1)
+
+    if elector is not None:
+        threading.Thread(
+            target=elector.run, kwargs={"stop": stop, "on_lost": lost_leadership}, name="leader", daemon=True
+        ).start()
+        log.info("waiting for leadership", extra={"identity": args.identity})
+        while not stop.is_set() and not elector.is_leader.wait(0.5):
+            pass
+    if not stop.is_set():
+        log.info("starting", extra={"namespace": args.namespace or "(all)", "workers": args.workers})
+        manager.start(stop)
+        stop.wait()
+    manager.stop()
+    if elector is not None:
+        elector.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

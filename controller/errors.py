@@ -1,0 +1,30 @@
+"""Retry meaning lives in the exception type.
+
+Exception
+ └── ReconcileError           anything a reconcile pass can raise on purpose
+      ├── TemporaryError      try again after `delay` seconds (API hiccup, conflict, timeout)
+      └── PermanentError      retrying will not help until a person changes something
+           └── ReferenceProblem   a referenced object is missing or does not fit
+"""
+
+from __future__ import annotations
+
+DEFAULT_TEMPORARY_DELAY_SECONDS = 5.0
+
+
+class ReconcileError(Exception):
+    """Base of the errors a reconcile pass raises on purpose."""
+
+
+class TemporaryError(ReconcileError):
+    def __init__(self, message: str, *, delay: float = DEFAULT_TEMPORARY_DELAY_SECONDS) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(ReconcileError):
+    """Needs a person: reported in a condition and an Event, not retried in a tight loop."""
+
+
+class ReferenceProblem(PermanentError):
+    """A route, backend, Service or Deployment that does not exist or does not fit."""

@@ -1,0 +1,209 @@
+"""The Kubernetes API edge: every call the controller makes goes through `Kube`.
+
+Calls map API errors onto the retry meaning of `controller.errors`: a conflict or a server or
+connection error is a `TemporaryError`; reads of objects that may legitimately be absent return
+None. Idempotent reads are retried a few times with tenacity before giving up for this pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from urllib3.exceptions import HTTPError
+
+from controller.api import GROUP, PLURAL, VERSION
+from controller.errors import TemporaryError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+READ_ATTEMPTS = 3
+"""Tries for an idempotent read before the pass gives up and is requeued."""
+SCALED_DOWN_FROM_ANNOTATION = f"{GROUP}/scaled-down-from"
+"""Set on a Deployment the controller scaled to zero: the replicas to restore on a retry."""
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, ApiException):
+        return error.status in (409, 429) or error.status >= 500
+    return isinstance(error, HTTPError | OSError)
+
+
+_retry_reads = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_attempt(READ_ATTEMPTS),
+    wait=wait_exponential(multiplier=0.1, max=1.0),
+    reraise=True,
+)
+
+
+def _call(operation: str, fn: Callable[[], T]) -> T:
+    """Run one API call; transient failures become TemporaryError."""
+    try:
+        return fn()
+    except ApiException as error:
+        if _transient(error):
+            delay = 0.2 if error.status == 409 else 2.0
+            raise TemporaryError(f"{operation}: HTTP {error.status} {error.reason}", delay=delay) from error
+        raise
+    except (HTTPError, OSError) as error:
+        raise TemporaryError(f"{operation}: {error}") from error
+
+
+def _none_if_absent(operation: str, fn: Callable[[], T]) -> T | None:
+    try:
+        return _call(operation, _retry_reads(fn))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+class Kube:
+    """Typed, error-mapped access to the few API calls the controller needs."""
+
+    def __init__(self, *, api_client: client.ApiClient, component: str = "model-rollouts") -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.component = component
+
+    # ModelRollouts -----------------------------------------------------------------------------
+
+    def get_rollout(self, *, namespace: str, name: str) -> JSON | None:
+        return _none_if_absent(
+            f"get ModelRollout {namespace}/{name}",
+            lambda: cast(JSON, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)),
+        )
+
+    def replace_rollout_status(self, *, rollout: JSON, status: JSON) -> JSON:
+        meta = rollout["metadata"]
+        body = {
+            "apiVersion": rollout["apiVersion"],
+            "kind": rollout["kind"],
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "status": status,
+        }
+        result = _call(
+            f"write status of ModelRollout {meta['namespace']}/{meta['name']}",
+            lambda: self.custom.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+            ),
+        )
+        return cast(JSON, result)
+
+    def patch_rollout_metadata(self, *, rollout: JSON, patch: list[JSON]) -> JSON:
+        """A JSON patch of metadata (finalizers, annotations); `test` ops guard against races."""
+        meta = rollout["metadata"]
+        result = _call(
+            f"patch ModelRollout {meta['namespace']}/{meta['name']}",
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+                _content_type="application/json-patch+json",
+            ),
+        )  # fmt: skip
+        return cast(JSON, result)
+
+    # Generic objects ---------------------------------------------------------------------------
+
+    def get_custom(self, *, group: str, version: str, plural: str, namespace: str, name: str) -> JSON | None:
+        return _none_if_absent(
+            f"get {plural}.{group} {namespace}/{name}",
+            lambda: cast(JSON, self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)),
+        )
+
+    def replace_custom(self, *, group: str, version: str, plural: str, body: JSON) -> JSON:
+        meta = body["metadata"]
+        result = _call(
+            f"update {plural}.{group} {meta['namespace']}/{meta['name']}",
+            lambda: self.custom.replace_namespaced_custom_object(
+                group, version, meta["namespace"], plural, meta["name"], body
+            ),
+        )
+        return cast(JSON, result)
+
+    def get_service(self, *, namespace: str, name: str) -> Any | None:
+        return _none_if_absent(
+            f"get Service {namespace}/{name}", lambda: self.core.read_namespaced_service(name, namespace)
+        )
+
+    def get_deployment(self, *, namespace: str, name: str) -> Any | None:
+        return _none_if_absent(
+            f"get Deployment {namespace}/{name}",
+            lambda: self.apps.read_namespaced_deployment(name, namespace),
+        )
+
+    def get_configmap_data(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        found = _none_if_absent(
+            f"get ConfigMap {namespace}/{name}", lambda: self.core.read_namespaced_config_map(name, namespace)
+        )
+        return None if found is None else dict(found.data or {})
+
+    def get_secret_data(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        import base64
+
+        found = _none_if_absent(
+            f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
+        )
+        if found is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
+
+    def scale_deployment(
+        self, *, namespace: str, name: str, replicas: int, annotations: Mapping[str, str | None]
+    ) -> None:
+        patch = {"metadata": {"annotations": dict(annotations)}, "spec": {"replicas": replicas}}
+        _call(
+            f"scale Deployment {namespace}/{name} to {replicas}",
+            lambda: self.apps.patch_namespaced_deployment(name, namespace, patch),
+        )
+
+    # Events ------------------------------------------------------------------------------------
+
+    def emit_event(self, *, about: ObjectRef, type: str, reason: str, message: str, now: datetime) -> None:
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{about.name}.", namespace=about.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=about.api_version,
+                kind=about.kind,
+                namespace=about.namespace,
+                name=about.name,
+                uid=about.uid,
+            ),
+            type=type,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=self.component),
+            reporting_component=self.component,
+        )
+        try:
+            _call(f"emit Event {reason}", lambda: self.core.create_namespaced_event(about.namespace, event))
+        except (TemporaryError, ApiException) as error:
+            # An Event is a courtesy: losing one must not fail the pass that already acted.
+            log.warning("could not emit event", extra={"reason": reason, "error": str(error)})

@@ -1,0 +1,170 @@
+"""Runs the pieces together: informers feed the work queue, a fixed pool of workers reconciles.
+
+Informer(ModelRollouts) ──┐
+Informer(HTTPRoutes) ─────┼──> WorkQueue ──> N workers ──> Reconciler.reconcile(key)
+resync timer ─────────────┘        ^                          │
+                                   └──── requeue-after / backoff ┘
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from controller import telemetry
+from controller.api import GROUP, PLURAL, VERSION
+from controller.errors import TemporaryError
+from controller.reconcile import Reconciler
+from controller.routers import gatewayapi
+from controller.watch import Informer, Resource
+from controller.workqueue import Key, ShutDown, WorkQueue
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManagerSettings:
+    namespace: str | None = None
+    """Watch ModelRollouts in this namespace only; None watches all namespaces."""
+    workers: int = 4
+    """Reconcile passes running at once (each on a different rollout)."""
+    resync_seconds: float = 300.0
+    """Every rollout is reconciled at least this often, even with no event."""
+
+
+class Manager:
+    def __init__(self, *, api_client: client.ApiClient, reconciler: Reconciler, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self.reconciler = reconciler
+        self.queue = WorkQueue()
+        self._lock = threading.Lock()
+        self._route_of: dict[Key, tuple[str, str]] = {}
+        self._rollouts_of_route: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self.rollouts = Informer(
+            api_client=api_client,
+            resource=Resource(group=GROUP, version=VERSION, plural=PLURAL, namespace=settings.namespace),
+            on_event=self._on_rollout_event,
+            on_list=self._on_rollout_list,
+        )
+        self.routes = Informer(
+            api_client=api_client,
+            resource=Resource(
+                group=gatewayapi.GROUP,
+                version=gatewayapi.VERSION,
+                plural=gatewayapi.PLURAL,
+                namespace=settings.namespace,
+            ),
+            on_event=self._on_route_event,
+            on_list=lambda routes: None,
+        )
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def synced(self) -> bool:
+        return self.rollouts.synced.is_set() and self.routes.synced.is_set()
+
+    def start(self, stop: threading.Event) -> None:
+        def spawn(name: str, target: Any, *args: Any) -> None:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+        spawn("watch-modelrollouts", self.rollouts.run, stop)
+        spawn("watch-httproutes", self.routes.run, stop)
+        spawn("resync", self._resync, stop)
+        for i in range(self.settings.workers):
+            spawn(f"worker-{i}", self._work)
+
+    def stop(self) -> None:
+        self.queue.shut_down()
+        self.rollouts.stop()
+        self.routes.stop()
+
+    # Event handlers: quick, they only index and enqueue ----------------------------------------
+
+    @staticmethod
+    def _key(obj: JSON) -> Key:
+        return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+    def _index(self, key: Key, obj: JSON | None) -> None:
+        with self._lock:
+            old = self._route_of.pop(key, None)
+            if old is not None:
+                self._rollouts_of_route[old].discard(key)
+                if not self._rollouts_of_route[old]:
+                    del self._rollouts_of_route[old]
+            route_name = (
+                None
+                if obj is None
+                else ((obj.get("spec") or {}).get("trafficRouting") or {}).get("gatewayAPI", {}).get("httpRoute")
+            )
+            if route_name:
+                route = (key[0], str(route_name))
+                self._route_of[key] = route
+                self._rollouts_of_route[route].add(key)
+
+    def _on_rollout_list(self, items: Iterable[JSON]) -> None:
+        keys = set()
+        for obj in items:
+            key = self._key(obj)
+            keys.add(key)
+            self._index(key, obj)
+            self.queue.add(key)
+        for gone in set(self._route_of) - keys:
+            self._index(gone, None)
+
+    def _on_rollout_event(self, kind: str, obj: JSON) -> None:
+        key = self._key(obj)
+        self._index(key, None if kind == "DELETED" else obj)
+        self.queue.add(key)
+
+    def _on_route_event(self, kind: str, obj: JSON) -> None:
+        with self._lock:
+            keys = list(self._rollouts_of_route.get(self._key(obj), ()))
+        for key in keys:
+            self.queue.add(key)
+
+    def _resync(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.resync_seconds):
+            with self._lock:
+                keys = list(self._route_of)
+            for key in keys:
+                self.queue.add(key)
+
+    # Processing ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            try:
+                key = self.queue.get()
+            except ShutDown:
+                return
+            telemetry.QUEUE_DEPTH.set(len(self.queue))
+            started = time.monotonic()
+            try:
+                requeue = self.reconciler.reconcile(namespace=key[0], name=key[1])
+            except TemporaryError as error:
+                telemetry.RECONCILES.labels(result="retry").inc()
+                log.info("reconcile will be retried", extra={"key": "/".join(key), "error": str(error)})
+                self.queue.add_after(key, error.delay)
+            except Exception:
+                telemetry.RECONCILES.labels(result="error").inc()
+                delay = self.queue.add_rate_limited(key)
+                log.exception("reconcile failed", extra={"key": "/".join(key), "retry_in": delay})
+            else:
+                telemetry.RECONCILES.labels(result="success").inc()
+                self.queue.forget(key)
+                if requeue is not None:
+                    self.queue.add_after(key, requeue)
+            finally:
+                telemetry.RECONCILE_SECONDS.observe(time.monotonic() - started)
+                self.queue.done(key)

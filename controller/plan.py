@@ -1,0 +1,597 @@
+"""The rollout state machine, as a pure function.
+
+`decide(spec, status, observed)` looks at the stored status and at what the reconciler observed
+(route weights, reference problems, check outcomes, a manual action) and returns a `Plan`: the
+new status, the traffic split the route must have, Events to emit and when to look again. It
+does no I/O and reads no clock.
+
+Crash safety rests on two properties:
+
+* the traffic split asked for is a function of the stored status alone, so a restarted
+  controller asks for exactly what the crashed one last asked for (no flapping);
+* a `setWeight` step completes only once the route is observed at its weight, so a crash
+  between writing the route and writing the status repeats an idempotent write, never a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from controller.api import (
+    TERMINAL_PHASES,
+    Action,
+    AnalyzeStep,
+    HistoryEntry,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    PauseStep,
+    Phase,
+    SetWeightStep,
+    format_time,
+    parse_time,
+    set_condition,
+    with_history,
+)
+from controller.checks import CheckOutcome, InconclusivePolicy, StepWindow, Verdict
+
+WAIT_FOR_ROUTE_SECONDS = 2.0
+"""Look again this soon when the route did not show the weight just written."""
+REFERENCE_RETRY_SECONDS = 10.0
+"""Look again this soon while a referenced object is missing or does not fit."""
+CHECK_STATUS_FIELDS = ("analysis", "gates")
+"""Status fields owned by checkers; cleared when a rollout starts over."""
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficSplit:
+    """The weights, in percent, the route must give each version; versions not named get 0."""
+
+    weights: Mapping[str, int]
+
+    @staticmethod
+    def all_to(version: str) -> TrafficSplit:
+        return TrafficSplit(weights={version: 100})
+
+    @staticmethod
+    def canary(*, stable: str, candidate: str, candidate_weight: int) -> TrafficSplit:
+        return TrafficSplit(weights={stable: 100 - candidate_weight, candidate: candidate_weight})
+
+    def satisfied_by(self, observed: Mapping[str, int] | None) -> bool:
+        if observed is None:
+            return False
+        versions = set(self.weights) | set(observed)
+        return all(observed.get(v, 0) == self.weights.get(v, 0) for v in versions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What the reconciler saw this pass, before acting."""
+
+    now: datetime
+    generation: int
+    deleting: bool = False
+    action: str | None = None
+    """Raw value of the action annotation, if present."""
+    route_weights: Mapping[str, int] | None = None
+    """Percent of traffic per version (of spec.versions) on the route; None when unreadable."""
+    reference_problem: str | None = None
+    gates: CheckOutcome | None = None
+    analysis: CheckOutcome | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    status: ModelRolloutStatus
+    traffic: TrafficSplit | None
+    """Split the route must have; None leaves the route alone."""
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    scale_down_version: str | None = None
+    """Version whose Deployment is due to be scaled to zero now."""
+    remove_finalizer: bool = False
+    action_handled: bool = False
+
+
+def stage_to_check(status: ModelRolloutStatus) -> str | None:
+    """Which checker the reconciler must run before deciding: gates, analysis or none."""
+    if status.phase == Phase.PENDING:
+        return "gates"
+    if status.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return "analysis"
+    return None
+
+
+def analyze_window(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StepWindow | None:
+    """The analyze step in progress, if the current step is one."""
+    index = status.current_step_index
+    started = parse_time(status.step_started_at)
+    if status.phase != Phase.PROGRESSING or index >= len(spec.steps) or started is None:
+        return None
+    step = spec.steps[index]
+    if not isinstance(step, AnalyzeStep):
+        return None
+    return StepWindow(index=index, started_at=started, seconds=step.seconds, templates=step.templates)
+
+
+def held_weight(spec: ModelRolloutSpec, index: int) -> int:
+    """Candidate weight set by the last setWeight step before `index` (0 if none)."""
+    for step in reversed(spec.steps[:index]):
+        if isinstance(step, SetWeightStep):
+            return step.weight
+    return 0
+
+
+@dataclass(kw_only=True)
+class _Decision:
+    """Mutable scratch state of one `decide` call; frozen into a Plan at the end."""
+
+    status: ModelRolloutStatus
+    observed: Observed
+    traffic: TrafficSplit | None = None
+    events: list[Event] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    scale_down_version: str | None = None
+    remove_finalizer: bool = False
+
+    @property
+    def now(self) -> datetime:
+        return self.observed.now
+
+    def update(self, **changes: object) -> None:
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
+
+    def event(self, type: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type=type, reason=reason, message=message))
+
+    def condition(self, type: str, ok: bool, reason: str, message: str) -> None:
+        self.update(
+            conditions=set_condition(
+                self.status.conditions,
+                type=type,
+                status=ok,
+                reason=reason,
+                message=message,
+                generation=self.observed.generation,
+                now=self.now,
+            )
+        )
+
+    def after(self, seconds: float) -> None:
+        self.requeue.append(max(seconds, 0.0))
+
+    def to_plan(self, *, original: ModelRolloutStatus) -> Plan:
+        status = self.status
+        if status.phase != original.phase or status.current_step_index != original.current_step_index:
+            status = with_history(
+                status,
+                HistoryEntry(
+                    time=format_time(self.now),
+                    phase=status.phase.value if status.phase else "",
+                    step=status.current_step_index,
+                    weight=status.current_weight,
+                    reason=self.events[-1].reason if self.events else "",
+                    message=status.message,
+                ),
+            )
+        return Plan(
+            status=status,
+            traffic=self.traffic,
+            events=tuple(self.events),
+            requeue_after=min(self.requeue) if self.requeue else None,
+            scale_down_version=self.scale_down_version,
+            remove_finalizer=self.remove_finalizer,
+            action_handled=self.observed.action is not None,
+        )
+
+
+def decide(
+    *,
+    spec: ModelRolloutSpec | None,
+    spec_error: str | None,
+    status: ModelRolloutStatus,
+    observed: Observed,
+) -> Plan:
+    """The next move of one rollout. `spec` is None exactly when `spec_error` says why."""
+    d = _Decision(status=status, observed=observed)
+    stable = status.stable_version or (spec.baseline if spec else None)
+    if observed.deleting:
+        _finalize(d, stable)
+    elif spec is None:
+        _invalid_spec(d, spec_error or "invalid spec", stable)
+    else:
+        d.condition("SpecValid", True, "Valid", "")
+        _run(d, spec)
+    d.update(current_weight=_candidate_share(d, spec))
+    _progressing_condition(d)
+    return d.to_plan(original=status)
+
+
+def _progressing_condition(d: _Decision) -> None:
+    phase = d.status.phase
+    if phase is None:
+        return
+    in_flight = phase not in TERMINAL_PHASES
+    d.condition("Progressing", in_flight, phase.value, d.status.message)
+
+
+def _candidate_share(d: _Decision, spec: ModelRolloutSpec | None) -> int:
+    weights = d.observed.route_weights
+    if spec is None or weights is None:
+        return d.status.current_weight
+    if d.traffic is not None and not d.traffic.satisfied_by(weights):
+        return d.status.current_weight
+    return weights.get(spec.candidate, 0)
+
+
+def _finalize(d: _Decision, stable: str | None) -> None:
+    """On deletion: all traffic back to the stable version, then let the object go."""
+    if stable is None or d.observed.route_weights is None:
+        d.remove_finalizer = True
+        return
+    d.traffic = TrafficSplit.all_to(stable)
+    if d.traffic.satisfied_by(d.observed.route_weights):
+        d.remove_finalizer = True
+    else:
+        d.after(WAIT_FOR_ROUTE_SECONDS)
+
+
+def _invalid_spec(d: _Decision, error: str, stable: str | None) -> None:
+    d.condition("SpecValid", False, "InvalidSpec", error)
+    if stable is not None:
+        d.traffic = TrafficSplit.all_to(stable)
+    if d.status.phase != Phase.FAILED or d.status.message != error:
+        d.event(EventType.WARNING, "InvalidSpec", error)
+    d.update(phase=Phase.FAILED, message=error, observed_generation=d.observed.generation)
+    _handle_action_not_applicable(d, _parse_action(d))
+
+
+def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
+    status = d.status
+    stable = status.stable_version or spec.baseline
+    if status.stable_version is None:
+        d.update(stable_version=stable)
+    action = _parse_action(d)
+
+    if spec.candidate == stable:
+        _steady(d, spec, stable, action)
+        return
+    if _must_start_over(d, spec, action):
+        d.traffic = TrafficSplit.all_to(stable)
+        if not d.traffic.satisfied_by(d.observed.route_weights) and status.candidate_hash is not None:
+            # The previous rollout's traffic goes home first; the new one starts on the next plan.
+            _reference_condition(d)
+            d.after(WAIT_FOR_ROUTE_SECONDS)
+            return
+        _start(d, spec, stable)
+        # Checkers ran against the stored status; the new rollout's gates run on the next pass.
+        d.after(0)
+        return
+
+    phase = d.status.phase
+    if phase in TERMINAL_PHASES:
+        d.traffic = TrafficSplit.all_to(d.status.stable_version or stable)
+        _handle_action_not_applicable(d, action)
+        _scale_down_when_due(d)
+        return
+
+    if action is not None:
+        _apply_action(d, spec, stable, action)
+        if d.status.phase in TERMINAL_PHASES:
+            return
+
+    if not _reference_condition(d):
+        d.after(REFERENCE_RETRY_SECONDS)
+        _check_deadline(d, spec, stable, waiting_for="valid references")
+        return
+    if d.status.phase == Phase.PENDING:
+        _pending(d, spec, stable)
+    else:
+        _progress(d, spec, stable)
+    _scale_down_when_due(d)
+
+
+def _parse_action(d: _Decision) -> Action | None:
+    raw = d.observed.action
+    if raw is None:
+        return None
+    try:
+        return Action(raw.strip())
+    except ValueError:
+        allowed = ", ".join(a.value for a in Action)
+        d.event(EventType.WARNING, "UnknownAction", f"action {raw!r} is not one of: {allowed}; nothing was done")
+        return None
+
+
+def _must_start_over(d: _Decision, spec: ModelRolloutSpec, action: Action | None) -> bool:
+    status = d.status
+    if status.candidate_hash is None or status.phase is None:
+        return True
+    if status.observed_generation != d.observed.generation:
+        return not (status.phase == Phase.PROMOTED and status.candidate_hash == spec.candidate_hash())
+    return action == Action.RETRY and status.phase in (Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED)
+
+
+def _start(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
+    now = format_time(d.now)
+    scale_down_target = d.status.scale_down_target
+    keep_scale_down = scale_down_target is not None and scale_down_target != spec.candidate
+    d.update(
+        phase=Phase.PENDING,
+        message=f"rolling out {spec.candidate} against {stable}",
+        observed_generation=d.observed.generation,
+        candidate_version=spec.candidate,
+        candidate_hash=spec.candidate_hash(),
+        current_step_index=0,
+        step_started_at=now,
+        progress_at=now,
+        paused_by_user=False,
+        scale_down_at=d.status.scale_down_at if keep_scale_down else None,
+        scale_down_target=scale_down_target if keep_scale_down else None,
+        extra={k: v for k, v in d.status.extra.items() if k not in CHECK_STATUS_FIELDS},
+    )
+    d.event(EventType.NORMAL, "RolloutStarted", f"rolling out {spec.candidate} against {stable}")
+
+
+def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | None) -> None:
+    """Nothing to roll out: the candidate already is the stable version."""
+    d.traffic = TrafficSplit.all_to(stable)
+    if d.status.phase != Phase.PROMOTED:
+        message = f"{stable} serves all traffic; nothing to roll out"
+        d.update(phase=Phase.PROMOTED, message=message, candidate_version=stable, paused_by_user=False)
+        d.event(EventType.NORMAL, "Steady", message)
+    d.update(observed_generation=d.observed.generation, candidate_hash=spec.candidate_hash())
+    _handle_action_not_applicable(d, action)
+    _scale_down_when_due(d)
+
+
+def _handle_action_not_applicable(d: _Decision, action: Action | None) -> None:
+    if action is not None:
+        phase = d.status.phase.value if d.status.phase else "none"
+        d.event(EventType.NORMAL, "ActionIgnored", f"action {action.value} does nothing in phase {phase}")
+
+
+def _apply_action(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action) -> None:
+    index = d.status.current_step_index
+    if action == Action.ABORT:
+        _return_to_stable(d, spec, stable, Phase.ABORTED, "Aborted", "aborted by a person")
+    elif action == Action.PROMOTE_FULL:
+        d.event(EventType.NORMAL, "PromotedByPerson", "remaining steps skipped by a person")
+        _enter_step(d, spec, len(spec.steps), phase=Phase.PROGRESSING, paused_by_user=False)
+    elif action == Action.PROMOTE:
+        if d.status.phase == Phase.PENDING:
+            d.event(EventType.NORMAL, "GatesSkipped", "pre-traffic gates skipped by a person")
+            _enter_step(d, spec, index, phase=Phase.PROGRESSING, paused_by_user=False)
+        else:
+            d.event(EventType.NORMAL, "StepSkipped", f"step {index} skipped by a person")
+            _enter_step(d, spec, index + 1, phase=Phase.PROGRESSING, paused_by_user=False)
+    elif action == Action.PAUSE:
+        d.update(paused_by_user=True)
+        d.event(EventType.NORMAL, "Paused", "paused by a person")
+    elif action == Action.RESUME:
+        at_indefinite_pause = index < len(spec.steps) and spec.steps[index] == PauseStep(seconds=None)
+        was_paused = d.status.paused_by_user or at_indefinite_pause
+        if was_paused:
+            d.event(EventType.NORMAL, "Resumed", "resumed by a person")
+            _enter_step(d, spec, index + 1 if at_indefinite_pause else index, phase=Phase.PROGRESSING)
+            d.update(paused_by_user=False, progress_at=format_time(d.now))
+        else:
+            _handle_action_not_applicable(d, action)
+    else:
+        _handle_action_not_applicable(d, action)
+
+
+def _enter_step(
+    d: _Decision, spec: ModelRolloutSpec, index: int, *, phase: Phase, paused_by_user: bool | None = None
+) -> None:
+    index = min(index, len(spec.steps))
+    step = spec.steps[index] if index < len(spec.steps) else None
+    timed_seconds = step.seconds if isinstance(step, PauseStep | AnalyzeStep) and step.seconds else 0.0
+    d.update(
+        phase=phase,
+        current_step_index=index,
+        step_started_at=format_time(d.now),
+        # The deadline counts from when a timed step is due to end, not from when it starts.
+        progress_at=format_time(d.now + timedelta(seconds=timed_seconds)),
+        paused_by_user=d.status.paused_by_user if paused_by_user is None else paused_by_user,
+    )
+
+
+def _reference_condition(d: _Decision) -> bool:
+    problem = d.observed.reference_problem
+    previous = next((c for c in d.status.conditions if c.type == "ReferencesValid"), None)
+    if problem is None:
+        d.condition("ReferencesValid", True, "Valid", "")
+        return True
+    if previous is None or previous.message != problem:
+        d.event(EventType.WARNING, "InvalidReference", f"{problem}; no traffic moves until it is fixed")
+    d.condition("ReferencesValid", False, "InvalidReference", problem)
+    d.update(message=f"waiting: {problem}")
+    return False
+
+
+def _check_outcome_condition(d: _Decision, type: str, outcome: CheckOutcome | None) -> None:
+    if outcome is None:
+        return
+    ok = outcome.verdict in (Verdict.SUCCESSFUL, Verdict.RUNNING)
+    d.condition(type, ok, outcome.verdict.value, outcome.message)
+    extra = dict(d.status.extra)
+    extra.update(outcome.status_fields)
+    d.update(extra=extra)
+    if outcome.requeue_after is not None:
+        d.after(outcome.requeue_after)
+
+
+def _pending(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
+    """Before any traffic: the pre-traffic gates must pass."""
+    d.traffic = TrafficSplit.all_to(stable)
+    gates = d.observed.gates
+    _check_outcome_condition(d, "GatesPassed", gates)
+    verdict = Verdict.SUCCESSFUL if gates is None else gates.verdict
+    if verdict == Verdict.SUCCESSFUL:
+        if gates is not None:
+            d.event(EventType.NORMAL, "GatesPassed", gates.message or "pre-traffic gates passed")
+        _enter_step(d, spec, 0, phase=Phase.PROGRESSING)
+        _progress(d, spec, stable)
+        return
+    assert gates is not None
+    if _judged_failed(d, gates):
+        _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "GateFailed", gates.message)
+        return
+    if _paused_by_inconclusive(d, gates):
+        return
+    d.update(message=f"waiting for pre-traffic gates: {gates.message}" if gates.message else "running gates")
+    _check_deadline(d, spec, stable, waiting_for="pre-traffic gates")
+
+
+def _judged_failed(d: _Decision, outcome: CheckOutcome) -> bool:
+    return outcome.verdict == Verdict.FAILED or (
+        outcome.verdict == Verdict.INCONCLUSIVE and outcome.on_inconclusive == InconclusivePolicy.ROLLBACK
+    )
+
+
+def _paused_by_inconclusive(d: _Decision, outcome: CheckOutcome) -> bool:
+    if outcome.verdict == Verdict.INCONCLUSIVE and outcome.on_inconclusive == InconclusivePolicy.PAUSE:
+        if d.status.phase != Phase.PAUSED:
+            d.event(EventType.WARNING, "Inconclusive", f"paused: {outcome.message}")
+        d.update(phase=Phase.PAUSED, paused_by_user=True, message=f"paused, inconclusive: {outcome.message}")
+        return True
+    return False
+
+
+def _progress(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
+    """Traffic is shared: walk the steps while they are done, then promote."""
+    analysis = d.observed.analysis
+    _check_outcome_condition(d, "AnalysisHealthy", analysis)
+    if analysis is not None and _judged_failed(d, analysis):
+        _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "AnalysisFailed", analysis.message)
+        return
+    index = d.status.current_step_index
+    d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=held_weight(spec, index))
+    if analysis is not None and _paused_by_inconclusive(d, analysis):
+        return
+    if d.status.paused_by_user:
+        d.update(phase=Phase.PAUSED, message=f"paused by a person at step {index}")
+        return
+    hold = analysis is not None and analysis.verdict == Verdict.INCONCLUSIVE
+    if hold:
+        assert analysis is not None
+        d.update(phase=Phase.PROGRESSING, message=f"holding at step {index}, inconclusive: {analysis.message}")
+        _check_deadline(d, spec, stable, waiting_for="a conclusive analysis")
+        return
+    _walk_steps(d, spec, stable, analysis)
+
+
+def _walk_steps(d: _Decision, spec: ModelRolloutSpec, stable: str, analysis: CheckOutcome | None) -> None:
+    while (index := d.status.current_step_index) < len(spec.steps):
+        step = spec.steps[index]
+        started = parse_time(d.status.step_started_at) or d.now
+        if isinstance(step, SetWeightStep):
+            d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=step.weight)
+            if not d.traffic.satisfied_by(d.observed.route_weights):
+                d.update(phase=Phase.PROGRESSING, message=f"step {index}: setting weight {step.weight}")
+                d.after(WAIT_FOR_ROUTE_SECONDS)
+                _check_deadline(d, spec, stable, waiting_for=f"the route to show weight {step.weight}")
+                return
+        elif isinstance(step, PauseStep) and step.seconds is None:
+            if d.status.phase != Phase.PAUSED:
+                d.event(EventType.NORMAL, "Paused", f"step {index}: paused until resumed")
+            d.update(phase=Phase.PAUSED, message=f"step {index}: paused until resumed")
+            return
+        elif isinstance(step, PauseStep | AnalyzeStep):
+            remaining = (started - d.now).total_seconds() + (step.seconds or 0.0)
+            analysis_done = not isinstance(step, AnalyzeStep) or (
+                analysis is not None and analysis.verdict == Verdict.SUCCESSFUL
+            )
+            if remaining > 0 or not analysis_done:
+                kind = "pause" if isinstance(step, PauseStep) else "analysis"
+                d.update(
+                    phase=Phase.PROGRESSING,
+                    message=f"step {index}: {kind} at weight {held_weight(spec, index)}",
+                )
+                if remaining > 0:
+                    d.after(remaining)
+                else:
+                    _check_deadline(d, spec, stable, waiting_for="the analysis of this step to succeed")
+                return
+        d.event(EventType.NORMAL, "StepCompleted", f"step {index} completed")
+        _enter_step(d, spec, index + 1, phase=Phase.PROGRESSING)
+    _promote(d, spec)
+
+
+def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
+    previous_stable = d.status.stable_version
+    d.traffic = TrafficSplit.all_to(spec.candidate)
+    if not d.traffic.satisfied_by(d.observed.route_weights):
+        d.update(phase=Phase.PROGRESSING, message=f"promoting {spec.candidate}: sending it all traffic")
+        d.after(WAIT_FOR_ROUTE_SECONDS)
+        return
+    d.update(
+        phase=Phase.PROMOTED,
+        stable_version=spec.candidate,
+        message=f"{spec.candidate} promoted; it serves all traffic",
+        paused_by_user=False,
+    )
+    d.event(EventType.NORMAL, "Promoted", f"{spec.candidate} promoted, replacing {previous_stable}")
+    if previous_stable is not None:
+        _schedule_scale_down(d, spec, previous_stable)
+
+
+def _return_to_stable(
+    d: _Decision, spec: ModelRolloutSpec, stable: str, phase: Phase, reason: str, message: str
+) -> None:
+    d.traffic = TrafficSplit.all_to(stable)
+    d.update(phase=phase, message=message, paused_by_user=False)
+    d.event(EventType.WARNING, reason, f"{message}; all traffic returned to {stable}")
+    d.condition("Progressing", False, reason, message)
+    _schedule_scale_down(d, spec, spec.candidate)
+
+
+def _schedule_scale_down(d: _Decision, spec: ModelRolloutSpec, version: str) -> None:
+    if spec.scale_down is None or spec.version(version).deployment is None:
+        return
+    due = d.now + timedelta(seconds=spec.scale_down.delay_seconds)
+    d.update(scale_down_at=format_time(due), scale_down_target=version)
+    d.after(spec.scale_down.delay_seconds)
+
+
+def _scale_down_when_due(d: _Decision) -> None:
+    due = parse_time(d.status.scale_down_at)
+    target = d.status.scale_down_target
+    if due is None or target is None:
+        return
+    if target == d.status.candidate_version and d.status.phase not in TERMINAL_PHASES:
+        return
+    if d.now >= due:
+        d.scale_down_version = target
+    else:
+        d.after((due - d.now).total_seconds())
+
+
+def _check_deadline(d: _Decision, spec: ModelRolloutSpec, stable: str, *, waiting_for: str) -> None:
+    since = parse_time(d.status.progress_at)
+    if since is None:
+        return
+    waited = (d.now - since).total_seconds()
+    if waited > spec.progress_deadline_seconds:
+        message = (
+            f"progress deadline exceeded: waited {waited:.0f}s (limit {spec.progress_deadline_seconds:.0f}s, "
+            f"spec.progressDeadlineSeconds) at step {d.status.current_step_index} for {waiting_for}"
+        )
+        _return_to_stable(d, spec, stable, Phase.FAILED, "ProgressDeadlineExceeded", message)
+    else:
+        d.after(spec.progress_deadline_seconds - waited + 0.5)
