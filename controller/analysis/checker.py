@@ -1,0 +1,306 @@
+"""The analysis `Checker`: measures when a measurement is due, keeps status.analysis, judges.
+
+A run is one series of measurements judged together: the current `analyze` step's window
+(`step-<index>`), or background analysis across the steps from `startingStep` on (`background`).
+During an analyze step only the step's run measures, so no query runs twice in one interval.
+Everything the checker needs between passes is in status.analysis, so a restarted controller
+resumes where the last one stopped; the clock comes in as `context.now`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from controller.analysis.evaluate import (
+    Judgement,
+    MetricState,
+    Reading,
+    Tally,
+    combine,
+    judge,
+    metric_state,
+)
+from controller.analysis.providers import MetricProvider
+from controller.analysis.spec import (
+    AnalysisSpec,
+    MetricSpec,
+    PrometheusSource,
+    check_unique_names,
+    format_window,
+    parse_analysis,
+    parse_metrics,
+    render_template,
+)
+from controller.analysis.telemetry import MEASUREMENT_VALUE
+from controller.api import JSON, SpecError, format_time, parse_time
+from controller.checks import CheckContext, CheckOutcome, StepWindow
+from controller.errors import PermanentError, TemporaryError
+
+STATUS_FIELD = "analysis"
+"""The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
+BACKGROUND_RUN = "background"
+
+
+class TemplateLookup(Protocol):
+    """The `spec` of an AnalysisTemplate in `namespace`, or None when there is none by that name."""
+
+    def __call__(self, *, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One series of measurements judged together, as kept in status.analysis.runs."""
+
+    name: str
+    started_at: datetime
+    last_measured_at: datetime | None = None
+    tallies: Mapping[str, Tally] | None = None
+    """Per metric name; None until the first measurement."""
+
+    def tally(self, metric: str) -> Tally:
+        return (self.tallies or {}).get(metric, Tally())
+
+    def to_json(self) -> JSON:
+        body: JSON = {"name": self.name, "startedAt": format_time(self.started_at)}
+        if self.last_measured_at is not None:
+            body["lastMeasuredAt"] = format_time(self.last_measured_at)
+        body["metrics"] = [{"metric": name, **tally.to_json()} for name, tally in sorted((self.tallies or {}).items())]
+        return body
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> Run | None:
+        started = parse_time(raw.get("startedAt"))
+        if started is None:
+            return None
+        tallies = {item["metric"]: Tally.from_json(item) for item in raw.get("metrics", [])}
+        return Run(
+            name=raw["name"],
+            started_at=started,
+            last_measured_at=parse_time(raw.get("lastMeasuredAt")),
+            tallies=tallies,
+        )
+
+
+def _json_number(value: float | None) -> float | None:
+    """JSON has no NaN or infinity; status keeps those as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Plan:
+    """What the current pass judges: which run, which metrics, how often, until when."""
+
+    analysis: AnalysisSpec
+    metrics: tuple[MetricSpec, ...]
+    run_name: str
+    started_at: datetime
+    window_end: datetime | None
+    """End of the analyze step's window; None for background analysis."""
+
+
+class AnalysisChecker:
+    """controller.checks.Checker for metric analysis; one instance serves all rollouts."""
+
+    def __init__(self, *, providers: Mapping[str, MetricProvider], template_lookup: TemplateLookup) -> None:
+        self._providers = providers
+        self._template_lookup = template_lookup
+
+    def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
+        plan = self._plan(context)
+        if plan is None:
+            return None
+        stored = _Stored.of(context)
+        run = stored.run(plan.run_name)
+        if run is None or run.started_at != plan.started_at:
+            run = Run(name=plan.run_name, started_at=plan.started_at)
+        interval = timedelta(seconds=plan.analysis.interval_seconds)
+        window_over = plan.window_end is not None and context.now >= plan.window_end
+        measurements = list(stored.measurements)
+        states = self._states(plan, run, window_over=window_over)
+        waiting = [m for m, s in zip(plan.metrics, states, strict=True) if not s.complete]
+        if waiting and context.now >= (run.last_measured_at or run.started_at) + interval:
+            tallies = dict(run.tallies or {})
+            for metric in waiting:
+                record = self._measure(context, plan, metric)
+                tallies[metric.name] = run.tally(metric.name).after(record.judgement)
+                measurements.append(record.to_json(run=run.name))
+            run = replace(run, last_measured_at=context.now, tallies=tallies)
+            states = self._states(plan, run, window_over=window_over)
+        overall = combine(states, on_inconclusive=plan.analysis.on_inconclusive)
+        # Kept: the background run (paused during analyze steps) and the run measured now.
+        runs = [r for r in stored.runs if r.name == BACKGROUND_RUN and r.name != run.name] + [run]
+        status = {
+            "candidateHash": context.spec.candidate_hash(),
+            "verdict": overall.verdict.value,
+            "message": overall.message,
+            "runs": [r.to_json() for r in runs],
+            "measurements": measurements[-plan.analysis.measurement_history_limit :],
+        }
+        return CheckOutcome(
+            verdict=overall.verdict,
+            message=overall.message,
+            requeue_after=_requeue_after(context.now, run, interval, plan.window_end, states),
+            on_inconclusive=overall.on_inconclusive,
+            status_fields={STATUS_FIELD: status},
+        )
+
+    def _states(self, plan: _Plan, run: Run, *, window_over: bool) -> list[MetricState]:
+        return [metric_state(metric=m, tally=run.tally(m.name), window_over=window_over) for m in plan.metrics]
+
+    def _plan(self, context: CheckContext) -> _Plan | None:
+        analysis = parse_analysis(context.spec.analysis)
+        step: StepWindow | None = context.step
+        if step is not None:
+            analysis = analysis or AnalysisSpec()
+            templates = analysis.templates + step.templates
+            metrics = analysis.metrics + self._template_metrics(context.namespace, templates)
+            if not metrics:
+                raise SpecError(
+                    f"spec.steps[{step.index}].analyze",
+                    "has no metrics to measure; add spec.analysis.metrics or templates",
+                )
+            return _Plan(
+                analysis=analysis,
+                metrics=metrics,
+                run_name=f"step-{step.index}",
+                started_at=step.started_at,
+                window_end=step.started_at + timedelta(seconds=step.seconds),
+            )
+        if analysis is None or analysis.starting_step is None:
+            return None
+        if context.status.current_step_index < analysis.starting_step:
+            return None
+        metrics = analysis.metrics + self._template_metrics(context.namespace, analysis.templates)
+        if not metrics:
+            raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
+        previous = _Stored.of(context).run(BACKGROUND_RUN)
+        return _Plan(
+            analysis=analysis,
+            metrics=metrics,
+            run_name=BACKGROUND_RUN,
+            started_at=previous.started_at if previous is not None else context.now,
+            window_end=None,
+        )
+
+    def _template_metrics(self, namespace: str, names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
+        metrics: list[MetricSpec] = []
+        for name in dict.fromkeys(names):
+            template = self._template_lookup(namespace=namespace, name=name)
+            if template is None:
+                raise SpecError(
+                    "spec.analysis.templates",
+                    f"AnalysisTemplate {name!r} does not exist in namespace {namespace}; create it or fix the name",
+                )
+            metrics.extend(parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"))
+        check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
+        return tuple(metrics)
+
+    def _measure(self, context: CheckContext, plan: _Plan, metric: MetricSpec) -> _Record:
+        readings = {
+            role: self._read(context, plan, metric, version)
+            for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version))
+        }
+        judgement = judge(metric=metric, baseline=readings["baseline"], candidate=readings["candidate"])
+        for reading in readings.values():
+            if reading.value is not None and math.isfinite(reading.value):
+                MEASUREMENT_VALUE.labels(
+                    namespace=context.namespace, rollout=context.name, metric=metric.name, version=reading.version
+                ).set(reading.value)
+        return _Record(
+            metric=metric.name,
+            baseline=readings["baseline"],
+            candidate=readings["candidate"],
+            judgement=judgement,
+            time=context.now,
+        )
+
+    def _read(self, context: CheckContext, plan: _Plan, metric: MetricSpec, version: str) -> Reading:
+        variables = {
+            "model": context.spec.model,
+            "version": version,
+            "namespace": context.namespace,
+            "window": format_window(metric.window(plan.analysis.interval_seconds)),
+        }
+        source = metric.source
+        try:
+            value = self._providers[source.provider].measure(
+                source=source.rendered(variables), namespace=context.namespace
+            )
+            samples = None
+            if metric.min_samples is not None:
+                address = source.address if isinstance(source, PrometheusSource) else None
+                samples = self._providers[PrometheusSource.provider].measure(
+                    source=PrometheusSource(
+                        query=render_template(metric.min_samples.query, variables), address=address
+                    ),
+                    namespace=context.namespace,
+                )
+        except TemporaryError as error:
+            return Reading(version=version, error=str(error))
+        except PermanentError as error:
+            return Reading(version=version, error=str(error), permanent=True)
+        return Reading(version=version, value=value, samples=samples)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Record:
+    metric: str
+    baseline: Reading
+    candidate: Reading
+    judgement: Judgement
+    time: datetime
+
+    def to_json(self, *, run: str) -> JSON:
+        body: JSON = {
+            "run": run,
+            "metric": self.metric,
+            "baselineVersion": self.baseline.version,
+            "baselineValue": _json_number(self.baseline.value),
+            "candidateVersion": self.candidate.version,
+            "candidateValue": _json_number(self.candidate.value),
+            "verdict": self.judgement.result.value,
+            "time": format_time(self.time),
+            "reason": self.judgement.reason,
+        }
+        for role, reading in (("baseline", self.baseline), ("candidate", self.candidate)):
+            if reading.samples is not None:
+                body[f"{role}Samples"] = _json_number(reading.samples)
+        return body
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Stored:
+    """status.analysis as the last pass left it, for the candidate in progress."""
+
+    runs: tuple[Run, ...] = ()
+    measurements: tuple[JSON, ...] = field(default_factory=tuple)
+
+    @staticmethod
+    def of(context: CheckContext) -> _Stored:
+        raw = context.status.extra.get(STATUS_FIELD) or {}
+        # Measurements of an earlier candidate say nothing about this one.
+        if raw.get("candidateHash") != context.spec.candidate_hash():
+            return _Stored()
+        runs = (Run.from_json(r) for r in raw.get("runs", []))
+        return _Stored(
+            runs=tuple(run for run in runs if run is not None), measurements=tuple(raw.get("measurements", []))
+        )
+
+    def run(self, name: str) -> Run | None:
+        return next((r for r in self.runs if r.name == name), None)
+
+
+def _requeue_after(
+    now: datetime, run: Run, interval: timedelta, window_end: datetime | None, states: list[MetricState]
+) -> float | None:
+    """Seconds until the next measurement is due or the step's window ends, whichever is first."""
+    if all(state.complete for state in states):
+        return None
+    moments = [(run.last_measured_at or run.started_at) + interval]
+    if window_end is not None and window_end > now:
+        moments.append(window_end)
+    return max(0.0, (min(moments) - now).total_seconds())

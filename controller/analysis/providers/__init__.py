@@ -1,0 +1,51 @@
+"""Where metric values come from: one module per provider, found through `PROVIDERS`.
+
+A provider turns a rendered `MetricSource` into one number (or None for no data). It raises
+`ProviderUnavailable` when it cannot answer now (the measurement is an Error, retried next
+interval) and `InvalidQuery` when the configuration is wrong (retrying cannot help). Providers do
+no Kubernetes calls: what they need from the cluster (a Secret) comes in as a callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.analysis.providers.base import InvalidQuery, MetricProvider, ProviderUnavailable, SecretReader
+from controller.analysis.providers.prometheus import PrometheusProvider
+from controller.analysis.providers.web import WebProvider
+
+__all__ = [
+    "PROVIDERS",
+    "InvalidQuery",
+    "MetricProvider",
+    "ProviderSettings",
+    "ProviderUnavailable",
+    "SecretReader",
+    "build_providers",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderSettings:
+    prometheus_address: str
+    """Base URL of the Prometheus used when a metric names none, e.g. http://127.0.0.1:9090."""
+    secret_reader: SecretReader | None = None
+    """Reads the Secrets that web metrics take headers from; None rejects such metrics."""
+    timeout_seconds: int = 5
+    """Longest wait for one query or request; a reconcile worker waits this long at most per query."""
+
+
+ProviderFactory = Callable[[ProviderSettings], MetricProvider]
+
+PROVIDERS: dict[str, ProviderFactory] = {
+    "prometheus": lambda settings: PrometheusProvider(
+        default_address=settings.prometheus_address, timeout_seconds=settings.timeout_seconds
+    ),
+    "web": lambda settings: WebProvider(secret_reader=settings.secret_reader),
+}
+"""Provider name (the key under a metric's `provider`) -> factory."""
+
+
+def build_providers(settings: ProviderSettings) -> dict[str, MetricProvider]:
+    return {name: factory(settings) for name, factory in PROVIDERS.items()}

@@ -1,0 +1,29 @@
+"""What every provider shares: the protocol, its two error types, the Secret reader it may get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from controller.analysis.spec import MetricSource
+from controller.errors import PermanentError, TemporaryError
+
+
+class ProviderUnavailable(TemporaryError):
+    """The provider could not answer now (refused, timed out, 5xx); the next interval retries."""
+
+
+class InvalidQuery(PermanentError):
+    """The query or request is wrong (PromQL syntax, 4xx, not one number); a person must fix it."""
+
+
+class SecretReader(Protocol):
+    """Decoded data of a Secret; raises a TemporaryError or PermanentError when it cannot."""
+
+    def __call__(self, *, namespace: str, name: str) -> Mapping[str, str]: ...
+
+
+class MetricProvider(Protocol):
+    def measure(self, *, source: MetricSource, namespace: str) -> float | None:
+        """The value `source` (already rendered) gives; None when there is no data."""
+        ...

@@ -1,0 +1,78 @@
+"""Values from Prometheus through `prometheus-api-client` (an instant query, one number)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from controller.analysis.providers.base import InvalidQuery, ProviderUnavailable
+from controller.analysis.spec import MetricSource, PrometheusSource
+
+# prometheus-api-client reports a non-200 answer only as text: "HTTP Status Code 400 (b'{...}')".
+_HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
+
+
+def _api_error(error: PrometheusApiClientException) -> tuple[int | None, str]:
+    """Status code and Prometheus' own error text from the client's exception message."""
+    match = _HTTP_ERROR.match(str(error))
+    if match is None:
+        return None, str(error)
+    status, body_repr = int(match.group(1)), match.group(2)
+    try:
+        body = json.loads(ast.literal_eval(body_repr))
+        return status, f"{body.get('errorType', 'error')}: {body.get('error', body)}"
+    except (ValueError, SyntaxError, AttributeError, TypeError):
+        return status, body_repr
+
+
+def _one_number(result: Any, query: str) -> float | None:
+    """The single value of an instant query's result; None when it has no series."""
+    if not result:
+        return None
+    # A scalar (or string) result is [timestamp, "value"]; a vector is a list of series.
+    if isinstance(result[0], int | float):
+        return float(result[1])
+    if len(result) > 1:
+        labels = ", ".join(str(series.get("metric", {})) for series in result[:3])
+        raise InvalidQuery(
+            f"query returns {len(result)} series ({labels}...), not one number; aggregate it, e.g. sum(...): {query}"
+        )
+    series = result[0]
+    if "value" not in series:
+        raise InvalidQuery(f"query returns a range vector; wrap it in a function such as rate(...): {query}")
+    return float(series["value"][1])
+
+
+class PrometheusProvider:
+    def __init__(self, *, default_address: str, timeout_seconds: int) -> None:
+        self._default_address = default_address
+        self._timeout_seconds = timeout_seconds
+
+    def measure(self, *, source: MetricSource, namespace: str) -> float | None:
+        if not isinstance(source, PrometheusSource):
+            raise TypeError(f"the Prometheus provider cannot read a {source.provider} source")
+        address = source.address or self._default_address
+        # One client per query: requests sessions are not meant to be shared between the reconcile
+        # workers' threads. No retries inside: the next analysis interval is the retry.
+        with PrometheusConnect(url=address, retry=Retry(total=0), timeout=self._timeout_seconds) as client:
+            try:
+                result = client.custom_query(query=source.query)
+            except requests.RequestException as error:  # refused, timed out, or an answer that is not JSON
+                raise ProviderUnavailable(f"Prometheus at {address} did not answer: {error}") from error
+            except PrometheusApiClientException as error:
+                status, detail = _api_error(error)
+                if status is not None and 400 <= status < 500:
+                    raise InvalidQuery(
+                        f"Prometheus at {address} rejected the query ({detail}): {source.query}"
+                    ) from error
+                raise ProviderUnavailable(f"Prometheus at {address} failed (HTTP {status}, {detail})") from error
+            except ValueError as error:
+                raise ProviderUnavailable(f"Prometheus at {address} answered something that is not JSON") from error
+        return _one_number(result, source.query)
