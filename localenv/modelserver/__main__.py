@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app(model=train(args.variant), model_name=args.model_name, version=args.version)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by accepted connections. Without it uvicorn's header and body writes meet the
+    # client's delayed ACK: 40 ms per answer on loopback instead of 1 ms.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind((args.host, args.port))
     listener.listen(128)
     port = listener.getsockname()[1]
