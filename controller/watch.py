@@ -75,6 +75,8 @@ class Informer:
             except _Gone:
                 log.info("watch expired; listing again", extra={"resource": self.resource.plural})
             except Exception:
+                if stop.is_set():
+                    return
                 log.exception("watch failed; listing again", extra={"resource": self.resource.plural})
                 stop.wait(ERROR_BACKOFF_SECONDS)
 

@@ -1,0 +1,191 @@
+"""A namespace with what a ModelRollout points at: Services per version and an HTTPRoute.
+
+Shared by the integration tests that drive the real controller; every call goes to the real
+API server (kubectl for what a user would type, the official client for reading state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+import yaml
+from kubernetes import client, watch
+
+from localenv.controlplane import ControlPlane
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+MODEL = "iris"
+VERSIONS = ("v1", "v2", "v3")
+PORT = 8080
+
+
+def service_name(version: str) -> str:
+    return f"{MODEL}-{version}"
+
+
+def rollout_manifest(
+    *, name: str = MODEL, candidate: str = "v2", baseline: str = "v1", steps: list[JSON] | None = None, **spec: Any
+) -> JSON:
+    return {
+        "apiVersion": "rollouts.mlops.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": name},
+        "spec": {
+            "model": MODEL,
+            "versions": [{"version": v, "backend": {"service": service_name(v), "port": PORT}} for v in VERSIONS],
+            "candidate": candidate,
+            "baseline": baseline,
+            "trafficRouting": {"gatewayAPI": {"httpRoute": MODEL}},
+            "steps": steps
+            if steps is not None
+            else [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 60}],
+            **spec,
+        },
+    }
+
+
+@dataclass
+class World:
+    plane: ControlPlane
+    api: client.ApiClient
+    namespace: str
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.plane.kubectl("-n", self.namespace, *args, input=input, check=check).stdout
+
+    def apply(self, manifest: JSON) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+    def create_services(self, versions: tuple[str, ...] = VERSIONS) -> None:
+        core = client.CoreV1Api(self.api)
+        for version in versions:
+            core.create_namespaced_service(
+                self.namespace,
+                client.V1Service(
+                    metadata=client.V1ObjectMeta(name=service_name(version)),
+                    spec=client.V1ServiceSpec(
+                        selector={"app": MODEL, "version": version}, ports=[client.V1ServicePort(port=PORT)]
+                    ),
+                ),
+            )
+
+    def create_route(self) -> None:
+        self.apply(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": MODEL},
+                "spec": {
+                    "parentRefs": [{"name": "gateway"}],
+                    "rules": [
+                        {
+                            "backendRefs": [
+                                {"name": service_name("v1"), "port": PORT, "weight": 100},
+                                {"name": service_name("v2"), "port": PORT, "weight": 0},
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
+
+    def route_weights(self) -> dict[str, int]:
+        route = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", MODEL
+        )
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        return {ref["name"].removeprefix(f"{MODEL}-"): ref.get("weight", 1) for ref in refs}
+
+    def rollout(self, name: str = MODEL) -> JSON:
+        return dict(
+            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                "rollouts.mlops.dev", "v1alpha1", self.namespace, "modelrollouts", name
+            )
+        )
+
+    def status(self, name: str = MODEL) -> JSON:
+        return dict(self.rollout(name).get("status") or {})
+
+    def action(self, action: str, name: str = MODEL) -> None:
+        self.kubectl("annotate", "modelrollout", name, f"rollouts.mlops.dev/action={action}", "--overwrite")
+
+    def events(self, name: str = MODEL) -> list[JSON]:
+        listed = json.loads(self.kubectl("get", "events", "-o", "json", f"--field-selector=involvedObject.name={name}"))
+        return list(listed["items"])
+
+    def wait_for_phase(self, phase: str, *, timeout: float = 30.0, name: str = MODEL) -> JSON:
+        return wait_for(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
+                        what=f"phase {phase}", timeout=timeout, last=lambda: self.status(name))  # fmt: skip
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, what: str, timeout: float = 30.0, last: Callable[[], object] | None = None
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            seen = f"; last seen: {last()}" if last else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
+        time.sleep(0.1)
+
+
+class WeightRecorder:
+    """Watches the route and keeps every distinct split stored on it, in order (none is missed,
+    however fast the controller moves)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.seen: list[dict[str, int]] = []
+        self._lock = threading.Lock()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = threading.Event()
+        self._thread.start()
+        self._started.wait(10)
+
+    def _record(self, route: JSON) -> None:
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        weights = {ref["name"].removeprefix(f"{MODEL}-"): ref.get("weight", 1) for ref in refs}
+        with self._lock:
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+
+    def _run(self) -> None:
+        api = client.CustomObjectsApi(self.world.api)
+        route = api.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.world.namespace, "httproutes", MODEL
+        )
+        self._record(route)
+        self._started.set()
+        # The stream ends with an error when the control plane stops at the end of the session.
+        with contextlib.suppress(urllib3.exceptions.HTTPError):
+            self._stream(api, route["metadata"]["resourceVersion"])
+
+    def _stream(self, api: client.CustomObjectsApi, resource_version: str) -> None:
+        for event in self._watch.stream(
+            api.list_namespaced_custom_object, "gateway.networking.k8s.io", "v1", self.world.namespace, "httproutes",
+            resource_version=resource_version, field_selector=f"metadata.name={MODEL}",
+        ):  # fmt: skip
+            self._record(event["object"])
+
+    def latest(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.seen[-1])
+
+    def candidate_weights(self, version: str = "v2") -> list[int]:
+        with self._lock:
+            return [w.get(version, 0) for w in self.seen]
+
+    def stop(self) -> None:
+        self._watch.stop()
