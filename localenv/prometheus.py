@@ -1,0 +1,205 @@
+"""A real Prometheus on 127.0.0.1, and a loopback exporter it scrapes, for analysis tests.
+
+`LocalPrometheus` runs the `prometheus` binary (Debian package `prometheus`; its systemd service
+plays no part) with a generated config scraping the given targets every second and a temporary
+data directory. `stop()` and `start()` again keep port and data, so a test can take Prometheus
+away mid-analysis and bring it back. `ModelMetricsExporter` serves the model-metrics convention
+(docs/model-metrics.md) from a `prometheus_client` registry whose values the test sets, so a test
+can make a candidate look good or bad.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+READY_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalPrometheus:
+    """A Prometheus process on a free 127.0.0.1 port; use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        scrape_targets: Sequence[str],
+        scrape_interval_seconds: float = 1.0,
+        remote_write_receiver: bool = False,
+        binary: str = "prometheus",
+    ) -> None:
+        found = shutil.which(binary)
+        if found is None:
+            raise FileNotFoundError(f"{binary} not found; install it with: apt-get install -y prometheus")
+        self._binary = found
+        self._scrape_targets = tuple(scrape_targets)
+        self._scrape_interval = f"{scrape_interval_seconds:g}s"
+        self._remote_write_receiver = remote_write_receiver
+        self._workdir = Path(tempfile.mkdtemp(prefix="local-prometheus-"))
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        config = {
+            "global": {"scrape_interval": self._scrape_interval, "evaluation_interval": self._scrape_interval},
+            "scrape_configs": [{"job_name": "loopback", "static_configs": [{"targets": list(self._scrape_targets)}]}],
+        }
+        path = self._workdir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self) -> None:
+        """Start (or start again) and wait until Prometheus answers /-/ready."""
+        if self._process is not None:
+            return
+        command = [
+            self._binary,
+            f"--config.file={self._write_config()}",
+            f"--storage.tsdb.path={self._workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        if self._remote_write_receiver:
+            command.append("--web.enable-remote-write-receiver")
+        log = (self._workdir / "prometheus.log").open("ab")
+        # Own session: a test runner's Ctrl-C reaches us, and stop() ends exactly this process.
+        self._process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                log = (self._workdir / "prometheus.log").read_text(errors="replace")[-2000:]
+                self._process = None
+                raise RuntimeError(f"prometheus exited at start:\n{log}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"prometheus not ready within {READY_TIMEOUT_SECONDS:g}s")
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL); data and port stay for a later start()."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def query(self, promql: str) -> list[Any]:
+        """The `result` of an instant query, for tests waiting on what Prometheus has seen."""
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5.0)
+        response.raise_for_status()
+        result: list[Any] = response.json()["data"]["result"]
+        return result
+
+    def wait_for_value(self, promql: str, *, at_least: float, timeout: float = 30.0) -> float:
+        """Poll until `promql` gives one value of at least `at_least`; that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if result and float(result[0]["value"][1]) >= at_least:
+                return float(result[0]["value"][1])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{promql} did not reach {at_least} within {timeout:g}s (last: {result})")
+            time.sleep(0.2)
+
+    def __enter__(self) -> LocalPrometheus:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ModelMetricsExporter:
+    """Serves the model-metrics convention on 127.0.0.1 from counters the test moves."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "model_requests", "Inference requests.", ["model", "version", "code"], registry=self.registry
+        )
+        self.errors = Counter(
+            "model_request_errors", "Failed inference requests.", ["model", "version"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "model_request_duration_seconds",
+            "Inference request latency.",
+            ["model", "version"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "model_feedback", "Labelled feedback received.", ["model", "version", "slice"], registry=self.registry
+        )
+        self.feedback_correct = Counter(
+            "model_feedback_correct",
+            "Labelled feedback that matched the prediction.",
+            ["model", "version", "slice"],
+            registry=self.registry,
+        )
+        server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self._server = server
+        self.target = f"127.0.0.1:{server.server_port}"
+        """host:port for a Prometheus scrape config."""
+
+    def serve(self, *, model: str, version: str, requests: int, errors: int = 0, latency_seconds: float = 0.02) -> None:
+        """Count `requests` answered requests, `errors` of them failed, each taking `latency_seconds`.
+
+        Every series is touched even when it does not grow, as a well-behaved model server
+        initialises its counters: rate() cannot see the first value of a series that appears late.
+        """
+        self.requests.labels(model=model, version=version, code="200").inc(requests - errors)
+        self.requests.labels(model=model, version=version, code="500").inc(errors)
+        self.errors.labels(model=model, version=version).inc(errors)
+        histogram = self.duration.labels(model=model, version=version)
+        for _ in range(requests):
+            histogram.observe(latency_seconds)
+
+    def label(self, *, model: str, version: str, total: int, correct: int, slice: str = "all") -> None:
+        """Count `total` labelled feedback events, `correct` of them matching the prediction."""
+        self.feedback.labels(model=model, version=version, slice=slice).inc(total)
+        self.feedback_correct.labels(model=model, version=version, slice=slice).inc(correct)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
