@@ -98,9 +98,7 @@ def build_binaries() -> Path:
     result = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        raise ControlPlaneError(
-            f"{BUILD_SCRIPT} exited with {result.returncode}; its progress and errors are above"
-        )
+        raise ControlPlaneError(f"{BUILD_SCRIPT} exited with {result.returncode}; its progress and errors are above")
     return Path(lines[-1])
 
 
@@ -166,9 +164,7 @@ def _write_kubeconfig(*, path: Path, server_url: str, ca_file: Path, user: dict[
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "local", "cluster": {"server": server_url, "certificate-authority": str(ca_file)}}
-        ],
+        "clusters": [{"name": "local", "cluster": {"server": server_url, "certificate-authority": str(ca_file)}}],
         "users": [{"name": "local-user", "user": user}],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local-user"}}],
         "current-context": "local",
@@ -233,9 +229,7 @@ class ControlPlane:
         )
         atexit.register(plane.stop)
         try:
-            plane._boot(
-                apiserver_port=apiserver_port, deadline=time.monotonic() + settings.ready_timeout_seconds
-            )
+            plane._boot(apiserver_port=apiserver_port, deadline=time.monotonic() + settings.ready_timeout_seconds)
             plane._install_crds(crd_files, deadline=time.monotonic() + settings.ready_timeout_seconds)
         except BaseException:
             plane.stop()
@@ -399,9 +393,7 @@ class ControlPlane:
         ]
         result = subprocess.run(argv, input=input, capture_output=True, text=True, check=False, timeout=120)
         if check and result.returncode != 0:
-            raise ControlPlaneError(
-                f"kubectl {' '.join(args)} exited with {result.returncode}: {result.stderr}"
-            )
+            raise ControlPlaneError(f"kubectl {' '.join(args)} exited with {result.returncode}: {result.stderr}")
         return result
 
     def mint_identity(self, *, user: str, groups: Sequence[str] = ()) -> Path:
@@ -497,10 +489,16 @@ def _process_alive(pid: int) -> bool:
     return status.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _serve(directory: Path, settings: ControlPlaneSettings) -> None:
+def _serve(directory: Path, *, crd_files: tuple[Path, ...] | None) -> int:
     """Runs a control plane until SIGTERM or Ctrl-C, announcing it in DIRECTORY/state.json."""
+    running = _read_live_state(directory)
+    if running is not None:
+        print(f"control plane already up at {running['server_url']}", file=sys.stderr)
+        return 1
+    work_dir = directory / "run"
+    shutil.rmtree(work_dir, ignore_errors=True)  # left behind by a supervisor that was killed
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with ControlPlane.start(settings) as plane:
+    with ControlPlane.start(ControlPlaneSettings(crd_files=crd_files, work_dir=work_dir)) as plane:
         state = {
             "supervisor_pid": os.getpid(),
             "kubeconfig": str(plane.kubeconfig),
@@ -515,6 +513,7 @@ def _serve(directory: Path, settings: ControlPlaneSettings) -> None:
             LOG.info("stopping")
         finally:
             _state_file(directory).unlink(missing_ok=True)
+    return 0
 
 
 def _up(directory: Path, command_line_args: Sequence[str], *, timeout_seconds: float) -> int:
@@ -578,9 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="CRD file to install (repeatable; default: project + HTTPRoute)",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds `up` waits, cold build included"
-    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds `up` waits, cold build included")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll otherwise
@@ -588,8 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     crd_files = None if args.crd is None else tuple(path.resolve() for path in args.crd)
     if args.command == "serve":
-        _serve(directory, ControlPlaneSettings(crd_files=crd_files, work_dir=directory / "run"))
-        return 0
+        return _serve(directory, crd_files=crd_files)
     if args.command == "up":
         crd_args = [f"--crd={path}" for path in crd_files or ()]
         return _up(directory, ["serve", f"--dir={directory}", *crd_args], timeout_seconds=args.timeout)

@@ -91,23 +91,17 @@ def test_project_crds_and_httproute_crd_are_installed(control_plane: ControlPlan
     assert expected | {"httproutes.gateway.networking.k8s.io"} <= installed
 
 
-def test_every_served_crd_version_is_listable_with_kubectl(
-    control_plane: ControlPlane, namespace: str
-) -> None:
+def test_every_served_crd_version_is_listable_with_kubectl(control_plane: ControlPlane, namespace: str) -> None:
     for resource in served_resources(control_plane.crd_files):
         group, version = resource.group_version.split("/")
 
-        listed = control_plane.kubectl(
-            "get", f"{resource.plural}.{version}.{group}", f"--namespace={namespace}"
-        )
+        listed = control_plane.kubectl("get", f"{resource.plural}.{version}.{group}", f"--namespace={namespace}")
 
         assert listed.stdout == "", f"{resource} in a fresh namespace"
         assert "No resources found" in listed.stderr
 
 
-def test_kubectl_get_modelrollouts_by_name_and_short_name(
-    control_plane: ControlPlane, namespace: str
-) -> None:
+def test_kubectl_get_modelrollouts_by_name_and_short_name(control_plane: ControlPlane, namespace: str) -> None:
     by_name = control_plane.kubectl("get", "modelrollouts", f"--namespace={namespace}")
     by_short_name = control_plane.kubectl("get", "mro", f"--namespace={namespace}")
 
@@ -144,9 +138,7 @@ def test_minted_identity_is_authenticated_and_has_only_the_rights_rbac_grants(
     review = json.loads(control_plane.kubectl("auth", "whoami", "--output=json", kubeconfig=alice).stdout)
     assert review["status"]["userInfo"]["username"] == "alice"
     assert "ml-team" in review["status"]["userInfo"]["groups"]
-    denied = control_plane.kubectl(
-        "get", "httproutes", f"--namespace={namespace}", kubeconfig=alice, check=False
-    )
+    denied = control_plane.kubectl("get", "httproutes", f"--namespace={namespace}", kubeconfig=alice, check=False)
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr
 
@@ -159,26 +151,19 @@ def test_minted_identity_is_authenticated_and_has_only_the_rights_rbac_grants(
         f"--namespace={namespace}",
     )
     control_plane.kubectl(
-        "create", "rolebinding", "ml-team-reads-routes", "--role=route-reader", "--group=ml-team",
-        f"--namespace={namespace}",
-    )  # fmt: skip
+        "create", "rolebinding", "ml-team-reads", "--role=route-reader", "--group=ml-team", f"--namespace={namespace}"
+    )
 
     allowed = control_plane.kubectl("get", "httproutes", f"--namespace={namespace}", kubeconfig=alice)
     assert "No resources found" in allowed.stderr
 
 
 def test_admin_impersonates_users_and_groups(control_plane: ControlPlane, namespace: str) -> None:
-    control_plane.kubectl(
-        "create", "role", "route-reader", "--verb=list", "--resource=httproutes", f"-n={namespace}"
-    )
-    control_plane.kubectl(
-        "create", "rolebinding", "bob-reads", "--role=route-reader", "--user=bob", f"-n={namespace}"
-    )
+    control_plane.kubectl("create", "role", "route-reader", "--verb=list", "--resource=httproutes", f"-n={namespace}")
+    control_plane.kubectl("create", "rolebinding", "bob-reads", "--role=route-reader", "--user=bob", f"-n={namespace}")
 
     def can_list_routes(*identity: str) -> str:
-        result = control_plane.kubectl(
-            "auth", "can-i", "list", "httproutes", f"-n={namespace}", *identity, check=False
-        )
+        result = control_plane.kubectl("auth", "can-i", "list", "httproutes", f"-n={namespace}", *identity, check=False)
         return result.stdout.strip()
 
     assert can_list_routes("--as=bob") == "yes"
@@ -214,9 +199,7 @@ def test_command_line_up_env_down(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert crds.stdout.split() == [
-        "customresourcedefinition.apiextensions.k8s.io/modelrollouts.rollouts.mlops.dev"
-    ]
+    assert crds.stdout.split() == ["customresourcedefinition.apiextensions.k8s.io/modelrollouts.rollouts.mlops.dev"]
 
     down = _command_line("down", f"--dir={tmp_path}")
 
