@@ -1,0 +1,35 @@
+# Everyday commands. Everything runs from a virtualenv in .venv made by `make setup`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup system-packages binaries lint test unit sandbox demo bench clean
+
+setup: system-packages $(VENV)/.installed binaries ## everything the tests need, on a fresh machine
+
+system-packages: ## Debian packages the tests start for real (Prometheus)
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus openssl >/dev/null; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,sandbox]'
+	touch $@
+
+binaries: ## kube-apiserver, etcd, kubectl, ... and helm, built from Go modules and cached
+	bash hack/build-control-plane.sh >/dev/null
+	bash hack/build-helm.sh >/dev/null
+
+lint: ## ruff and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint ## the whole suite: lint, unit and integration tests
+	$(PY) -m pytest tests
+
+unit: ## unit tests only (no server)
+	$(PY) -m pytest tests/unit
+
+clean:
+	rm -rf $(VENV) out
