@@ -36,7 +36,7 @@ from controller.gates.golden import (
     parse_golden_set,
 )
 from controller.gates.oip import OipClient, OipUnavailable, wait_until_ready
-from controller.gates.spec import GatesSpec, GoldenSetSpec, parse_gates
+from controller.gates.spec import GatesSpec, GoldenSetSpec, configures_gates, parse_gates
 
 STATUS_FIELD = "gates"
 CONTRACT_RUBRIC_ITEMS = ("Infra 2", "Data 1")
@@ -92,7 +92,7 @@ class GatesChecker:
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         raw = context.spec.gates
-        if not raw:
+        if not configures_gates(raw):
             return None
         key = {
             "candidateHash": context.spec.candidate_hash(),
@@ -110,9 +110,7 @@ class GatesChecker:
                 rubric_items=tuple(previous.get("rubricItems", ())),
             )
         try:
-            gates = parse_gates(raw)
-            assert gates is not None  # raw is not empty
-            finding = self._run(context=context, gates=gates, waiting_since=previous.get("waitingSince"))
+            finding = self._run(context=context, gates=parse_gates(raw), waiting_since=previous.get("waitingSince"))
         except GateInputError as error:
             finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {error}")
         except OipUnavailable as error:

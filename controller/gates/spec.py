@@ -142,10 +142,13 @@ def _parse_golden_set(raw: Mapping[str, Any]) -> GoldenSetSpec:
     )
 
 
-def parse_gates(raw: Mapping[str, Any]) -> GatesSpec | None:
-    """Typed spec.gates; None when it configures nothing."""
-    if not raw:
-        return None
+def configures_gates(raw: Mapping[str, Any]) -> bool:
+    """Whether spec.gates asks for any gate; readinessTimeout alone checks nothing."""
+    return raw.get("contract") is not None or raw.get("goldenSet") is not None
+
+
+def parse_gates(raw: Mapping[str, Any]) -> GatesSpec:
+    """Typed spec.gates (see `configures_gates` for whether there is anything to parse)."""
     golden_raw = raw.get("goldenSet")
     timeout_raw = raw.get("readinessTimeout")
     try:

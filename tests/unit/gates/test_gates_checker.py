@@ -121,6 +121,7 @@ def run(
 def test_nothing_configured_means_no_gate() -> None:
     checker = GatesChecker(read_configmap=lambda namespace, name: None)
     assert checker(context=context({})) is None
+    assert checker(context=context({"readinessTimeout": "30s"})) is None
 
 
 def test_a_contract_mismatch_fails_before_any_golden_request() -> None:

@@ -8,11 +8,14 @@ import pytest
 
 from controller.gates.errors import GateInputError
 from controller.gates.golden import AgreementRules, Bounds, CompareMode
-from controller.gates.spec import ConfigMapRef, parse_gates
+from controller.gates.spec import ConfigMapRef, configures_gates, parse_gates
 
 
-def test_empty_gates_configure_nothing() -> None:
-    assert parse_gates({}) is None
+def test_only_a_contract_or_a_golden_set_configures_a_gate() -> None:
+    assert not configures_gates({})
+    assert not configures_gates({"readinessTimeout": "30s"})
+    assert configures_gates({"contract": {}})
+    assert configures_gates({"goldenSet": {"inline": []}})
 
 
 def test_a_full_golden_set_spec() -> None:
@@ -29,7 +32,7 @@ def test_a_full_golden_set_spec() -> None:
             },
         }
     )
-    assert gates is not None and gates.golden_set is not None
+    assert gates.golden_set is not None
     assert gates.readiness_timeout_seconds == 120
     assert gates.contract.allow_output_changes is False and gates.contract.inputs is None
     assert gates.golden_set.config_map == ConfigMapRef(name="golden", key="requests.json")
@@ -58,7 +61,7 @@ def test_a_full_golden_set_spec() -> None:
             {"contract": {"allowOutputChanges": "yes"}},
             "spec.gates.contract.allowOutputChanges: 'yes' is not true or false",
         ),
-        ({"readinessTimeout": "soon"}, "spec.gates.readinessTimeout: 'soon' is not a duration"),
+        ({"contract": {}, "readinessTimeout": "soon"}, "spec.gates.readinessTimeout: 'soon' is not a duration"),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, Any], message: str) -> None:
