@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.__main__ import parse_args
 from localenv.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
@@ -179,15 +180,26 @@ def test_leader_election_is_on_with_more_than_one_replica(
     (deployment,) = of_kind(documents, "Deployment")
     lease_rules = rules_granting(documents, "leases")
     if elected:
-        assert "--leader-elect" in args and "--lease-namespace=model-rollouts" in args
+        assert {"--leader-elect", "--lease-namespace=model-rollouts", "--lease-name=mr-model-rollouts-leader"} <= set(
+            args
+        )
         assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-        assert [(kind, ns, rule["verbs"]) for kind, ns, rule in lease_rules] == [
-            ("Role", "model-rollouts", list(LEASE_VERBS))
+        assert [(kind, ns, rule["verbs"], rule.get("resourceNames")) for kind, ns, rule in lease_rules] == [
+            ("Role", "model-rollouts", ["create"], None),
+            ("Role", "model-rollouts", ["get", "update"], ["mr-model-rollouts-leader"]),
         ]
     else:
         assert "--no-leader-elect" in args
         assert deployment["spec"]["strategy"]["type"] == "Recreate", "two unelected controllers must not overlap"
         assert lease_rules == []
+
+
+@pytest.mark.parametrize("case", VALUE_CASES)
+def test_the_controller_accepts_the_rendered_command_line(helm: Path, case: str, tmp_path: Path) -> None:
+    args = controller_container(render(helm, VALUE_CASES[case], tmp_path=tmp_path))["args"]
+    parsed = parse_args(args)
+    assert parsed.metrics_port == 8080
+    assert parsed.leader_elect is (case == "high-availability")
 
 
 def test_leader_election_rejects_an_unknown_setting(helm: Path, tmp_path: Path) -> None:
@@ -271,12 +283,19 @@ def test_chart_crds_and_install_yaml_are_in_sync_with_their_sources() -> None:
 
 
 def can(
-    control_plane: ControlPlane, account: str, verb: str, resource: str, subresource: str, *, namespace: str
+    control_plane: ControlPlane,
+    account: str,
+    verb: str,
+    resource: str,
+    subresource: str,
+    *,
+    namespace: str,
+    name: str = "",
 ) -> bool:
     """What `kubectl auth can-i --as=ACCOUNT` asks: a SelfSubjectAccessReview made while impersonating
     the account. Posted directly so that the group is exact even for a CRD not served yet (can-i
     would guess the group from discovery)."""
-    name, _, group = resource.partition(".")
+    plural, _, group = resource.partition(".")
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
@@ -284,9 +303,10 @@ def can(
             "resourceAttributes": {
                 "namespace": namespace,
                 "verb": verb,
-                "group": "*" if name == "*" else group,
-                "resource": name,
+                "group": "*" if plural == "*" else group,
+                "resource": plural,
                 "subresource": subresource,
+                "name": name,
             }
         },
     }
@@ -352,9 +372,12 @@ def test_namespaced_install_is_confined_to_its_namespace(
         assert [check for check, ok in elsewhere.items() if ok] == []
         assert not can(control_plane, account, "list", "secrets", "", namespace=watched)
 
-        leases = [(verb, "leases.coordination.k8s.io", "") for verb in LEASE_VERBS]
-        assert all(permissions(control_plane, account, leases, namespace=namespace).values())
-        assert not can(control_plane, account, "delete", "leases.coordination.k8s.io", "", namespace=namespace)
-        assert not any(permissions(control_plane, account, leases, namespace=watched).values())
+        lease = "leases.coordination.k8s.io"
+        assert can(control_plane, account, "create", lease, "", namespace=namespace)
+        for verb in ("get", "update"):
+            assert can(control_plane, account, verb, lease, "", namespace=namespace, name="team-model-rollouts-leader")
+            assert not can(control_plane, account, verb, lease, "", namespace=namespace, name="someone-elses")
+        assert not can(control_plane, account, "delete", lease, "", namespace=namespace)
+        assert not any(can(control_plane, account, verb, lease, "", namespace=watched) for verb in LEASE_VERBS)
     finally:
         control_plane.kubectl("delete", "namespace", watched, "--wait=false")

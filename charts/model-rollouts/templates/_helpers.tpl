@@ -55,6 +55,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if or (eq $mode "true") (and (eq $mode "auto") (gt (int .Values.replicaCount) 1)) -}}true{{- end -}}
 {{- end -}}
 
+{{- define "model-rollouts.leaseName" -}}
+{{- default (printf "%s-leader" (include "model-rollouts.fullname" .)) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "model-rollouts.leaseNamespace" -}}
 {{- default .Release.Namespace .Values.leaderElection.namespace -}}
 {{- end -}}
