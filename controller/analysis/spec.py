@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from controller.analysis.comparison import Comparison, Direction
+from controller.analysis.jsonpath import JsonPathError, parse_json_path
 from controller.analysis.presets import PRESETS, Preset
 from controller.api import SpecError, parse_duration
 from controller.checks import InconclusivePolicy
@@ -233,8 +234,10 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
         raise SpecError(f"{sub}.body", "only a POST sends a body; set method: POST or drop the body")
     headers_from = body.get("headersFrom") or {}
     json_path = _text(body, "jsonPath", sub)
-    if not json_path.startswith("$"):
-        raise SpecError(f"{sub}.jsonPath", f"{json_path!r} must start with $, like $.data.value")
+    try:
+        parse_json_path(json_path)
+    except JsonPathError as error:
+        raise SpecError(f"{sub}.jsonPath", f"{error}, like $.data.value") from error
     return WebSource(
         url=_check_template(_text(body, "url", sub), f"{sub}.url"),
         method=method,
