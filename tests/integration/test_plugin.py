@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -298,3 +299,21 @@ def test_kubectl_finds_the_plugin_and_it_follows_kubeconfig_and_context(
     in_context = kubectl("modelrollout", "list", "--context", "models")
     assert in_context.returncode == 0, in_context.stderr
     assert in_context.stdout.splitlines()[1].split()[0] == "iris"
+
+
+def test_colour_on_a_terminal_unless_no_color_is_set(plugin: Plugin) -> None:
+    plugin.create("iris")
+    plugin.set_status("iris", progressing_status())
+
+    def on_a_terminal(extra_env: dict[str, str]) -> str:
+        primary, secondary = pty.openpty()
+        argv = plugin.argv("list", "--kubeconfig", str(plugin.control_plane.kubeconfig), "-n", plugin.namespace)
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | extra_env
+        done = subprocess.run(argv, stdout=secondary, stderr=subprocess.PIPE, env=env, cwd=REPO_ROOT, timeout=60)
+        os.close(secondary)
+        assert done.returncode == 0, done.stderr
+        with os.fdopen(primary, "rb") as terminal:
+            return terminal.read1(65536).decode()
+
+    assert "\x1b[36mProgressing\x1b[0m" in on_a_terminal({})
+    assert "\x1b[" not in on_a_terminal({"NO_COLOR": "1"})
