@@ -19,9 +19,12 @@ from controller.leader import LeaderElectionSettings, LeaderElector
 from controller.manager import Manager, ManagerSettings
 from controller.reconcile import Reconciler
 from controller.server import serve
-from controller.wiring import build_checkers
+from controller.wiring import CheckerSettings, build_checkers
 
 log = logging.getLogger("controller")
+
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+"""What the Prometheus Operator names its Service; override with --prometheus-address."""
 
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
 
@@ -62,6 +65,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="model-rollouts-controller")
     parser.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument(
+        "--prometheus-address",
+        default=os.environ.get("PROMETHEUS_ADDRESS", DEFAULT_PROMETHEUS_ADDRESS),
+        help="Prometheus for metrics that name no address",
+    )
+    parser.add_argument(
+        "--read-secrets",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="let web metrics take headers from Secrets (needs RBAC to read Secrets)",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="text")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -83,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = Kube(api_client=api_client)
     manager = Manager(
         api_client=api_client,
-        reconciler=Reconciler(kube=kube, checkers=build_checkers(kube=kube)),
+        reconciler=Reconciler(
+            kube=kube,
+            checkers=build_checkers(
+                kube=kube,
+                settings=CheckerSettings(prometheus_address=args.prometheus_address, read_secrets=args.read_secrets),
+            ),
+        ),
         settings=ManagerSettings(
             namespace=args.namespace or None, workers=args.workers, resync_seconds=args.resync_seconds
         ),

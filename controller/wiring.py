@@ -1,10 +1,54 @@
-"""Builds the checkers the reconciler runs, from the modules that implement them."""
+"""Builds the checkers the reconciler runs, from the modules that implement them.
+
+The checkers reach the cluster only through the narrow callables built here (a ConfigMap
+reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.analysis.checker import AnalysisChecker
+from controller.analysis.providers import ProviderSettings, build_providers
+from controller.api import GROUP, VERSION
+from controller.errors import PermanentError
+from controller.gates.checker import GatesChecker
 from controller.kube import Kube
 from controller.reconcile import Checkers
 
+ANALYSIS_TEMPLATE_PLURAL = "analysistemplates"
 
-def build_checkers(*, kube: Kube) -> Checkers:
-    return Checkers()
+
+@dataclass(frozen=True, kw_only=True)
+class CheckerSettings:
+    prometheus_address: str
+    """Prometheus used by metrics that name no address of their own."""
+    read_secrets: bool = False
+    """Let web metrics take headers from Secrets; off unless the install grants Secret reads."""
+
+
+def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
+    def read_secret(*, namespace: str, name: str) -> Mapping[str, str]:
+        data = kube.get_secret_data(namespace=namespace, name=name)
+        if data is None:
+            raise PermanentError(f"Secret {namespace}/{name} not found; create it or fix headersFrom")
+        return data
+
+    def template(*, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found = kube.get_custom(
+            group=GROUP, version=VERSION, plural=ANALYSIS_TEMPLATE_PLURAL, namespace=namespace, name=name
+        )
+        return None if found is None else found.get("spec") or {}
+
+    providers = build_providers(
+        ProviderSettings(
+            prometheus_address=settings.prometheus_address,
+            secret_reader=read_secret if settings.read_secrets else None,
+        )
+    )
+    return Checkers(
+        gates=GatesChecker(read_configmap=lambda ns, name: kube.get_configmap_data(namespace=ns, name=name)),
+        analysis=AnalysisChecker(providers=providers, template_lookup=template),
+    )
