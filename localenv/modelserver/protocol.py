@@ -129,25 +129,32 @@ def model_metadata(*, model_name: str, version: str, input_spec: TensorSpec) -> 
 def decode_feedback(body: object) -> Feedback:
     if not isinstance(body, Mapping):
         raise ProtocolError("the feedback body must be a JSON object")
-    request_id, prediction, version = body.get("id"), body.get("prediction"), body.get("version")
-    label, data_slice = body.get("label"), body.get("slice", DEFAULT_SLICE)
-    if request_id is None and prediction is None:
-        raise ProtocolError("feedback needs 'id' (of the inference request) or 'prediction'")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError("'id' must be a string")
-    for name, value in (("label", label), ("prediction", prediction)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ProtocolError(f"{name!r} must be an integer class label")
+    label = _optional_int(body, "label")
     if label is None:
         raise ProtocolError("feedback needs 'label'")
-    for name, value in (("slice", data_slice), ("version", version)):
-        if value is not None and (not isinstance(value, str) or not LABEL_VALUE.match(value)):
-            raise ProtocolError(f"{name!r} must match {LABEL_VALUE.pattern}")
-    assert isinstance(label, int) and isinstance(data_slice, str)  # narrowed by the checks above
+    request_id, prediction = body.get("id"), _optional_int(body, "prediction")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("'id' must be a string")
+    if request_id is None and prediction is None:
+        raise ProtocolError("feedback needs 'id' (of the inference request) or 'prediction'")
     return Feedback(
         request_id=request_id,
-        prediction=prediction if isinstance(prediction, int) else None,
-        version=version if isinstance(version, str) else None,
+        prediction=prediction,
+        version=_optional_label_value(body, "version"),
         label=label,
-        data_slice=data_slice,
+        data_slice=_optional_label_value(body, "slice") or DEFAULT_SLICE,
     )
+
+
+def _optional_int(body: Mapping[str, object], key: str) -> int | None:
+    value = body.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ProtocolError(f"{key!r} must be an integer class label")
+
+
+def _optional_label_value(body: Mapping[str, object], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or (isinstance(value, str) and LABEL_VALUE.match(value)):
+        return value
+    raise ProtocolError(f"{key!r} must match {LABEL_VALUE.pattern}")
