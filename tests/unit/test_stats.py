@@ -36,17 +36,13 @@ def test_extrapolation_noise_never_makes_a_negative_bucket() -> None:
 def test_psi_of_a_half_half_split_moving_to_a_quarter_three_quarters() -> None:
     # by hand: (0.25-0.5)*ln(0.25/0.5) + (0.75-0.5)*ln(0.75/0.5)
     #        = 0.25*0.693147 + 0.25*0.405465 = 0.274653
-    assert population_stability_index(baseline=[50, 50], candidate=[25, 75]) == pytest.approx(
-        0.274653, abs=1e-6
-    )
+    assert population_stability_index(baseline=[50, 50], candidate=[25, 75]) == pytest.approx(0.274653, abs=1e-6)
 
 
 def test_psi_replaces_an_empty_bucket_with_the_documented_share() -> None:
     # by hand, the empty baseline bucket counts as 1e-4:
     # (0.5-1)*ln(0.5/1) + (0.5-0.0001)*ln(0.5/0.0001) = 0.346574 + 0.4999*8.517193 = 4.604318
-    assert population_stability_index(baseline=[100, 0], candidate=[50, 50]) == pytest.approx(
-        4.604318, abs=1e-5
-    )
+    assert population_stability_index(baseline=[100, 0], candidate=[50, 50]) == pytest.approx(4.604318, abs=1e-5)
 
 
 def test_identical_distributions_have_no_drift_whatever_the_volume() -> None:

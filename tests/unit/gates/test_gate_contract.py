@@ -10,7 +10,7 @@ from controller.gates.contract import Role, TensorSpec, check_contract, parse_me
 from controller.gates.errors import GateInputError
 
 
-def tensor(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
+def tensor(name: str, datatype: str, shape: Any) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": shape}
 
 

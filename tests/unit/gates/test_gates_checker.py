@@ -21,7 +21,7 @@ BASELINE_URL = "http://baseline.test:8080"
 CANDIDATE_URL = "http://candidate.test:8080"
 IRIS = {"name": "features", "datatype": "FP32", "shape": [-1, 4]}
 LABEL = {"name": "label", "datatype": "INT64", "shape": [-1]}
-GOLDEN = [
+GOLDEN: list[dict[str, Any]] = [
     {"id": f"flower-{i}", "inputs": [{"name": "features", "shape": [1, 4], "data": [i, 1, 1, 1]}]} for i in range(4)
 ]
 

@@ -114,7 +114,8 @@ def test_malformed_golden_requests_name_the_problem_and_where(entry_input: Any, 
 
 
 def test_an_empty_or_non_list_golden_set_is_refused() -> None:
-    for raw in ([], {"requests": []}):
+    malformed: list[Any] = [[], {"requests": []}]
+    for raw in malformed:
         with pytest.raises(GateInputError, match="non-empty list"):
             parse_golden_set(raw, where="w", contract_inputs=[FEATURES])
 
