@@ -157,13 +157,19 @@ class Reconciler:
             return observed
         try:
             weights = router.read_weights(namespace=namespace, spec=spec)
-            problem = None if deleting else self._backend_problem(namespace, spec)
+            stable = (rollout.get("status") or {}).get("stableVersion") or spec.baseline
+            problem = None if deleting else self._backend_problem(namespace, spec, stable)
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
         return replace(observed, route_weights=weights, reference_problem=problem)
 
-    def _backend_problem(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
-        for version_name in (spec.baseline, spec.candidate):
+    def _backend_problem(self, namespace: str, spec: ModelRolloutSpec, stable: str) -> str | None:
+        if stable not in {v.version for v in spec.versions}:
+            return (
+                f"the stable version {stable} (status.stableVersion) is not in spec.versions; "
+                "keep it listed until its successor is promoted"
+            )
+        for version_name in dict.fromkeys((stable, spec.candidate)):
             version = spec.version(version_name)
             service = self.kube.get_service(namespace=namespace, name=version.backend.service)
             if service is None:
