@@ -1,0 +1,31 @@
+"""The CRD schemas agree with each other and with what controller/analysis parses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.analysis.presets import PRESETS
+from controller.checks import InconclusivePolicy
+
+CRDS = Path(__file__).resolve().parents[3] / "manifests" / "crds"
+
+
+def schema(file: str) -> Any:
+    return yaml.safe_load((CRDS / file).read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+ANALYSIS = schema("modelrollouts.yaml")["properties"]["spec"]["properties"]["analysis"]
+TEMPLATE_METRICS = schema("analysistemplates.yaml")["properties"]["spec"]["properties"]["metrics"]
+
+
+def test_a_template_metric_has_the_same_schema_as_a_rollout_metric() -> None:
+    assert TEMPLATE_METRICS["items"] == ANALYSIS["properties"]["metrics"]["items"]
+
+
+def test_the_schema_offers_exactly_the_presets_and_policies_the_controller_knows() -> None:
+    metric = ANALYSIS["properties"]["metrics"]["items"]
+    assert set(metric["properties"]["preset"]["enum"]) == set(PRESETS)
+    assert set(ANALYSIS["properties"]["onInconclusive"]["enum"]) == {p.value for p in InconclusivePolicy}
