@@ -66,9 +66,7 @@ class RolloutAPI:
     def request(self, name: str, action: Action) -> JSON:
         """Sets the action annotation; the controller carries it out and removes it."""
         patch = {"metadata": {"annotations": {ACTION_ANNOTATION: action.value}}}
-        updated: JSON = self._custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, patch
-        )
+        updated: JSON = self._custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
         return updated
 
     def changes(self, name: str, *, deadline: float | None) -> Iterator[JSON]:

@@ -30,9 +30,7 @@ ACTIONS = {
 
 def build_parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)"
-    )
+    connection.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     connection.add_argument("--context", help="kubeconfig context to use (default: the current context)")
     connection.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
     output = argparse.ArgumentParser(add_help=False)
@@ -47,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", parents=[connection, output], help="list rollouts")
-    listing.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="list rollouts in every namespace"
-    )
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="list rollouts in every namespace")
     commands.add_parser(
         "get", parents=[connection, output, named], help="phase, steps, weights, analysis, conditions, Events"
     )
@@ -60,18 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     status.add_argument("-w", "--watch", action="store_true", help="wait until the rollout finishes")
-    status.add_argument(
-        "--timeout", default="0s", help="give up waiting after this long, e.g. 10m (0: never)"
-    )
-    commands.add_parser(
-        "history", parents=[connection, output, named], help="the decisions the controller made"
-    )
+    status.add_argument("--timeout", default="0s", help="give up waiting after this long, e.g. 10m (0: never)")
+    commands.add_parser("history", parents=[connection, output, named], help="the decisions the controller made")
     promote = commands.add_parser(
         "promote", parents=[connection, named], help="finish the current step now (skip a pause)"
     )
-    promote.add_argument(
-        "--full", action="store_true", help="skip all remaining steps and promote the candidate"
-    )
+    promote.add_argument("--full", action="store_true", help="skip all remaining steps and promote the candidate")
     for command, (_, summary) in ACTIONS.items():
         commands.add_parser(command, parents=[connection, named], help=summary)
     return parser
@@ -81,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     style = Style(color=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     try:
-        api = RolloutAPI(
-            target=Target(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
-        )
+        api = RolloutAPI(target=Target(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace))
         return COMMANDS[args.command](api, args, style, sys.stdout)
     except client.ApiException as error:
         print(f"error: {_api_error_text(error, args)}", file=sys.stderr)
@@ -129,9 +117,7 @@ def run_get(api: RolloutAPI, args: argparse.Namespace, style: Style, out: TextIO
 def run_history(api: RolloutAPI, args: argparse.Namespace, style: Style, out: TextIO) -> int:
     rollout = api.get(args.name)
     if args.output:
-        print(
-            render.serialize((rollout.get("status") or {}).get("history", []), output=args.output), file=out
-        )
+        print(render.serialize((rollout.get("status") or {}).get("history", []), output=args.output), file=out)
     else:
         print(render.render_history(rollout, now=_now(), style=style), file=out)
     return ExitCode.OK

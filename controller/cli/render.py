@@ -111,8 +111,7 @@ def table(*, headers: Sequence[str], rows: Sequence[Sequence[Cell]], style: Styl
     lines = []
     for row in [header_cells, *rows]:
         parts = [
-            style.paint(c.text if i == len(row) - 1 else c.text.ljust(widths[i]), c.tone)
-            for i, c in enumerate(row)
+            style.paint(c.text if i == len(row) - 1 else c.text.ljust(widths[i]), c.tone) for i, c in enumerate(row)
         ]
         lines.append((indent + "   ".join(parts)).rstrip())
     return "\n".join(lines)
@@ -368,9 +367,7 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
             for c in status.conditions
         ]
         blocks.append(
-            titled_table(
-                "Conditions", headers=["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows=rows, style=style
-            )
+            titled_table("Conditions", headers=["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows=rows, style=style)
         )
 
     blocks.append(section("Events", render_events(events, now=now, style=style), style=style))
@@ -426,9 +423,7 @@ def render_history(rollout: JSON, *, now: datetime, style: Style) -> str:
         ]
         for entry in history
     ]
-    return table(
-        headers=["TIME", "AGE", "PHASE", "STEP", "WEIGHT", "REASON", "MESSAGE"], rows=rows, style=style
-    )
+    return table(headers=["TIME", "AGE", "PHASE", "STEP", "WEIGHT", "REASON", "MESSAGE"], rows=rows, style=style)
 
 
 def status_line(rollout: JSON, *, style: Style) -> str:

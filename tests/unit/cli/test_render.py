@@ -29,9 +29,7 @@ PLAIN = Style(color=False)
 COLOUR = Style(color=True)
 
 
-def rollout(
-    *, name: str = "fraud", status: dict[str, Any] | None = None, generation: int = 1
-) -> dict[str, Any]:
+def rollout(*, name: str = "fraud", status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "rollouts.mlops.dev/v1alpha1",
         "kind": "ModelRollout",
