@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import httpx
 
 from localenv.modelserver.variants import DEFAULT_MODEL_NAME, Variant
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+"""The folder holding the `localenv` package: put on the child's path, whatever the caller's cwd."""
 PR_SET_PDEATHSIG = 1
 """prctl option: the kernel signals the child when the thread that started it ends."""
 
@@ -103,9 +106,15 @@ def start_model_server(
         "--ready-file",
         str(ready_file),
     ]
+    python_path = os.pathsep.join(filter(None, [str(SOURCE_ROOT), os.environ.get("PYTHONPATH")]))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": python_path},
+            preexec_fn=_die_with_parent,
         )
     deadline = time.monotonic() + startup_timeout
     try:
