@@ -18,7 +18,9 @@ from controller.cli import render
 from controller.cli.kube import JSON, RolloutAPI, Target
 from controller.cli.render import ExitCode, Style
 
-EXIT_CODES_HELP = "exit codes: " + ", ".join(f"{code.value} {code.name.lower()}" for code in ExitCode)
+EXIT_CODES_HELP = "exit codes: " + ", ".join(
+    f"{code.value} {'promoted' if code is ExitCode.OK else code.name.lower().replace('_', ' ')}" for code in ExitCode
+)
 
 ACTIONS = {
     "abort": (Action.ABORT, "return all traffic to the stable version now (phase Aborted)"),
