@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from urllib3.exceptions import HTTPError
 
+from controller import telemetry
 from controller.api import GROUP, PLURAL, VERSION
 from controller.errors import TemporaryError
 
@@ -48,6 +49,7 @@ _retry_reads = retry(
 
 def _call(operation: str, fn: Callable[[], T]) -> T:
     """Run one API call; transient failures become TemporaryError."""
+    telemetry.API_CALLS.labels(operation=operation.split(" ", 1)[0]).inc()
     try:
         return fn()
     except ApiException as error:

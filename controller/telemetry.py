@@ -19,6 +19,7 @@ CANDIDATE_WEIGHT = Gauge(
     "model_rollouts_candidate_weight_percent", "Candidate share of traffic as verified on the route.",
     ["namespace", "rollout"],
 )  # fmt: skip
+API_CALLS = Counter("model_rollouts_api_calls_total", "Kubernetes API calls by operation.", ["operation"])
 QUEUE_DEPTH = Gauge("model_rollouts_workqueue_depth", "Keys waiting in the work queue.")
 IS_LEADER = Gauge("model_rollouts_leader", "1 while this replica holds the leader lease.")
 
