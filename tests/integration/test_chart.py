@@ -200,6 +200,7 @@ def test_the_controller_accepts_the_rendered_command_line(helm: Path, case: str,
     parsed = parse_args(args)
     assert parsed.metrics_port == 8080
     assert parsed.leader_elect is (case == "high-availability")
+    assert parsed.read_secrets is bool(VALUE_CASES[case].get("rbac", {}).get("secrets", {}).get("enabled"))
 
 
 def test_leader_election_rejects_an_unknown_setting(helm: Path, tmp_path: Path) -> None:
