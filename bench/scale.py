@@ -16,14 +16,15 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from localenv.controller import start_controller  # noqa: E402
-from localenv.controlplane import ControlPlane  # noqa: E402
+from localenv.controller import start_controller
+from localenv.controlplane import ControlPlane
 
 NAMESPACE = "bench"
 STEPS = [{"setWeight": 10}, {"setWeight": 50}]
@@ -42,10 +43,11 @@ def create_one(api: client.ApiClient, i: int) -> None:
     for version in ("v1", "v2"):
         core.create_namespaced_service(
             NAMESPACE,
-            {
-                "metadata": {"name": f"{name}-{version}"},
-                "spec": {"clusterIP": "None", "ports": [{"port": 80}], "selector": {"app": name}},
-            },
+            client.V1Service(
+                metadata=client.V1ObjectMeta(name=f"{name}-{version}"),
+                # Headless: the local API server has only 254 cluster IPs to hand out.
+                spec=client.V1ServiceSpec(cluster_ip="None", ports=[client.V1ServicePort(port=80)]),
+            ),
         )
     custom.create_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes",
@@ -70,14 +72,18 @@ def create_one(api: client.ApiClient, i: int) -> None:
 
 
 def count_promoted(api: client.ApiClient) -> int:
-    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+    listed: dict[str, Any] = client.CustomObjectsApi(api).list_namespaced_custom_object(  # type: ignore[assignment]
         "rollouts.mlops.dev", "v1alpha1", NAMESPACE, "modelrollouts"
-    )["items"]
+    )
+    items = listed["items"]
     return sum(1 for item in items if (item.get("status") or {}).get("phase") == "Promoted")
 
 
 def api_calls(metrics: str) -> dict[str, float]:
-    return {m[0]: float(m[1]) for m in re.findall(r'^model_rollouts_api_calls_total\{operation="(\w+)"\} (\S+)$', metrics, re.M)}
+    return {
+        m[0]: float(m[1])
+        for m in re.findall(r'^model_rollouts_api_calls_total\{operation="(\w+)"\} (\S+)$', metrics, re.M)
+    }
 
 
 def main() -> int:
@@ -88,8 +94,8 @@ def main() -> int:
     args = parser.parse_args()
 
     with ControlPlane.start() as plane, tempfile.TemporaryDirectory() as tmp:
-        api = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        api = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda i: create_one(api, i), range(args.rollouts)))
@@ -107,7 +113,10 @@ def main() -> int:
             time.sleep(2)
             peak_rss = max(peak_rss, rss_mib(controller.process.pid))
             promoted = count_promoted(api)
-            print(f"  {time.monotonic() - started:6.1f}s  promoted {promoted}/{args.rollouts}  rss {peak_rss:.0f} MiB", flush=True)
+            print(
+                f"  {time.monotonic() - started:6.1f}s  promoted {promoted}/{args.rollouts}  rss {peak_rss:.0f} MiB",
+                flush=True,
+            )
         elapsed = time.monotonic() - started
         calls = api_calls(controller.metrics())
         steady_rss = rss_mib(controller.process.pid)
@@ -116,12 +125,16 @@ def main() -> int:
     total_calls = sum(calls.values())
     steps_per_rollout = len(STEPS) + 1  # the promotion writes the route once more
     print()
-    print(f"rollouts promoted:        {promoted}/{args.rollouts} in {elapsed:.1f}s "
-          f"({promoted / elapsed:.1f} rollouts/s, {args.workers} workers)")
-    print(f"controller memory (RSS):  {idle_rss:.0f} MiB at start, peak {peak_rss:.0f} MiB, "
-          f"{steady_rss:.0f} MiB after; {(peak_rss - idle_rss) * 1024 / max(args.rollouts, 1):.1f} KiB per rollout")
+    print(
+        f"rollouts promoted:        {promoted}/{args.rollouts} in {elapsed:.1f}s "
+        f"({promoted / elapsed:.1f} rollouts/s, {args.workers} workers)"
+    )
+    print(
+        f"controller memory (RSS):  {idle_rss:.0f} MiB at start, peak {peak_rss:.0f} MiB, "
+        f"{steady_rss:.0f} MiB after; {(peak_rss - idle_rss) * 1024 / max(args.rollouts, 1):.1f} KiB per rollout"
+    )
     print(f"API calls:                {total_calls:.0f} in all, {total_calls / max(promoted, 1):.1f} per rollout, "
-          f"{total_calls / max(promoted * steps_per_rollout, 1):.1f} per traffic step; by operation: {calls}")  # fmt: skip
+          f"{total_calls / max(promoted * steps_per_rollout, 1):.1f} per traffic step; {calls}")  # fmt: skip
     return 0 if promoted == args.rollouts else 1
 
 

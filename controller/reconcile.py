@@ -76,7 +76,11 @@ class Reconciler:
         spec, spec_error, router = self._parse(rollout)
         observed = self._observe(rollout, spec, router, deleting=deleting)
         if spec is not None and not deleting:
-            observed = self._run_checker(namespace, name, spec, status, observed)
+            try:
+                observed = self._run_checker(namespace, name, spec, status, observed)
+            except SpecError as error:
+                # Only a checker can tell that (say) an AnalysisTemplate is missing.
+                spec, spec_error = None, str(error)
 
         plan = self._decide_and_route(namespace, spec, spec_error, status, observed, router)
         final_status = self._scale_down(namespace, spec, plan)

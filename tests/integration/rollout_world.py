@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import urllib3
 import yaml
@@ -98,18 +98,16 @@ class World:
         )
 
     def route_weights(self) -> dict[str, int]:
-        route = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", MODEL
+        return split_of(self.custom("gateway.networking.k8s.io", "httproutes", MODEL, version="v1"))
+
+    def custom(self, group: str, plural: str, name: str, *, version: str = "v1alpha1") -> JSON:
+        found = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            group, version, self.namespace, plural, name
         )
-        refs = route["spec"]["rules"][0]["backendRefs"]
-        return {ref["name"].removeprefix(f"{MODEL}-"): ref.get("weight", 1) for ref in refs}
+        return cast(JSON, found)
 
     def rollout(self, name: str = MODEL) -> JSON:
-        return dict(
-            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                "rollouts.mlops.dev", "v1alpha1", self.namespace, "modelrollouts", name
-            )
-        )
+        return self.custom("rollouts.mlops.dev", "modelrollouts", name)
 
     def status(self, name: str = MODEL) -> JSON:
         return dict(self.rollout(name).get("status") or {})
@@ -124,6 +122,12 @@ class World:
     def wait_for_phase(self, phase: str, *, timeout: float = 30.0, name: str = MODEL) -> JSON:
         return wait_for(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
                         what=f"phase {phase}", timeout=timeout, last=lambda: self.status(name))  # fmt: skip
+
+
+def split_of(route: JSON) -> dict[str, int]:
+    """Weight per version label in the route's first rule."""
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return {ref["name"].removeprefix(f"{MODEL}-"): ref.get("weight", 1) for ref in refs}
 
 
 def wait_for(
@@ -148,24 +152,21 @@ class WeightRecorder:
         self.world = world
         self.seen: list[dict[str, int]] = []
         self._lock = threading.Lock()
-        self._watch = watch.Watch()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._started = threading.Event()
         self._thread.start()
         self._started.wait(10)
 
     def _record(self, route: JSON) -> None:
-        refs = route["spec"]["rules"][0]["backendRefs"]
-        weights = {ref["name"].removeprefix(f"{MODEL}-"): ref.get("weight", 1) for ref in refs}
+        weights = split_of(route)
         with self._lock:
             if not self.seen or self.seen[-1] != weights:
                 self.seen.append(weights)
 
     def _run(self) -> None:
         api = client.CustomObjectsApi(self.world.api)
-        route = api.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", self.world.namespace, "httproutes", MODEL
-        )
+        route = self.world.custom("gateway.networking.k8s.io", "httproutes", MODEL, version="v1")
         self._record(route)
         self._started.set()
         # The stream ends with an error when the control plane stops at the end of the session.
@@ -173,7 +174,7 @@ class WeightRecorder:
             self._stream(api, route["metadata"]["resourceVersion"])
 
     def _stream(self, api: client.CustomObjectsApi, resource_version: str) -> None:
-        for event in self._watch.stream(
+        for event in self._watch.stream(  # type: ignore[no-untyped-call]
             api.list_namespaced_custom_object, "gateway.networking.k8s.io", "v1", self.world.namespace, "httproutes",
             resource_version=resource_version, field_selector=f"metadata.name={MODEL}",
         ):  # fmt: skip
@@ -188,4 +189,4 @@ class WeightRecorder:
             return [w.get(version, 0) for w in self.seen]
 
     def stop(self) -> None:
-        self._watch.stop()
+        self._watch.stop()  # type: ignore[no-untyped-call]

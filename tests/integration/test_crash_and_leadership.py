@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -15,7 +16,7 @@ from tests.integration.rollout_world import WeightRecorder, World, rollout_manif
 
 pytestmark = pytest.mark.integration
 
-STEPS = [
+STEPS: list[dict[str, Any]] = [
     {"setWeight": 10}, {"pause": {"duration": "1s"}},
     {"setWeight": 30}, {"pause": {"duration": "1s"}},
     {"setWeight": 50}, {"pause": {"duration": "1s"}},

@@ -135,7 +135,7 @@ def header_fields(text: str) -> dict[str, str]:
 
 
 def test_get_shows_every_section_a_person_needs() -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "Normal", "reason": "StepStarted", "message": "weight 10",
          "lastTimestamp": "2025-03-01T11:57:00Z", "source": {"component": "model-rollouts"}},
         {"type": "Warning", "reason": "AnalysisFailed", "message": "error-rate",
