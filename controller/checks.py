@@ -75,6 +75,17 @@ class CheckContext:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RubricEntry:
+    """One ML Test Score item, the check that verifies it, and how that check came out."""
+
+    item: str
+    """The rubric's id, e.g. `Monitor 7`."""
+    check: str
+    """What verified it: a metric's name, or a stage such as `gates`."""
+    verdict: Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckOutcome:
     verdict: Verdict
     message: str = ""
@@ -85,7 +96,9 @@ class CheckOutcome:
     status_fields: Mapping[str, Any] = field(default_factory=dict)
     """Top-level status fields this checker owns (e.g. `analysis`, `gates`); written as given."""
     rubric_items: tuple[str, ...] = ()
-    """ML Test Score items (e.g. `Infra 4`) this outcome verified."""
+    """ML Test Score items (e.g. `Infra 4`) this outcome verified, all with its verdict."""
+    rubric: tuple[RubricEntry, ...] = ()
+    """The same, per check with each check's own verdict; when given, it replaces `rubric_items`."""
 
 
 class Checker(Protocol):

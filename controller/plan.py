@@ -35,14 +35,18 @@ from controller.api import (
     set_condition,
     with_history,
 )
-from controller.checks import CheckOutcome, InconclusivePolicy, StepWindow, Verdict
+from controller.checks import CheckOutcome, InconclusivePolicy, RubricEntry, Stage, StepWindow, Verdict
 
 WAIT_FOR_ROUTE_SECONDS = 2.0
 """Look again this soon when the route did not show the weight just written."""
 REFERENCE_RETRY_SECONDS = 10.0
 """Look again this soon while a referenced object is missing or does not fit."""
-CHECK_STATUS_FIELDS = ("analysis", "gates")
-"""Status fields owned by checkers; cleared when a rollout starts over."""
+RUBRIC_FIELD = "rubric"
+"""Status field listing the ML Test Score items the rollout verified, per stage and check."""
+CHECK_STATUS_FIELDS = ("analysis", "gates", RUBRIC_FIELD)
+"""Status fields owned by checkers (and the rubric they report); cleared when a rollout starts over."""
+STAGE_CHECK_NAMES = {Stage.PRE_TRAFFIC: "gates", Stage.ANALYSIS: "analysis"}
+"""The check named in the rubric when a stage reports items without naming its checks."""
 
 
 class EventType(StrEnum):
@@ -424,13 +428,34 @@ def _reference_condition(d: _Decision) -> bool:
     return False
 
 
-def _check_outcome_condition(d: _Decision, type: str, outcome: CheckOutcome | None) -> None:
+def merged_rubric(previous: object, *, stage: Stage, outcome: CheckOutcome) -> list[dict[str, str]]:
+    """status.rubric with this outcome's entries in place of what the same checks reported before;
+    entries of other checks and of the other stage stay (an analyze step reports only its metrics)."""
+    entries = outcome.rubric or tuple(
+        RubricEntry(item=item, check=STAGE_CHECK_NAMES[stage], verdict=outcome.verdict) for item in outcome.rubric_items
+    )
+    reported = {entry.check for entry in entries}
+    kept = [
+        dict(entry)
+        for entry in (previous if isinstance(previous, list) else [])
+        if isinstance(entry, Mapping) and not (entry.get("stage") == stage.value and entry.get("check") in reported)
+    ]
+    return kept + [
+        {"item": entry.item, "check": entry.check, "stage": stage.value, "verdict": entry.verdict.value}
+        for entry in entries
+    ]
+
+
+def _check_outcome_condition(d: _Decision, type: str, outcome: CheckOutcome | None, *, stage: Stage) -> None:
     if outcome is None:
         return
     ok = outcome.verdict in (Verdict.SUCCESSFUL, Verdict.RUNNING)
     d.condition(type, ok, outcome.verdict.value, outcome.message)
     extra = dict(d.status.extra)
     extra.update(outcome.status_fields)
+    rubric = merged_rubric(extra.get(RUBRIC_FIELD), stage=stage, outcome=outcome)
+    if rubric:
+        extra[RUBRIC_FIELD] = rubric
     d.update(extra=extra)
     if outcome.requeue_after is not None:
         d.after(outcome.requeue_after)
@@ -440,7 +465,7 @@ def _pending(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
     """Before any traffic: the pre-traffic gates must pass."""
     d.traffic = TrafficSplit.all_to(stable)
     gates = d.observed.gates
-    _check_outcome_condition(d, "GatesPassed", gates)
+    _check_outcome_condition(d, "GatesPassed", gates, stage=Stage.PRE_TRAFFIC)
     verdict = Verdict.SUCCESSFUL if gates is None else gates.verdict
     if verdict == Verdict.SUCCESSFUL:
         if gates is not None:
@@ -476,7 +501,7 @@ def _paused_by_inconclusive(d: _Decision, outcome: CheckOutcome) -> bool:
 def _progress(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
     """Traffic is shared: walk the steps while they are done, then promote."""
     analysis = d.observed.analysis
-    _check_outcome_condition(d, "AnalysisHealthy", analysis)
+    _check_outcome_condition(d, "AnalysisHealthy", analysis, stage=Stage.ANALYSIS)
     if analysis is not None and _judged_failed(d, analysis):
         _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "AnalysisFailed", analysis.message)
         return

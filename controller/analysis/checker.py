@@ -19,15 +19,19 @@ from controller.analysis.evaluate import (
     Judgement,
     MetricState,
     Reading,
+    Result,
     Tally,
     combine,
     judge,
     metric_state,
 )
-from controller.analysis.providers import MetricProvider
+from controller.analysis.model_checks import ONE_NUMBER, Numbers, compares_baseline, judge_check, queries
+from controller.analysis.providers import InvalidQuery, MetricProvider, VectorProvider
 from controller.analysis.spec import (
+    AnalysisMetric,
     AnalysisSpec,
     MetricSpec,
+    ModelCheckSpec,
     PrometheusSource,
     check_unique_names,
     format_window,
@@ -37,7 +41,7 @@ from controller.analysis.spec import (
 )
 from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, SpecError, format_time, parse_time
-from controller.checks import CheckContext, CheckOutcome, StepWindow
+from controller.checks import CheckContext, CheckOutcome, RubricEntry, StepWindow
 from controller.errors import PermanentError, TemporaryError
 
 STATUS_FIELD = "analysis"
@@ -95,7 +99,7 @@ class _Plan:
     """What the current pass judges: which run, which metrics, how often, until when."""
 
     analysis: AnalysisSpec
-    metrics: tuple[MetricSpec, ...]
+    metrics: tuple[AnalysisMetric, ...]
     run_name: str
     started_at: datetime
     window_end: datetime | None
@@ -146,6 +150,11 @@ class AnalysisChecker:
             requeue_after=_requeue_after(context.now, run, interval, plan.window_end, states),
             on_inconclusive=overall.on_inconclusive,
             status_fields={STATUS_FIELD: status},
+            rubric=tuple(
+                RubricEntry(item=item, check=metric.name, verdict=state.verdict)
+                for metric, state in zip(plan.metrics, states, strict=True)
+                for item in metric.rubric_items
+            ),
         )
 
     def _states(self, plan: _Plan, run: Run, *, window_over: bool) -> list[MetricState]:
@@ -186,8 +195,8 @@ class AnalysisChecker:
             window_end=None,
         )
 
-    def _template_metrics(self, namespace: str, names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
-        metrics: list[MetricSpec] = []
+    def _template_metrics(self, namespace: str, names: tuple[str, ...]) -> tuple[AnalysisMetric, ...]:
+        metrics: list[AnalysisMetric] = []
         for name in dict.fromkeys(names):
             template = self._template_lookup(namespace=namespace, name=name)
             if template is None:
@@ -199,32 +208,59 @@ class AnalysisChecker:
         check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
         return tuple(metrics)
 
-    def _measure(self, context: CheckContext, plan: _Plan, metric: MetricSpec) -> _Record:
+    def _measure(self, context: CheckContext, plan: _Plan, metric: AnalysisMetric) -> _Record:
+        if isinstance(metric, ModelCheckSpec):
+            return self._measure_check(context, plan, metric)
         readings = {
             role: self._read(context, plan, metric, version)
             for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version))
         }
         judgement = judge(metric=metric, baseline=readings["baseline"], candidate=readings["candidate"])
-        for reading in readings.values():
-            if reading.value is not None and math.isfinite(reading.value):
-                MEASUREMENT_VALUE.labels(
-                    namespace=context.namespace, rollout=context.name, metric=metric.name, version=reading.version
-                ).set(reading.value)
-        return _Record(
-            metric=metric.name,
-            baseline=readings["baseline"],
-            candidate=readings["candidate"],
-            judgement=judgement,
-            time=context.now,
+        return _record(context, metric, judgement, readings["baseline"], readings["candidate"])
+
+    def _measure_check(self, context: CheckContext, plan: _Plan, metric: ModelCheckSpec) -> _Record:
+        """A model-aware check: read its queries for the versions it compares, judge them together."""
+        versions = {"baseline": context.stable_version, "candidate": context.spec.candidate}
+        roles = ("candidate", "baseline") if compares_baseline(metric.check) else ("candidate",)
+        numbers: dict[str, dict[str, Numbers]] = {"baseline": {}, "candidate": {}}
+        for role in roles:
+            variables = _variables(context, plan, metric, versions[role])
+            try:
+                numbers[role] = {
+                    query.name: self._read_numbers(
+                        PrometheusSource(query=render_template(query.query, variables), address=metric.check.address),
+                        by=query.by,
+                        namespace=context.namespace,
+                    )
+                    for query in queries(metric.check)
+                }
+            except (TemporaryError, PermanentError) as error:
+                permanent = isinstance(error, PermanentError)
+                readings = {r: Reading(version=v) for r, v in versions.items()}
+                readings[role] = Reading(version=versions[role], error=str(error), permanent=permanent)
+                reason = f"{role} {versions[role]}: {error}"
+                judgement = Judgement(result=Result.ERROR, reason=reason, permanent=permanent)
+                return _record(context, metric, judgement, readings["baseline"], readings["candidate"])
+        result = judge_check(
+            metric.check,
+            baseline_version=versions["baseline"],
+            candidate_version=versions["candidate"],
+            baseline=numbers["baseline"],
+            candidate=numbers["candidate"],
         )
+        return _record(context, metric, result.judgement, result.baseline, result.candidate, details=result.details)
+
+    def _read_numbers(self, source: PrometheusSource, *, by: str | None, namespace: str) -> Numbers:
+        provider = self._providers[PrometheusSource.provider]
+        if by is None:
+            value = provider.measure(source=source, namespace=namespace)
+            return {} if value is None else {ONE_NUMBER: value}
+        if not isinstance(provider, VectorProvider):
+            raise InvalidQuery(f"the {PrometheusSource.provider} provider cannot read one number per {by}")
+        return provider.measure_by(source=source, label=by)
 
     def _read(self, context: CheckContext, plan: _Plan, metric: MetricSpec, version: str) -> Reading:
-        variables = {
-            "model": context.spec.model,
-            "version": version,
-            "namespace": context.namespace,
-            "window": format_window(metric.window(plan.analysis.interval_seconds)),
-        }
+        variables = _variables(context, plan, metric, version)
         source = metric.source
         try:
             value = self._providers[source.provider].measure(
@@ -246,6 +282,41 @@ class AnalysisChecker:
         return Reading(version=version, value=value, samples=samples)
 
 
+def _variables(context: CheckContext, plan: _Plan, metric: AnalysisMetric, version: str) -> dict[str, str]:
+    """What `{{...}}` stands for in the queries measuring `version`."""
+    return {
+        "model": context.spec.model,
+        "version": version,
+        "namespace": context.namespace,
+        "window": format_window(metric.window(plan.analysis.interval_seconds)),
+    }
+
+
+def _record(
+    context: CheckContext,
+    metric: AnalysisMetric,
+    judgement: Judgement,
+    baseline: Reading,
+    candidate: Reading,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> _Record:
+    """The measurement as status keeps it; its values also go to the controller's /metrics."""
+    for reading in (baseline, candidate):
+        if reading.value is not None and math.isfinite(reading.value):
+            MEASUREMENT_VALUE.labels(
+                namespace=context.namespace, rollout=context.name, metric=metric.name, version=reading.version
+            ).set(reading.value)
+    return _Record(
+        metric=metric.name,
+        baseline=baseline,
+        candidate=candidate,
+        judgement=judgement,
+        time=context.now,
+        details=details or {},
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Record:
     metric: str
@@ -253,6 +324,8 @@ class _Record:
     candidate: Reading
     judgement: Judgement
     time: datetime
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Extra fields of a model-aware check (`drift`, `slices`, `offline`)."""
 
     def to_json(self, *, run: str) -> JSON:
         body: JSON = {
@@ -269,6 +342,7 @@ class _Record:
         for role, reading in (("baseline", self.baseline), ("candidate", self.candidate)):
             if reading.samples is not None:
                 body[f"{role}Samples"] = _json_number(reading.samples)
+        body.update(self.details)
         return body
 
 

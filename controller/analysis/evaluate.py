@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.analysis.comparison import Comparison, Direction
-from controller.analysis.spec import MetricSpec
+from controller.analysis.spec import MeasuredSpec, MetricSpec
 from controller.checks import InconclusivePolicy, Verdict
 
 
@@ -211,7 +211,7 @@ class MetricState:
     """Passed and needs no further measurement."""
 
 
-def metric_state(*, metric: MetricSpec, tally: Tally, window_over: bool) -> MetricState:
+def metric_state(*, metric: MeasuredSpec, tally: Tally, window_over: bool) -> MetricState:
     """Where one metric stands after its measurements so far."""
     name = metric.name
     if tally.failed > metric.failure_limit:

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from controller.analysis.comparison import Comparison, Direction
 from controller.analysis.jsonpath import JsonPathError, parse_json_path
-from controller.analysis.presets import PRESETS, Preset
+from controller.analysis.presets import (
+    FEEDBACK_CORRECT_QUERY,
+    FEEDBACK_TOTAL_QUERY,
+    PREDICTION_HISTOGRAM_QUERY,
+    PRESETS,
+    SLICE_CORRECT_QUERY,
+    SLICE_TOTAL_QUERY,
+    Preset,
+)
 from controller.api import SpecError, parse_duration
 from controller.checks import InconclusivePolicy
+from controller.stats import DriftThresholds, SliceThresholds
 
 DEFAULT_INTERVAL_SECONDS = 30.0
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
@@ -106,12 +115,11 @@ class MinSamples:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MetricSpec:
+class MeasuredSpec:
+    """What every metric has, whatever it measures: a name, a window and its limits over time."""
+
     name: str
     """Unique within a rollout's analysis; names the metric in status, Events and /metrics."""
-    source: MetricSource
-    comparison: Comparison
-    min_samples: MinSamples | None = None
     window_seconds: float | None = None
     """What `{{window}}` stands for; None means the analysis interval."""
     count: int | None = None
@@ -124,16 +132,92 @@ class MetricSpec:
     inconclusive_limit: int = 0
     """Inconclusive measurements (no data, too few samples) in a row tolerated (holding); one more
     applies onInconclusive."""
+    rubric_items: tuple[str, ...] = ()
+    """ML Test Score items (e.g. `Monitor 7`) a measurement of this metric verifies."""
 
     def window(self, interval_seconds: float) -> float:
         return self.window_seconds if self.window_seconds is not None else interval_seconds
 
 
 @dataclass(frozen=True, kw_only=True)
+class MetricSpec(MeasuredSpec):
+    """A metric giving one number per version, judged by `comparison`."""
+
+    source: MetricSource
+    comparison: Comparison
+    min_samples: MinSamples | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Model-aware checks: several numbers per version, judged by controller.stats
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionDrift:
+    """The candidate's prediction histogram against the baseline's (Monitor 7)."""
+
+    key: ClassVar[str] = "predictionDrift"
+    rubric_items: ClassVar[tuple[str, ...]] = ("Monitor 7",)
+    thresholds: DriftThresholds
+    histogram_query: str
+    """PromQL giving each bucket's count in the window, one series per `le` (cumulative buckets)."""
+    address: str | None = None
+    """Base URL of Prometheus; None uses the controller's default."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportantSlices:
+    """Quality on each named data slice, each judged on its own (Model 6)."""
+
+    key: ClassVar[str] = "importantSlices"
+    rubric_items: ClassVar[tuple[str, ...]] = ("Model 6",)
+    slices: tuple[str, ...]
+    """The slices that matter, in the order reported."""
+    thresholds: SliceThresholds
+    correct_query: str
+    """PromQL giving the correct labelled predictions in the window, one series per `slice`."""
+    total_query: str
+    """PromQL giving all labelled predictions in the window, one series per `slice`."""
+    address: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineVsOnline:
+    """The candidate's declared offline quality against its quality measured online (Model 2)."""
+
+    key: ClassVar[str] = "offlineVsOnline"
+    rubric_items: ClassVar[tuple[str, ...]] = ("Model 2",)
+    offline: float
+    """The candidate's quality (correct / labelled) from offline evaluation, e.g. test-set accuracy."""
+    max_gap: float
+    """Largest |offline - online| that passes."""
+    min_samples: float
+    """Labelled predictions of the candidate needed before the gap is judged."""
+    correct_query: str
+    """PromQL giving the candidate's correct labelled predictions in the window (one number)."""
+    total_query: str
+    """PromQL giving the candidate's labelled predictions in the window (one number)."""
+    address: str | None = None
+
+
+ModelCheck = PredictionDrift | ImportantSlices | OfflineVsOnline
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelCheckSpec(MeasuredSpec):
+    """A metric judged by a model-aware rule instead of a comparison of two numbers."""
+
+    check: ModelCheck
+
+
+AnalysisMetric = MetricSpec | ModelCheckSpec
+
+
+@dataclass(frozen=True, kw_only=True)
 class AnalysisSpec:
     interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     """Time between two measurements of a metric."""
-    metrics: tuple[MetricSpec, ...] = ()
+    metrics: tuple[AnalysisMetric, ...] = ()
     """Inline metrics; templates add more."""
     templates: tuple[str, ...] = ()
     """AnalysisTemplates (in the rollout's namespace) whose metrics run with the inline ones."""
@@ -248,9 +332,133 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
     )
 
 
-def parse_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
+DEFAULT_MAX_PSI = 0.2
+"""Prediction drift: a population stability index above this is a significant shift."""
+DEFAULT_MAX_JS_DISTANCE = 0.2
+"""Prediction drift: about the Jensen-Shannon distance (base 2) of a shift with PSI 0.2."""
+DEFAULT_MIN_PREDICTIONS = 100.0
+"""Prediction drift: predictions each version needs in the window."""
+DEFAULT_MAX_SLICE_DROP = 0.02
+DEFAULT_MIN_SLICE_SAMPLES = 50.0
+"""Important slices: labelled predictions each version needs on a slice."""
+DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
+DEFAULT_MIN_ONLINE_SAMPLES = 100.0
+"""Offline vs online: labelled predictions of the candidate needed in the window."""
+_SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples")
+"""Fields of a metric judged by comparing two numbers, meaningless for a model-aware check."""
+
+
+def _query(raw: Mapping[str, Any], key: str, path: str, *, default: str) -> str:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise SpecError(f"{path}.{key}", "is a PromQL query (a non-empty string)")
+    return _check_template(value or default, f"{path}.{key}")
+
+
+def _fraction(raw: Mapping[str, Any], key: str, path: str, *, default: float | None) -> float | None:
+    value = _number(raw, key, path, minimum=0.0)
+    if value is not None and value > 1:
+        raise SpecError(f"{path}.{key}", f"{value:g} is above 1; give a share between 0 and 1")
+    return default if value is None else value
+
+
+def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrift:
+    max_psi = _number(raw, "maxPSI", path, minimum=0.0)
+    max_js = _fraction(raw, "maxJSDistance", path, default=DEFAULT_MAX_JS_DISTANCE)
+    min_count = _number(raw, "minCount", path, minimum=1.0)
+    assert max_js is not None
+    return PredictionDrift(
+        thresholds=DriftThresholds(
+            max_psi=DEFAULT_MAX_PSI if max_psi is None else max_psi,
+            max_js_distance=max_js,
+            min_count=DEFAULT_MIN_PREDICTIONS if min_count is None else min_count,
+        ),
+        histogram_query=_query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
+        address=raw.get("address"),
+    )
+
+
+def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlices:
+    names = raw.get("slices")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise SpecError(f"{path}.slices", "is required: the names of the slices that matter, e.g. [borderline]")
+    if len(set(names)) != len(names):
+        raise SpecError(f"{path}.slices", "names a slice twice")
+    max_drop = _fraction(raw, "maxDrop", path, default=DEFAULT_MAX_SLICE_DROP)
+    min_samples = _number(raw, "minSamples", path, minimum=1.0)
+    assert max_drop is not None
+    return ImportantSlices(
+        slices=tuple(names),
+        thresholds=SliceThresholds(
+            max_drop=max_drop,
+            min_samples=DEFAULT_MIN_SLICE_SAMPLES if min_samples is None else min_samples,
+            min_quality=_fraction(raw, "minQuality", path, default=None),
+        ),
+        correct_query=_query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
+        total_query=_query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
+        address=raw.get("address"),
+    )
+
+
+def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnline:
+    offline = _fraction(raw, "offline", path, default=None)
+    if offline is None:
+        raise SpecError(f"{path}.offline", "is required: the candidate's offline quality, e.g. 0.93")
+    max_gap = _fraction(raw, "maxGap", path, default=DEFAULT_MAX_OFFLINE_ONLINE_GAP)
+    min_samples = _number(raw, "minSamples", path, minimum=1.0)
+    assert max_gap is not None
+    return OfflineVsOnline(
+        offline=offline,
+        max_gap=max_gap,
+        min_samples=DEFAULT_MIN_ONLINE_SAMPLES if min_samples is None else min_samples,
+        correct_query=_query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
+        total_query=_query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
+        address=raw.get("address"),
+    )
+
+
+MODEL_CHECK_PARSERS: dict[str, Callable[[Mapping[str, Any], str], ModelCheck]] = {
+    PredictionDrift.key: _parse_prediction_drift,
+    ImportantSlices.key: _parse_important_slices,
+    OfflineVsOnline.key: _parse_offline_vs_online,
+}
+"""Key in a metric -> parser of the model-aware check configured under it."""
+
+
+def _history_fields(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The fields every metric has: window and limits over its measurements."""
+    return {
+        "name": _text(raw, "name", path),
+        "window_seconds": _duration(raw, "window", path),
+        "count": _whole(raw, "count", path, minimum=1),
+        "failure_limit": _whole_or(raw, "failureLimit", path, default=0, minimum=0),
+        "consecutive_error_limit": _whole_or(
+            raw, "consecutiveErrorLimit", path, default=DEFAULT_CONSECUTIVE_ERROR_LIMIT, minimum=0
+        ),
+        "inconclusive_limit": _whole_or(raw, "inconclusiveLimit", path, default=0, minimum=0),
+    }
+
+
+def parse_metric(raw: Mapping[str, Any], *, path: str) -> AnalysisMetric:
     """One entry of spec.analysis.metrics or of an AnalysisTemplate's spec.metrics."""
-    name = _text(raw, "name", path)
+    checks = [key for key in MODEL_CHECK_PARSERS if key in raw]
+    if checks:
+        return _parse_model_check(raw, path=path, checks=checks)
+    return _parse_scalar_metric(raw, path=path)
+
+
+def _parse_model_check(raw: Mapping[str, Any], *, path: str, checks: Sequence[str]) -> ModelCheckSpec:
+    if len(checks) > 1:
+        raise SpecError(path, f"give one check per metric, not {' and '.join(checks)}")
+    key = checks[0]
+    clashing = [k for k in _SCALAR_KEYS if k in raw]
+    if clashing:
+        raise SpecError(f"{path}.{clashing[0]}", f"does not apply to {key}, which has its own rule; drop it")
+    check = MODEL_CHECK_PARSERS[key](raw[key] or {}, f"{path}.{key}")
+    return ModelCheckSpec(**_history_fields(raw, path), check=check, rubric_items=check.rubric_items)
+
+
+def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
     preset_name = raw.get("preset")
     provider_raw = raw.get("provider")
     preset = None
@@ -259,7 +467,14 @@ def parse_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
         if preset is None:
             raise SpecError(f"{path}.preset", f"{preset_name!r} is not one of {', '.join(sorted(PRESETS))}")
     if preset is None and provider_raw is None:
-        raise SpecError(path, "give a provider (prometheus or web) or a preset (" + ", ".join(sorted(PRESETS)) + ")")
+        raise SpecError(
+            path,
+            "give a provider (prometheus or web), a preset ("
+            + ", ".join(sorted(PRESETS))
+            + ") or a check ("
+            + ", ".join(MODEL_CHECK_PARSERS)
+            + ")",
+        )
     if preset is not None:
         prometheus = (provider_raw or {}).get("prometheus")
         if provider_raw is not None and (len(provider_raw) != 1 or prometheus is None):
@@ -281,17 +496,11 @@ def parse_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
             comparison_raw or {}, f"{path}.comparison", base=None if preset is None else preset.comparison
         )
     return MetricSpec(
-        name=name,
+        **_history_fields(raw, path),
         source=source,
         comparison=comparison,
         min_samples=_parse_min_samples(raw.get("minSamples"), f"{path}.minSamples", preset=preset),
-        window_seconds=_duration(raw, "window", path),
-        count=_whole(raw, "count", path, minimum=1),
-        failure_limit=_whole_or(raw, "failureLimit", path, default=0, minimum=0),
-        consecutive_error_limit=_whole_or(
-            raw, "consecutiveErrorLimit", path, default=DEFAULT_CONSECUTIVE_ERROR_LIMIT, minimum=0
-        ),
-        inconclusive_limit=_whole_or(raw, "inconclusiveLimit", path, default=0, minimum=0),
+        rubric_items=() if preset is None else preset.rubric_items,
     )
 
 
@@ -307,14 +516,14 @@ def _parse_min_samples(raw: Mapping[str, Any] | None, path: str, *, preset: Pres
     return MinSamples(count=count, query=_check_template(query, f"{path}.query"))
 
 
-def parse_metrics(raw: Sequence[Mapping[str, Any]] | None, *, path: str) -> tuple[MetricSpec, ...]:
+def parse_metrics(raw: Sequence[Mapping[str, Any]] | None, *, path: str) -> tuple[AnalysisMetric, ...]:
     """A list of metrics; names must be unique."""
     metrics = tuple(parse_metric(item, path=f"{path}[{i}]") for i, item in enumerate(raw or []))
     check_unique_names(metrics, path=path)
     return metrics
 
 
-def check_unique_names(metrics: Sequence[MetricSpec], *, path: str) -> None:
+def check_unique_names(metrics: Sequence[MeasuredSpec], *, path: str) -> None:
     seen: set[str] = set()
     for metric in metrics:
         if metric.name in seen:

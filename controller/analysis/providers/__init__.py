@@ -1,6 +1,8 @@
 """Where metric values come from: one module per provider, found through `PROVIDERS`.
 
-A provider turns a rendered `MetricSource` into one number (or None for no data). It raises
+A provider turns a rendered `MetricSource` into one number (or None for no data); a
+`VectorProvider` (Prometheus) also gives one number per value of a label, for the model-aware
+checks that compare histograms and slices. It raises
 `ProviderUnavailable` when it cannot answer now (the measurement is an Error, retried next
 interval) and `InvalidQuery` when the configuration is wrong (retrying cannot help). Providers do
 no Kubernetes calls: what they need from the cluster (a Secret) comes in as a callable.
@@ -11,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.analysis.providers.base import InvalidQuery, MetricProvider, ProviderUnavailable, SecretReader
+from controller.analysis.providers.base import (
+    InvalidQuery,
+    MetricProvider,
+    ProviderUnavailable,
+    SecretReader,
+    VectorProvider,
+)
 from controller.analysis.providers.prometheus import PrometheusProvider
 from controller.analysis.providers.web import WebProvider
 
@@ -22,6 +30,7 @@ __all__ = [
     "ProviderSettings",
     "ProviderUnavailable",
     "SecretReader",
+    "VectorProvider",
     "build_providers",
 ]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from controller.analysis.spec import MetricSource
+from controller.analysis.spec import MetricSource, PrometheusSource
 from controller.errors import PermanentError, TemporaryError
 
 
@@ -26,4 +26,13 @@ class SecretReader(Protocol):
 class MetricProvider(Protocol):
     def measure(self, *, source: MetricSource, namespace: str) -> float | None:
         """The value `source` (already rendered) gives; None when there is no data."""
+        ...
+
+
+@runtime_checkable
+class VectorProvider(Protocol):
+    """A provider that can also give several numbers at once, one per value of a label."""
+
+    def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
+        """{value of `label`: number} from the series `source` (already rendered) returns; {} for no data."""
         ...

@@ -1,4 +1,5 @@
-"""Values from Prometheus through `prometheus-api-client` (an instant query, one number)."""
+"""Values from Prometheus through `prometheus-api-client`: an instant query giving one number, or
+one number per value of a label (histogram buckets by `le`, feedback by `slice`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,23 @@ def _one_number(result: Any, query: str) -> float | None:
     return float(series["value"][1])
 
 
+def _numbers_by(result: Any, label: str, query: str) -> dict[str, float]:
+    """{value of `label`: number} from an instant vector with one series per value of `label`."""
+    if result and isinstance(result[0], int | float):
+        raise InvalidQuery(f"query returns one number, not one series per {label}; use sum by ({label}) (...): {query}")
+    numbers: dict[str, float] = {}
+    for series in result or []:
+        key = series.get("metric", {}).get(label)
+        if key is None:
+            raise InvalidQuery(f"query returns a series without label {label}; use sum by ({label}) (...): {query}")
+        if key in numbers:
+            raise InvalidQuery(f"query returns several series with {label}={key}; use sum by ({label}) (...): {query}")
+        if "value" not in series:
+            raise InvalidQuery(f"query returns a range vector; wrap it in a function such as increase(...): {query}")
+        numbers[key] = float(series["value"][1])
+    return numbers
+
+
 class PrometheusProvider:
     def __init__(self, *, default_address: str, timeout_seconds: int) -> None:
         self._default_address = default_address
@@ -58,6 +76,13 @@ class PrometheusProvider:
     def measure(self, *, source: MetricSource, namespace: str) -> float | None:
         if not isinstance(source, PrometheusSource):
             raise TypeError(f"the Prometheus provider cannot read a {source.provider} source")
+        return _one_number(self._query(source), source.query)
+
+    def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
+        return _numbers_by(self._query(source), label, source.query)
+
+    def _query(self, source: PrometheusSource) -> Any:
+        """The `result` of an instant query."""
         address = source.address or self._default_address
         # One client per query: requests sessions are not meant to be shared between the reconcile
         # workers' threads. No retries inside: the next analysis interval is the retry.
@@ -75,4 +100,4 @@ class PrometheusProvider:
                 raise ProviderUnavailable(f"Prometheus at {address} failed (HTTP {status}, {detail})") from error
             except ValueError as error:
                 raise ProviderUnavailable(f"Prometheus at {address} answered something that is not JSON") from error
-        return _one_number(result, source.query)
+        return result
