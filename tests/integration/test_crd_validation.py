@@ -299,7 +299,10 @@ def test_get_shows_phase_weight_step_and_versions_and_wide_adds_message_and_mode
     }
     assert [{k: row[k] for k in expected} for row in plain] == [expected]
     assert list(plain[0]) == [*expected, "AGE"]
-    assert [{k: row[k] for k in expected} for row in by_category] == [expected]
+    # The category holds AnalysisTemplates too, so kubectl names each row with its kind.
+    assert [{**{k: row[k] for k in expected}, "NAME": row["NAME"]} for row in by_category] == [
+        {**expected, "NAME": "modelrollout.rollouts.mlops.dev/iris"}
+    ]
     assert wide[0]["MESSAGE"] == "step 1 of 5: 10 % of requests go to v2"
     assert wide[0]["MODEL"] == "iris"
 
