@@ -33,3 +33,17 @@ unit: ## unit tests only (no server)
 
 clean:
 	rm -rf $(VENV) out
+
+.PHONY: sandbox-packages sandbox-down
+
+sandbox-packages: ## Debian packages the sandbox starts for real (nginx, the stand-in for a Gateway API implementation)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+
+sandbox: sandbox-packages ## start the whole local environment in the background and print where everything is
+	$(PY) -m sandbox up
+
+sandbox-down: ## stop everything `make sandbox` started
+	$(PY) -m sandbox down
+
+demo: sandbox-packages ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
+	$(PY) -m sandbox.demo

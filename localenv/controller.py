@@ -59,8 +59,10 @@ def start_controller(
     identity: str | None = None,
     extra_args: Sequence[str] = (),
     wait_ready: bool = True,
+    metrics_port: int | None = None,
 ) -> RunningController:
-    port = free_local_port()
+    # A caller may fix the port beforehand, e.g. to put it in a Prometheus scrape config.
+    port = metrics_port or free_local_port()
     argv = [
         sys.executable, "-m", "controller",
         "--kubeconfig", str(kubeconfig),

@@ -1,0 +1,292 @@
+"""`make demo` / `python -m sandbox.demo`: two scripted model rollouts on the sandbox.
+
+1. v1 -> v2, a better model: the controller walks the steps and promotes it.
+2. v2 -> v3, better on average but broken on the 'borderline' slice: metric analysis catches it
+   and the controller rolls it back on its own.
+
+Prints progress while it waits, says which metric caught the bad candidate and when, saves a PNG
+per rollout and a summary.json under --out, stops everything at the end (or on Ctrl-C), and
+exits non-zero if either rollout ends in the wrong phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from kubernetes import client
+from kubernetes import config as kube_config
+
+from sandbox.environment import (
+    EXAMPLE_ROLLOUT,
+    MODEL,
+    NAMESPACE,
+    REPO_ROOT,
+    VERSIONS,
+    Sandbox,
+    SandboxSettings,
+)
+from sandbox.plot import Marker, RolloutPicture, draw
+
+GROUP, VERSION, PLURAL = "rollouts.mlops.dev", "v1alpha1", "modelrollouts"
+TERMINAL_PHASES = ("Promoted", "RolledBack", "Aborted")
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 10.0
+"""Progress is printed on every change, and at least this often while nothing changes."""
+ROLLOUT_TIMEOUT_SECONDS = 240.0
+SCALE_DOWN_TIMEOUT_SECONDS = 60.0
+DEFAULT_OUT = REPO_ROOT / "out" / "demo"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """One scripted rollout."""
+
+    title: str
+    candidate: str
+    expected_phase: str
+    """Promoted or RolledBack."""
+
+
+SCENARIOS = (
+    Scenario(title="good candidate", candidate="v2", expected_phase="Promoted"),
+    Scenario(title="bad candidate", candidate="v3", expected_phase="RolledBack"),
+)
+
+
+@dataclass(kw_only=True)
+class Outcome:
+    """How one rollout ended, as written to summary.json."""
+
+    title: str
+    baseline: str
+    candidate: str
+    expected_phase: str
+    phase: str = "(timed out)"
+    message: str = ""
+    seconds_to_decision: float | None = None
+    caught_by: dict[str, Any] | None = None
+    """The failed measurement that decided a rollback: metric, values, time."""
+    scaled_down: str | None = None
+    """The losing version whose Deployment was scaled to zero (and its Pods deleted)."""
+    picture: str | None = None
+    weights: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def as_expected(self) -> bool:
+        return (
+            self.phase == self.expected_phase
+            and self.scaled_down is not None
+            and (self.expected_phase != "RolledBack" or self.caught_by is not None)
+        )
+
+
+class Clock:
+    """Seconds since the demo began, for every printed line."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.began)
+        print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}", flush=True)
+
+
+def _rollout(api: client.CustomObjectsApi) -> dict[str, Any]:
+    return cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, MODEL))
+
+
+def _progress_line(status: Mapping[str, Any], steps: int) -> str:
+    step = status.get("currentStepIndex", 0)
+    message = status.get("message", "")
+    weight = status.get("currentWeight", 0)
+    return f"{status.get('phase', '-'):<11} step {min(step + 1, steps)}/{steps}  weight {weight:>3}%  {message}"
+
+
+def _watch(
+    api: client.CustomObjectsApi, scenario: Scenario, outcome: Outcome, clock: Clock, *, started: float
+) -> dict[str, Any]:
+    """Polls the rollout until this candidate's rollout ends; prints progress; records weights."""
+    last_line, last_print = "", 0.0
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        rollout = _rollout(api)
+        status = rollout.get("status") or {}
+        ours = status.get("candidateVersion") == scenario.candidate
+        if ours:
+            outcome.weights.append((time.time() - started, int(status.get("currentWeight", 0))))
+            line = _progress_line(status, len(rollout["spec"]["steps"]))
+            if line != last_line or time.monotonic() - last_print >= HEARTBEAT_SECONDS:
+                clock.say(f"  {line[:160]}")
+                last_line, last_print = line, time.monotonic()
+            if status.get("phase") in TERMINAL_PHASES:
+                return status
+        time.sleep(POLL_SECONDS)
+    return (_rollout(api).get("status")) or {}
+
+
+def _decision(status: Mapping[str, Any], *, started: float) -> float | None:
+    """Seconds from the rollout's start to the history entry that ended it."""
+    for entry in reversed(status.get("history", [])):
+        if entry.get("phase") in TERMINAL_PHASES and entry.get("time"):
+            return datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp() - started
+    return None
+
+
+def _failed_measurements(status: Mapping[str, Any], candidate: str) -> list[dict[str, Any]]:
+    measurements = (status.get("analysis") or {}).get("measurements", [])
+    return [m for m in measurements if m.get("verdict") == "Failed" and m.get("candidateVersion") == candidate]
+
+
+def _wait_scaled_down(apps: client.AppsV1Api, core: client.CoreV1Api, version: str, clock: Clock) -> bool:
+    """Waits until the loser's Deployment has 0 replicas and KWOK has deleted its Pods."""
+    name = f"{MODEL}-{version}"
+    deadline = time.monotonic() + SCALE_DOWN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        deployment = apps.read_namespaced_deployment(name, NAMESPACE)
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={MODEL},version={version}").items
+        if deployment.spec.replicas == 0 and not pods:
+            clock.say(f"  Deployment {name} scaled to 0 by the controller; its Pods are gone")
+            return True
+        time.sleep(POLL_SECONDS)
+    clock.say(f"  Deployment {name} was not scaled to 0 within {SCALE_DOWN_TIMEOUT_SECONDS:.0f}s")
+    return False
+
+
+def run_scenario(
+    sandbox: Sandbox, api_client: client.ApiClient, scenario: Scenario, *, out: Path, clock: Clock
+) -> Outcome:
+    assert sandbox.plane is not None and sandbox.prometheus is not None
+    api = client.CustomObjectsApi(api_client)
+    manifest = yaml.safe_load(EXAMPLE_ROLLOUT.read_text())
+    exists = sandbox.plane.kubectl("get", "mro", MODEL, f"--namespace={NAMESPACE}", check=False).returncode == 0
+    status_before = (_rollout(api).get("status") or {}) if exists else {}
+    baseline = str(status_before.get("stableVersion") or manifest["spec"]["baseline"])
+    outcome = Outcome(
+        title=scenario.title,
+        baseline=baseline,
+        candidate=scenario.candidate,
+        expected_phase=scenario.expected_phase,
+        weights=[(0.0, 0)],
+    )
+    stories = {v.version: v.story for v in VERSIONS}
+    clock.say(f"Rollout {baseline} -> {scenario.candidate}: {stories[scenario.candidate]}")
+    started = time.time()
+    if exists:
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, MODEL, {"spec": {"candidate": scenario.candidate}}
+        )
+        patch = json.dumps({"spec": {"candidate": scenario.candidate}})
+        clock.say(f"  kubectl -n {NAMESPACE} patch mro {MODEL} --type=merge -p '{patch}'")
+    else:
+        manifest["spec"]["candidate"] = scenario.candidate
+        sandbox.plane.kubectl("apply", "--filename=-", input=json.dumps(manifest))
+        clock.say(f"  kubectl apply -f {EXAMPLE_ROLLOUT.relative_to(REPO_ROOT)}")
+    status = _watch(api, scenario, outcome, clock, started=started)
+    outcome.phase = status.get("phase", outcome.phase)
+    outcome.message = status.get("message", "")
+    outcome.seconds_to_decision = _decision(status, started=started)
+    failed = _failed_measurements(status, scenario.candidate)
+    if failed:
+        first = failed[0]
+        outcome.caught_by = first
+        caught_at = datetime.fromisoformat(first["time"].replace("Z", "+00:00")).timestamp() - started
+        clock.say(
+            f"  caught by {first['metric']} at {first['time']} ({caught_at:.0f}s into the rollout): "
+            f"{first['reason']} (samples: candidate {first.get('candidateSamples', 0):.0f}, "
+            f"baseline {first.get('baselineSamples', 0):.0f})"
+        )
+    verdict = "as expected" if outcome.phase == scenario.expected_phase else f"EXPECTED {scenario.expected_phase}"
+    when = f" after {outcome.seconds_to_decision:.0f}s" if outcome.seconds_to_decision is not None else ""
+    clock.say(f"  {outcome.phase}{when}: {outcome.message} -- {verdict}")
+    loser = scenario.candidate if outcome.phase in ("RolledBack", "Aborted") else baseline
+    if outcome.phase in TERMINAL_PHASES and _wait_scaled_down(
+        client.AppsV1Api(api_client), client.CoreV1Api(api_client), loser, clock
+    ):
+        outcome.scaled_down = loser
+    picture = RolloutPicture(
+        title=f"{MODEL} {baseline} -> {scenario.candidate} ({scenario.title}): {outcome.phase}{when}",
+        model=MODEL,
+        baseline=baseline,
+        candidate=scenario.candidate,
+        start_unix=started,
+        end_unix=time.time(),
+        weights=[*outcome.weights, (time.time() - started, outcome.weights[-1][1])],
+        decision_seconds=outcome.seconds_to_decision,
+        decision_label=(f"rolled back: {failed[0]['metric']}" if failed else outcome.phase.lower()),
+        failed=[
+            Marker(
+                seconds=datetime.fromisoformat(m["time"].replace("Z", "+00:00")).timestamp() - started,
+                metric=m["metric"],
+                value=m.get("candidateValue"),
+            )
+            for m in failed
+        ],
+    )
+    path = draw(
+        picture, prometheus_url=sandbox.prometheus.url, path=out / f"rollout-{baseline}-to-{scenario.candidate}.png"
+    )
+    outcome.picture = str(path)
+    clock.say(f"  picture: {path}")
+    return outcome
+
+
+def run(*, out: Path, traffic_per_second: float, scenarios: Sequence[Scenario] = SCENARIOS) -> list[Outcome]:
+    """Starts the sandbox, runs the scenarios in order, stops everything; the outcomes."""
+    clock = Clock()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    outcomes: list[Outcome] = []
+    settings = SandboxSettings(work_dir=out / "logs", traffic_per_second=traffic_per_second)
+    with Sandbox.start(settings, progress=clock.say) as sandbox:
+        assert sandbox.plane is not None
+        clock.say(f"sandbox up: proxy {sandbox.proxy.url if sandbox.proxy else '?'}, Prometheus "
+                  f"{sandbox.prometheus.url if sandbox.prometheus else '?'}; logs in {settings.work_dir}")  # fmt: skip
+        api_client = kube_config.new_client_from_config(config_file=str(sandbox.plane.kubeconfig))  # type: ignore[no-untyped-call]
+        for scenario in scenarios:
+            outcomes.append(run_scenario(sandbox, api_client, scenario, out=out, clock=clock))
+        clock.say("stopping everything")
+    summary = {
+        "seconds": round(time.monotonic() - clock.began, 1),
+        "rollouts": [{**asdict(o), "as_expected": o.as_expected} for o in outcomes],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return outcomes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="pictures, summary and logs (default: %(default)s)"
+    )
+    parser.add_argument("--rate", type=float, default=40.0, help="inference requests per second of the traffic")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    began = time.monotonic()
+    try:
+        outcomes = run(out=args.out.resolve(), traffic_per_second=args.rate)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; everything the demo started is stopped ({time.monotonic() - began:.0f}s)")
+        return 130
+    print()
+    for outcome in outcomes:
+        mark = "ok  " if outcome.as_expected else "FAIL"
+        caught = f", caught by {outcome.caught_by['metric']}" if outcome.caught_by else ""
+        rollout = f"{outcome.baseline} -> {outcome.candidate} ({outcome.title})"
+        print(f"{mark} {rollout}: {outcome.phase}{caught}; {outcome.picture}")
+    print(f"total {time.monotonic() - began:.0f}s")
+    return 0 if all(o.as_expected for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Everything a model rollout needs, on 127.0.0.1, started and stopped as one.
+
+- a real control plane (etcd, kube-apiserver) with kube-controller-manager, kube-scheduler and
+  KWOK, so the Deployments of each version really become Available and really scale down;
+- one real model server per version (localenv.modelserver: scikit-learn models trained at
+  start-up on the breast-cancer data set that ships with scikit-learn);
+- nginx splitting requests by the HTTPRoute's weights, kept in sync by `RouteSync` (the sandbox's
+  stand-in for a Gateway API implementation, see localenv/proxy.py);
+- a real Prometheus scraping every model server and the controller every second;
+- the controller itself (`python -m controller`), pointed at that Prometheus;
+- a traffic generator replaying the data set through the proxy, with labelled feedback.
+
+In Kubernetes each version has a Deployment (whose Pods KWOK pretends to run) and a Service; the
+Service's annotation `sandbox.mlops.dev/loopback-address` tells the proxy which loopback server
+stands for those Pods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kubernetes import config as kube_config
+
+from localenv.controller import RunningController, start_controller
+from localenv.controlplane import ControlPlane, ControlPlaneSettings, free_local_port
+from localenv.kwok import start_workload_controllers
+from localenv.modelserver import RunningServer, Variant, start_model_server
+from localenv.prometheus import LocalPrometheus
+from localenv.proxy import LOOPBACK_ADDRESS_ANNOTATION, NginxProxy, RouteSync, RouteSyncSettings
+from localenv.traffic import TrafficSettings, TrafficSummary, replay
+
+LOG = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ROLLOUT = REPO_ROOT / "manifests" / "examples" / "sandbox-rollout.yaml"
+"""The ModelRollout the sandbox suggests and the demo applies."""
+MODEL = "breast-cancer"
+NAMESPACE = "models"
+HTTPROUTE = "breast-cancer"
+ROUTE_RULE = "predict"
+SERVICE_PORT = 8080
+"""The port Services declare; only the proxy's loopback mapping is ever dialled."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion:
+    """One version of the model the sandbox serves."""
+
+    version: str
+    """The version label, e.g. "v2"; names its Deployment and Service `breast-cancer-v2`."""
+    variant: Variant
+    """Which model localenv.modelserver trains and serves for it."""
+    story: str
+    """What this version is, for people reading the sandbox's output."""
+
+    @property
+    def workload_name(self) -> str:
+        return f"{MODEL}-{self.version}"
+
+
+VERSIONS = (
+    ModelVersion(version="v1", variant=Variant.GOOD, story="baseline: the ten 'mean' measurements"),
+    ModelVersion(version="v2", variant=Variant.BETTER, story="good candidate: all 30 measurements"),
+    ModelVersion(
+        version="v3",
+        variant=Variant.SLICE_REGRESSION,
+        story="bad candidate: better on average, a threshold bug on the 'borderline' slice",
+    ),
+    ModelVersion(
+        version="v4",
+        variant=Variant.UNSCALED,
+        story="bad candidate: preprocessing bug, the scaler is skipped at serving time",
+    ),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxSettings:
+    """How to start the sandbox."""
+
+    work_dir: Path
+    """Logs of the controller and the model servers go under it (created if missing)."""
+    versions: tuple[ModelVersion, ...] = VERSIONS
+    """Versions to serve; the first takes all traffic at start."""
+    replicas: int = 2
+    """Replicas of each version's Deployment (Pods KWOK pretends to run)."""
+    traffic_per_second: float = 40.0
+    """Inference requests per second through the proxy, each followed by its labelled feedback."""
+    control_plane_work_dir: Path | None = None
+    """Where the control plane keeps its files; None means a temporary directory."""
+
+
+@dataclass(kw_only=True)
+class _Traffic:
+    stop: threading.Event = field(default_factory=threading.Event)
+    summary: TrafficSummary | None = None
+    thread: threading.Thread | None = None
+
+
+class Sandbox:
+    """The running environment; `start()` builds it, `stop()` (or leaving `with`) ends all of it."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.plane: ControlPlane | None = None
+        self.servers: dict[str, RunningServer] = {}
+        """Model server per version."""
+        self.proxy: NginxProxy | None = None
+        self.prometheus: LocalPrometheus | None = None
+        self.controller: RunningController | None = None
+        self._route_sync: RouteSync | None = None
+        self._traffic = _Traffic()
+
+    @classmethod
+    def start(cls, settings: SandboxSettings, *, progress: Callable[[str], None] = print) -> Sandbox:
+        """Starts everything; `progress(text)` hears each stage. Stops what it started on failure."""
+        sandbox = cls(settings)
+        try:
+            sandbox._start(progress)
+        except BaseException:
+            sandbox.stop()
+            raise
+        return sandbox
+
+    def _start(self, progress: Callable[[str], None]) -> None:
+        settings = self.settings
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        progress("starting the control plane (etcd, kube-apiserver; binaries are built on first use)")
+        self.plane = plane = ControlPlane.start(ControlPlaneSettings(work_dir=settings.control_plane_work_dir))
+        progress("starting kube-controller-manager, kube-scheduler and KWOK with one fake Node")
+        start_workload_controllers(plane)
+        progress(f"training and serving {len(settings.versions)} model versions")
+        for model_version in settings.versions:
+            self.servers[model_version.version] = start_model_server(
+                variant=model_version.variant,
+                model_name=MODEL,
+                version=model_version.version,
+                log_dir=settings.work_dir,
+            )
+        progress("creating the namespace, Deployments, Services and the HTTPRoute")
+        plane.kubectl("apply", "--filename=-", input=json.dumps(self._kubernetes_objects()))
+        plane.kubectl(
+            *("wait", "--for=condition=Available", "deployment", "--all"),
+            *(f"--namespace={NAMESPACE}", "--timeout=60s"),
+        )
+        progress("starting nginx and the route sync loop")
+        self.proxy = NginxProxy()
+        self.proxy.start()
+        api_client = kube_config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+        self._route_sync = RouteSync(
+            api_client=api_client,
+            proxy=self.proxy,
+            settings=RouteSyncSettings(namespace=NAMESPACE, httproute=HTTPROUTE),
+        )
+        self._route_sync.sync_once()
+        self._route_sync.start()
+        controller_port = free_local_port()
+        progress("starting Prometheus and the controller")
+        self.prometheus = LocalPrometheus(
+            scrape_targets=[
+                *(f"127.0.0.1:{server.port}" for server in self.servers.values()),
+                f"127.0.0.1:{controller_port}",
+            ]
+        )
+        self.prometheus.start()
+        self.controller = start_controller(
+            kubeconfig=plane.kubeconfig,
+            log_file=settings.work_dir / "controller.log",
+            namespace=NAMESPACE,
+            metrics_port=controller_port,
+            extra_args=["--prometheus-address", self.prometheus.url],
+        )
+        progress(f"sending {settings.traffic_per_second:g} requests/s with labelled feedback through the proxy")
+        self._start_traffic()
+        LOG.info("sandbox up in %.1fs", time.monotonic() - began)
+
+    def _kubernetes_objects(self) -> dict[str, Any]:
+        items: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+        for model_version in self.settings.versions:
+            name = model_version.workload_name
+            labels = {"app": MODEL, "version": model_version.version}
+            server = self.servers[model_version.version]
+            items.append(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+                    "spec": {
+                        "replicas": self.settings.replicas,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            # Never pulled: KWOK runs no container. The real server is a loopback process.
+                            "spec": {
+                                "containers": [
+                                    {"name": "model", "image": f"sandbox.local/{name}:{model_version.version}"}
+                                ]
+                            },
+                        },
+                    },
+                }
+            )
+            items.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": name,
+                        "namespace": NAMESPACE,
+                        "labels": labels,
+                        "annotations": {LOOPBACK_ADDRESS_ANNOTATION: f"127.0.0.1:{server.port}"},
+                    },
+                    "spec": {"selector": labels, "ports": [{"name": "http", "port": SERVICE_PORT}]},
+                }
+            )
+        first = self.settings.versions[0].workload_name
+        items.append(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": HTTPROUTE, "namespace": NAMESPACE},
+                "spec": {
+                    # No Gateway object: the sandbox's nginx plays the Gateway for this route.
+                    "parentRefs": [{"name": "sandbox-gateway"}],
+                    "rules": [
+                        {
+                            "name": ROUTE_RULE,
+                            "matches": [{"path": {"type": "PathPrefix", "value": f"/v2/models/{MODEL}"}}],
+                            "backendRefs": [{"name": first, "port": SERVICE_PORT, "weight": 100}],
+                        }
+                    ],
+                },
+            }
+        )
+        return {"apiVersion": "v1", "kind": "List", "items": items}
+
+    def _start_traffic(self) -> None:
+        assert self.proxy is not None
+        settings = TrafficSettings(
+            url=self.proxy.url,
+            model_name=MODEL,
+            rate_per_second=self.settings.traffic_per_second,
+            max_requests=2**62,  # until stopped
+            max_seconds=float("inf"),
+        )
+
+        def run() -> None:
+            self._traffic.summary = replay(settings, stop=self._traffic.stop)
+
+        self._traffic.thread = threading.Thread(target=run, name="traffic", daemon=True)
+        self._traffic.thread.start()
+
+    def describe(self) -> dict[str, str]:
+        """Where everything is, for people and for state files."""
+        assert self.plane and self.proxy and self.prometheus and self.controller
+        described = {
+            "kubeconfig": str(self.plane.kubeconfig),
+            "kubectl": str(self.plane.bin_dir / "kubectl"),
+            "api_server": self.plane.server_url,
+            "proxy": self.proxy.url,
+            "nginx_config": str(self.proxy.config_file),
+            "prometheus": self.prometheus.url,
+            "controller_metrics": f"{self.controller.metrics_url}/metrics",
+            "controller_log": str(self.controller.log_file),
+            "control_plane_logs": str(self.plane.work_dir / "logs"),
+        }
+        for version, server in self.servers.items():
+            described[f"model_server_{version}"] = server.url
+        return described
+
+    def stop(self) -> None:
+        """Stops everything it started, newest first; safe to call more than once."""
+        self._traffic.stop.set()
+        if self._traffic.thread is not None:
+            self._traffic.thread.join(timeout=10)
+        if self.controller is not None:
+            self.controller.stop()
+        if self._route_sync is not None:
+            self._route_sync.stop()
+        if self.prometheus is not None:
+            self.prometheus.close()
+        if self.proxy is not None:
+            self.proxy.stop()
+        for server in self.servers.values():
+            server.stop()
+        if self.plane is not None:
+            self.plane.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
