@@ -1,0 +1,343 @@
+"""The model-aware checks end to end: the real controller process, a real kube-apiserver, a real
+Prometheus scraping real Open Inference Protocol model servers on 127.0.0.1.
+
+The baseline v1 is the `good` breast-cancer model; each candidate version is another variant
+(localenv/modelserver/variants.py). There is no proxy: the analysis compares versions, not the
+split, so the traffic generator replays the test split twice against the baseline and every
+candidate directly, labelled feedback (with each row's slice) included. The analysis window (5m)
+spans the whole module, so every rollout judges the same traffic.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from controller.api import TERMINAL_PHASES
+from localenv.controller import RunningController, start_controller
+from localenv.controlplane import ControlPlane
+from localenv.modelserver import RunningServer, Variant, start_model_server
+from localenv.modelserver.dataset import SLICE_BANDS, load_dataset
+from localenv.prometheus import LocalPrometheus
+from localenv.traffic import TrafficSettings, replay
+from tests.integration.rollout_world import World, wait_for
+
+pytestmark = pytest.mark.integration
+
+MODEL = "breast-cancer"
+PORT = 8080
+BASELINE = "v1"
+VARIANTS = {
+    BASELINE: Variant.GOOD,
+    "v2": Variant.BETTER,
+    "v3": Variant.SLICE_REGRESSION,
+    "v4": Variant.DRIFTED,
+    "v5": Variant.NAN_OUTPUTS,
+    "v6": Variant.NEW_CONTRACT,
+}
+SERVED = ("v1", "v2", "v3", "v4", "v5")
+"""Versions that get traffic before the rollouts; v6 speaks another contract and gets none."""
+REPLAYED_ROWS = 2 * 228
+"""The test split twice: 44 labelled borderline tumours per version."""
+WINDOW = "5m"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {phase.value for phase in TERMINAL_PHASES}
+
+ERRORS = {"name": "errors", "preset": "error-rate", "window": WINDOW}
+# Loopback latencies are milliseconds and their p99 jumps between histogram buckets on a busy
+# machine: an absolute bound here, where a ratio would judge scheduling noise.
+LATENCY = {"name": "p99", "preset": "latency-p99", "window": WINDOW, "comparison": {"max": 0.5}}
+NONFINITE = {"name": "nonfinite", "preset": "nonfinite-outputs", "window": WINDOW}
+INVARIANTS = {"name": "invariants", "preset": "input-invariant-violations", "window": WINDOW}
+ACCURACY = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
+DRIFT = {"name": "prediction-drift", "predictionDrift": {}, "window": WINDOW}
+SLICES = {"name": "slices", "importantSlices": {"slices": ["borderline"], "minSamples": 30}, "window": WINDOW}
+
+
+def offline_vs_online(declared: float) -> dict[str, Any]:
+    return {"name": "offline-online", "offlineVsOnline": {"offline": declared, "maxGap": 0.03}, "window": WINDOW}
+
+
+def golden_set(rows: int = 20) -> list[dict[str, Any]]:
+    features = load_dataset().test_features
+    return [
+        {"id": f"row-{i}", "inputs": [{"name": "features", "shape": [1, 30], "data": features[i].tolist()}]}
+        for i in range(rows)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model servers, Prometheus and the traffic, once per module
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, RunningServer]]:
+    started: dict[str, RunningServer] = {}
+    try:
+        for version, variant in VARIANTS.items():
+            started[version] = start_model_server(variant=variant, model_name=MODEL, version=version)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(servers: dict[str, RunningServer]) -> Iterator[LocalPrometheus]:
+    with LocalPrometheus(scrape_targets=[f"127.0.0.1:{s.port}" for s in servers.values()]) as server:
+        yield server
+
+
+def prime(server: RunningServer) -> None:
+    """One feedback per slice: the series exist (and are scraped) before the traffic counted."""
+    with httpx.Client(base_url=server.url, timeout=5.0) as http:
+        for name, _bound in SLICE_BANDS:
+            answer = http.post(
+                f"/v2/models/{MODEL}/feedback", json={"prediction": 0, "label": 0, "slice": name, "version": "prime"}
+            )
+            answer.raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def traffic(servers: dict[str, RunningServer], prometheus: LocalPrometheus) -> None:
+    """The test split replayed twice against every served version, every answer labelled."""
+    for version in SERVED:
+        prime(servers[version])
+    prometheus.wait_for_value('count(model_feedback_total{version="prime"})', at_least=4 * len(SERVED))
+    threads = [
+        threading.Thread(
+            target=replay,
+            args=(
+                TrafficSettings(
+                    url=servers[version].url,
+                    model_name=MODEL,
+                    rate_per_second=150,
+                    max_requests=REPLAYED_ROWS,
+                    max_seconds=60,
+                    seed=index,
+                ),
+            ),
+        )
+        for index, version in enumerate(SERVED)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for version in SERVED:
+        # increase() extrapolates: a little below what was sent is all there is to wait for.
+        prometheus.wait_for_value(
+            f'sum(increase(model_feedback_total{{model="{MODEL}",version="{version}"}}[{WINDOW}]))',
+            at_least=REPLAYED_ROWS * 0.9,
+        )
+
+
+@pytest.fixture
+def controller(
+    control_plane: ControlPlane, namespace: str, prometheus: LocalPrometheus, tmp_path: Path
+) -> Iterator[RunningController]:
+    running = start_controller(
+        kubeconfig=control_plane.kubeconfig,
+        namespace=namespace,
+        log_file=tmp_path / "controller.log",
+        extra_args=["--prometheus-address", prometheus.url],
+    )
+    yield running
+    running.stop()
+    print(running.log()[-5000:])
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, kube_api: client.ApiClient, namespace: str) -> World:
+    """A Service per version and an HTTPRoute `cancer` sending all traffic to the baseline."""
+    world = World(plane=control_plane, api=kube_api, namespace=namespace)
+    for version in VARIANTS:
+        world.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"cancer-{version}"},
+                "spec": {"selector": {"app": "cancer", "version": version}, "ports": [{"port": PORT}]},
+            }
+        )
+    world.apply(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "cancer"},
+            "spec": {
+                "parentRefs": [{"name": "gateway"}],
+                "rules": [{"backendRefs": [{"name": f"cancer-{BASELINE}", "port": PORT, "weight": 100}]}],
+            },
+        }
+    )
+    return world
+
+
+def roll_out(
+    world: World,
+    servers: dict[str, RunningServer],
+    *,
+    candidate: str,
+    metrics: list[dict[str, Any]],
+    gates: dict[str, Any] | None = None,
+) -> None:
+    """A rollout of `candidate` against v1: half the traffic, then a 4 s analyze step measured every 2 s."""
+    spec: dict[str, Any] = {
+        "model": MODEL,
+        "versions": [
+            {"version": v, "backend": {"service": f"cancer-{v}", "port": PORT}, "endpoint": servers[v].url}
+            for v in (BASELINE, candidate)
+        ],
+        "baseline": BASELINE,
+        "candidate": candidate,
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "cancer"}},
+        "steps": [{"setWeight": 50}, {"analyze": {"duration": "4s"}}],
+        "analysis": {"interval": "2s", "metrics": metrics},
+    }
+    if gates is not None:
+        spec["gates"] = gates
+    world.apply({"apiVersion": "rollouts.mlops.dev/v1alpha1", "kind": "ModelRollout", "metadata": {"name": "cancer"},
+                 "spec": spec})  # fmt: skip
+
+
+def settled(world: World, phase: str) -> dict[str, Any]:
+    """The status once the rollout reached a terminal phase, which must be `phase`."""
+    status = wait_for(
+        lambda: (found if (found := world.status("cancer")).get("phase") in TERMINAL else None),
+        what="a terminal phase",
+        timeout=60,
+        last=lambda: world.status("cancer"),
+    )
+    assert status["phase"] == phase, status
+    return status
+
+
+def latest(status: dict[str, Any], metric: str) -> dict[str, Any]:
+    measurement: dict[str, Any] = [m for m in status["analysis"]["measurements"] if m["metric"] == metric][-1]
+    return measurement
+
+
+def rubric(status: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return {(entry["item"], entry["check"]): entry["verdict"] for entry in status.get("rubric", [])}
+
+
+def candidate_weight(world: World, version: str) -> int:
+    """The route's weight for `version` (0 when the route does not list it)."""
+    route = world.custom("gateway.networking.k8s.io", "httproutes", "cancer", version="v1")
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return sum(int(ref.get("weight", 1)) for ref in refs if ref["name"] == f"cancer-{version}")
+
+
+def inference_requests(server: RunningServer) -> float:
+    text = httpx.get(server.metrics_url, timeout=5.0).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("model_requests_total{"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests
+
+
+@pytest.mark.usefixtures("traffic", "controller")
+def test_a_good_candidate_passes_every_check_and_is_promoted(
+    cluster: World, servers: dict[str, RunningServer], control_plane: ControlPlane, namespace: str
+) -> None:
+    # given: v2 (all 30 measurements, test accuracy 0.965) against v1, with gates and every check
+    metrics = [ERRORS, LATENCY, NONFINITE, INVARIANTS, ACCURACY, DRIFT, SLICES, offline_vs_online(0.965)]
+    gates = {"contract": {}, "goldenSet": {"inline": golden_set(), "output": "label", "minAgreement": 0.85}}
+    # when
+    roll_out(cluster, servers, candidate="v2", metrics=metrics, gates=gates)
+    status = settled(cluster, "Promoted")
+    # then: every check was measured on both versions and passed
+    for metric in metrics:
+        assert latest(status, metric["name"])["verdict"] == "Successful", latest(status, metric["name"])
+    drift = latest(status, "prediction-drift")["drift"]
+    assert drift["psi"] < 0.2 and drift["jsDistance"] < 0.2
+    assert len(drift["buckets"]) == 11 and drift["buckets"][-1]["le"] == "+Inf"
+    borderline = latest(status, "slices")["slices"][0]
+    assert borderline["slice"] == "borderline" and borderline["candidateValue"] >= borderline["baselineValue"]
+    offline = latest(status, "offline-online")["offline"]
+    assert offline["declared"] == 0.965 and abs(offline["online"] - 0.965) <= 0.03
+    # and the rubric lists what was verified, before traffic and during the canary
+    verified = rubric(status)
+    for item in ("Infra 2", "Data 1", "Infra 4", "Monitor 5"):
+        assert verified[(item, "gates")] == "Successful"
+    for item, check in [("Monitor 7", "prediction-drift"), ("Model 6", "slices"), ("Model 2", "offline-online"),
+                        ("Monitor 5", "nonfinite"), ("Monitor 2", "invariants"), ("Monitor 6", "p99")]:  # fmt: skip
+        assert verified[(item, check)] == "Successful"
+    # and `kubectl modelrollout get` shows them
+    shown = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "get", "cancer", "--kubeconfig", str(control_plane.kubeconfig),
+         "-n", namespace],
+        capture_output=True, text=True, timeout=60, check=True, cwd=REPO_ROOT,
+    ).stdout  # fmt: skip
+    assert "Rubric" in shown and "Model 6" in shown and "slice borderline" in shown
+
+
+@pytest.mark.usefixtures("traffic", "controller")
+def test_a_candidate_better_on_average_but_worse_on_an_important_slice_is_rolled_back(
+    cluster: World, servers: dict[str, RunningServer]
+) -> None:
+    # given: v3, 0.943 accurate overall against v1's 0.921, but 0.68 on borderline tumours against 0.86
+    roll_out(cluster, servers, candidate="v3", metrics=[ACCURACY, SLICES])
+    # when
+    status = settled(cluster, "RolledBack")
+    # then: accuracy on average passed, the slice failed, and the message names it with both values
+    assert latest(status, "accuracy")["verdict"] == "Successful"
+    assert latest(status, "slices")["verdict"] == "Failed"
+    assert "slice borderline: candidate 0.6" in status["message"] and "vs baseline 0.8" in status["message"]
+    assert latest(status, "slices")["worstSlice"] == "borderline"
+    assert candidate_weight(cluster, "v3") == 0
+    assert rubric(status)[("Model 6", "slices")] == "Failed"
+
+
+@pytest.mark.usefixtures("traffic", "controller")
+def test_a_drifted_prediction_distribution_is_rolled_back(cluster: World, servers: dict[str, RunningServer]) -> None:
+    # given: v4 shifts every score up (+2 log-odds), PSI about 0.4 against v1
+    roll_out(cluster, servers, candidate="v4", metrics=[DRIFT])
+    # when
+    status = settled(cluster, "RolledBack")
+    # then
+    assert "prediction drift too large" in status["message"]
+    drift = latest(status, "prediction-drift")["drift"]
+    assert drift["psi"] > 0.2
+    assert rubric(status)[("Monitor 7", "prediction-drift")] == "Failed"
+
+
+@pytest.mark.usefixtures("traffic", "controller")
+def test_nan_outputs_in_live_traffic_are_rolled_back(cluster: World, servers: dict[str, RunningServer]) -> None:
+    # given: v5 answers NaN for tumours without concavity (5 of the 228 test rows)
+    roll_out(cluster, servers, candidate="v5", metrics=[NONFINITE, DRIFT])
+    # when
+    status = settled(cluster, "RolledBack")
+    # then: the non-finite share failed (its histogram of finite scores alone does not drift)
+    nonfinite = latest(status, "nonfinite")
+    assert nonfinite["verdict"] == "Failed" and nonfinite["baselineValue"] == 0
+    assert 0.01 < nonfinite["candidateValue"] < 0.05
+    assert "nonfinite failed" in status["message"]
+    assert latest(status, "prediction-drift")["verdict"] == "Successful"
+
+
+@pytest.mark.usefixtures("controller")
+def test_a_contract_mismatch_is_rolled_back_before_any_traffic(
+    cluster: World, servers: dict[str, RunningServer]
+) -> None:
+    # given: v6 takes input_1 FP32 [-1, 10] where v1 takes features FP64 [-1, 30]
+    roll_out(cluster, servers, candidate="v6", metrics=[ERRORS], gates={"contract": {}})
+    # when
+    status = settled(cluster, "RolledBack")
+    # then: the message names the tensors; the route never gave v6 traffic; no request reached it
+    assert "input features: presence expected present, got missing" in status["message"]
+    assert all(entry["weight"] == 0 for entry in status["history"])
+    assert candidate_weight(cluster, "v6") == 0
+    assert inference_requests(servers["v6"]) == 0
+    assert "analysis" not in status
+    assert rubric(status)[("Infra 2", "gates")] == "Failed"
