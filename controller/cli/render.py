@@ -244,29 +244,103 @@ def format_number(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+GATES = ("contract", "goldenSet")
+"""The gates' reports in status.gates, in the order they run."""
+
+
+def _gate_summary(name: str, report: Mapping[str, Any]) -> str:
+    """What a gate found, in one line, from its report in status.gates."""
+    if report.get("message"):
+        return str(report["message"])
+    if name == "contract":
+        mismatches = report.get("mismatches") or []
+        found = "; ".join(
+            f"{m.get('role')} {m.get('tensor')}: {m.get('property')} expected {m.get('expected')}, got {m.get('got')}"
+            for m in mismatches
+        )
+        return found or f"matches {report.get('expectedFrom', 'the contract')}"
+    agreement = report.get("agreement")
+    shown = f"{agreement:.1%}" if isinstance(agreement, int | float) else "-"
+    return (
+        f"agreed on {report.get('agreed', '-')}/{report.get('requests', '-')} ({shown}); "
+        f"{report.get('problemCount', 0)} problem(s)"
+    )
+
+
 def gate_rows(gates: object) -> list[list[Cell]]:
-    """Gate reports as rows: accepts a map of gate name -> report, or a list of reports with `name`."""
-    reports: list[Mapping[str, Any]]
-    if isinstance(gates, Mapping):
-        reports = [
-            {"name": name, **(report if isinstance(report, Mapping) else {"message": report})}
-            for name, report in gates.items()
-        ]
-    elif isinstance(gates, list):
-        reports = [r for r in gates if isinstance(r, Mapping)]
-    else:
-        reports = []
+    """One row per gate report in status.gates; the overall verdict when no gate reported yet."""
+    if not isinstance(gates, Mapping):
+        return []
     rows = []
-    for report in reports:
-        verdict = report.get("verdict") or report.get("status") or report.get("phase") or ""
+    for name in GATES:
+        report = gates.get(name)
+        if not isinstance(report, Mapping):
+            continue
+        verdict = report.get("verdict") or ("Passed" if report.get("passed") else "Failed")
+        rows.append([cell(name), cell(verdict, word_tone(str(verdict))), cell(_gate_summary(name, report))])
+    if not rows and gates.get("verdict"):
+        verdict = str(gates["verdict"])
+        rows.append([cell("gates"), cell(verdict, word_tone(verdict)), cell(gates.get("message"))])
+    return rows
+
+
+def measurement_rows(measurement: Mapping[str, Any], *, now: datetime) -> list[list[Cell]]:
+    """A metric's latest measurement, then what a model-aware check judged it on: each important
+    slice, the drift statistics, or the declared offline value."""
+    verdict = measurement.get("verdict")
+    rows = [
+        [
+            cell(measurement.get("metric")),
+            cell(format_number(measurement.get("baselineValue"))),
+            cell(format_number(measurement.get("candidateValue"))),
+            cell(verdict, word_tone(verdict)),
+            cell(age(measurement.get("time"), now=now)),
+            cell(measurement.get("reason")),
+        ]
+    ]
+    for entry in measurement.get("slices") or []:
+        samples = f"{format_number(entry.get('baselineSamples'))} / {format_number(entry.get('candidateSamples'))}"
         rows.append(
             [
-                cell(report.get("name") or report.get("gate")),
-                cell(verdict, word_tone(str(verdict))),
-                cell(report.get("message") or report.get("reason")),
+                cell(f"  slice {entry.get('slice')}"),
+                cell(format_number(entry.get("baselineValue"))),
+                cell(format_number(entry.get("candidateValue"))),
+                cell(entry.get("verdict"), word_tone(entry.get("verdict"))),
+                cell(""),
+                cell(f"labelled predictions {samples}"),
             ]
         )
+    drift = measurement.get("drift")
+    if isinstance(drift, Mapping):
+        for label, value, limit in (
+            ("PSI", drift.get("psi"), drift.get("maxPSI")),
+            ("JS distance", drift.get("jsDistance"), drift.get("maxJSDistance")),
+        ):
+            rows.append(
+                [cell(f"  {label}"), cell("-"), cell(format_number(value)), cell(""), cell(""),
+                 cell(f"limit {format_number(limit)}")]
+            )  # fmt: skip
+    offline = measurement.get("offline")
+    if isinstance(offline, Mapping):
+        rows.append(
+            [cell("  declared offline"), cell("-"), cell(format_number(offline.get("declared"))), cell(""), cell(""),
+             cell(f"gap {format_number(offline.get('gap'))}, maxGap {format_number(offline.get('maxGap'))}")]
+        )  # fmt: skip
     return rows
+
+
+def rubric_rows(rubric: object) -> list[list[Cell]]:
+    """status.rubric: the ML Test Score items verified, by which check, with its verdict."""
+    entries = [e for e in rubric if isinstance(e, Mapping)] if isinstance(rubric, list) else []
+    return [
+        [
+            cell(entry.get("item")),
+            cell(entry.get("check")),
+            cell(entry.get("stage")),
+            cell(entry.get("verdict"), word_tone(entry.get("verdict"))),
+        ]
+        for entry in entries
+    ]
 
 
 def section(title: str, body: str, *, style: Style) -> str:
@@ -337,23 +411,24 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
 
     measurements = latest_measurements(raw_status)
     if measurements:
-        rows = [
-            [
-                cell(m.get("metric")),
-                cell(format_number(m.get("baselineValue"))),
-                cell(format_number(m.get("candidateValue"))),
-                cell(m.get("verdict"), word_tone(m.get("verdict"))),
-                cell(age(m.get("time"), now=now)),
-                cell(m.get("reason")),
-            ]
-            for m in measurements
-        ]
+        rows = [row for m in measurements for row in measurement_rows(m, now=now)]
         headers = ["METRIC", f"BASELINE ({stable})", f"CANDIDATE ({candidate})", "VERDICT", "AGE", "REASON"]
         blocks.append(titled_table("Analysis (latest per metric)", headers=headers, rows=rows, style=style))
 
     gates = gate_rows(raw_status.get("gates"))
     if gates:
         blocks.append(titled_table("Gates", headers=["GATE", "RESULT", "MESSAGE"], rows=gates, style=style))
+
+    rubric = rubric_rows(raw_status.get("rubric"))
+    if rubric:
+        blocks.append(
+            titled_table(
+                "Rubric (ML Test Score items verified)",
+                headers=["ITEM", "CHECK", "STAGE", "VERDICT"],
+                rows=rubric,
+                style=style,
+            )
+        )
 
     if status.conditions:
         rows = [

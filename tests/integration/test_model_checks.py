@@ -51,15 +51,19 @@ WINDOW = "5m"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {phase.value for phase in TERMINAL_PHASES}
 
-ERRORS = {"name": "errors", "preset": "error-rate", "window": WINDOW}
+ERRORS: dict[str, Any] = {"name": "errors", "preset": "error-rate", "window": WINDOW}
 # Loopback latencies are milliseconds and their p99 jumps between histogram buckets on a busy
 # machine: an absolute bound here, where a ratio would judge scheduling noise.
-LATENCY = {"name": "p99", "preset": "latency-p99", "window": WINDOW, "comparison": {"max": 0.5}}
-NONFINITE = {"name": "nonfinite", "preset": "nonfinite-outputs", "window": WINDOW}
-INVARIANTS = {"name": "invariants", "preset": "input-invariant-violations", "window": WINDOW}
-ACCURACY = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
-DRIFT = {"name": "prediction-drift", "predictionDrift": {}, "window": WINDOW}
-SLICES = {"name": "slices", "importantSlices": {"slices": ["borderline"], "minSamples": 30}, "window": WINDOW}
+LATENCY: dict[str, Any] = {"name": "p99", "preset": "latency-p99", "window": WINDOW, "comparison": {"max": 0.5}}
+NONFINITE: dict[str, Any] = {"name": "nonfinite", "preset": "nonfinite-outputs", "window": WINDOW}
+INVARIANTS: dict[str, Any] = {"name": "invariants", "preset": "input-invariant-violations", "window": WINDOW}
+ACCURACY: dict[str, Any] = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
+DRIFT: dict[str, Any] = {"name": "prediction-drift", "predictionDrift": {}, "window": WINDOW}
+SLICES: dict[str, Any] = {
+    "name": "slices",
+    "importantSlices": {"slices": ["borderline"], "minSamples": 30},
+    "window": WINDOW,
+}
 
 
 def offline_vs_online(declared: float) -> dict[str, Any]:
@@ -212,7 +216,7 @@ def roll_out(
 def settled(world: World, phase: str) -> dict[str, Any]:
     """The status once the rollout reached a terminal phase, which must be `phase`."""
     status = wait_for(
-        lambda: (found if (found := world.status("cancer")).get("phase") in TERMINAL else None),
+        lambda: found if (found := world.status("cancer")).get("phase") in TERMINAL else None,
         what="a terminal phase",
         timeout=60,
         last=lambda: world.status("cancer"),
