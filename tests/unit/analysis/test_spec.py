@@ -10,6 +10,7 @@ from controller.analysis.comparison import Comparison, Direction
 from controller.analysis.presets import PRESETS
 from controller.analysis.spec import (
     AnalysisSpec,
+    MetricSpec,
     PrometheusSource,
     WebSource,
     format_window,
@@ -78,6 +79,7 @@ def test_every_field() -> None:
     )
     assert (parsed.measurement_history_limit, parsed.templates) == (5, ("shared",))
     metric = parsed.metrics[0]
+    assert isinstance(metric, MetricSpec)
     assert metric.source == PrometheusSource(query="q{version='{{version}}'}", address="http://127.0.0.1:1")
     assert metric.comparison == Comparison(direction=Direction.LOWER_IS_WORSE, min=0.5, max_ratio=1.1)
     assert metric.min_samples is not None and (metric.min_samples.count, metric.min_samples.query) == (10, "n")

@@ -275,3 +275,54 @@ def test_serialize_json_and_yaml_round_trip() -> None:
     document = rollout(status=PROGRESSING)
     assert json.loads(serialize(document, output="json")) == document
     assert yaml.safe_load(serialize(document, output="yaml")) == document
+
+
+MODEL_CHECKS = {
+    **PROGRESSING,
+    "analysis": {
+        "measurements": [
+            {"metric": "slices", "baselineValue": 0.8636, "candidateValue": 0.6818, "verdict": "Failed",
+             "time": "2025-03-01T11:59:30Z", "reason": "slice borderline: drop 0.1818 > 0.02",
+             "slices": [{"slice": "borderline", "baselineValue": 0.8636, "candidateValue": 0.6818,
+                         "baselineSamples": 44, "candidateSamples": 44, "verdict": "Failed"}]},
+            {"metric": "drift", "baselineValue": None, "candidateValue": None, "verdict": "Successful",
+             "time": "2025-03-01T11:59:30Z", "reason": "within limits",
+             "drift": {"psi": 0.0419, "jsDistance": 0.0863, "maxPSI": 0.2, "maxJSDistance": 0.2}},
+            {"metric": "online", "baselineValue": None, "candidateValue": 0.96, "verdict": "Successful",
+             "time": "2025-03-01T11:59:30Z", "reason": "gap within",
+             "offline": {"declared": 0.965, "online": 0.96, "gap": 0.005, "maxGap": 0.03}},
+        ]
+    },
+    "gates": {
+        "verdict": "Failed", "message": "contract mismatch",
+        "contract": {"passed": False, "expectedFrom": "baseline v1 metadata", "mismatches": [
+            {"role": "input", "tensor": "features", "property": "datatype", "expected": "FP64", "got": "FP32"}]},
+    },
+    "rubric": [
+        {"item": "Infra 2", "check": "gates", "stage": "pre-traffic", "verdict": "Successful"},
+        {"item": "Model 6", "check": "slices", "stage": "analysis", "verdict": "Failed"},
+    ],
+}  # fmt: skip
+
+
+def test_get_shows_each_important_slice_the_drift_statistics_and_the_declared_offline_value() -> None:
+    lines = render_get(rollout(status=MODEL_CHECKS), events=[], now=NOW, style=PLAIN).splitlines()
+    analysis = lines.index("Analysis (latest per metric):")
+    rows = [line.split() for line in lines[analysis + 2 : analysis + 10]]
+    assert rows[0][:4] == ["slices", "0.8636", "0.6818", "Failed"]
+    assert rows[1][:6] == ["slice", "borderline", "0.8636", "0.6818", "Failed", "labelled"]
+    assert rows[2][:4] == ["drift", "-", "-", "Successful"]
+    assert rows[3] == ["PSI", "-", "0.0419", "limit", "0.2"]
+    assert rows[4] == ["JS", "distance", "-", "0.0863", "limit", "0.2"]
+    assert rows[6][:5] == ["declared", "offline", "-", "0.965", "gap"]
+
+
+def test_get_lists_the_rubric_items_verified_and_what_each_gate_found() -> None:
+    lines = render_get(rollout(status=MODEL_CHECKS), events=[], now=NOW, style=PLAIN).splitlines()
+    rubric = lines.index("Rubric (ML Test Score items verified):")
+    assert lines[rubric + 1].split() == ["ITEM", "CHECK", "STAGE", "VERDICT"]
+    assert lines[rubric + 2].split() == ["Infra", "2", "gates", "pre-traffic", "Successful"]
+    assert lines[rubric + 3].split() == ["Model", "6", "slices", "analysis", "Failed"]
+    contract = next(line for line in lines if line.strip().startswith("contract"))
+    assert contract.split()[:2] == ["contract", "Failed"]
+    assert "input features: datatype expected FP64, got FP32" in contract
