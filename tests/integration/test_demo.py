@@ -1,0 +1,80 @@
+"""The demo, end to end, as `make demo` runs it: a real control plane with KWOK, real model
+servers, nginx following the HTTPRoute, Prometheus, the controller and labelled traffic.
+
+Given the sandbox, when the demo rolls out a better model (v2) and then a model that is better on
+average but broken on the 'borderline' slice (v3), then v2 is promoted, v3 is rolled back by the
+borderline metric with the candidate measured below the baseline, each loser's Deployment is
+scaled to zero with its Pods gone, and a picture is saved per rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DemoRun = tuple[subprocess.CompletedProcess[str], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    out = tmp_path_factory.mktemp("demo")
+    finished = subprocess.run(
+        [sys.executable, "-m", "sandbox.demo", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    summary_file = out / "summary.json"
+    assert summary_file.exists(), f"no summary; demo output:\n{finished.stdout}\n{finished.stderr}"
+    return finished, json.loads(summary_file.read_text())
+
+
+def test_the_demo_exits_zero_and_reports_both_rollouts(demo_run: DemoRun) -> None:
+    finished, summary = demo_run
+    assert finished.returncode == 0, f"{finished.stdout}\n{finished.stderr}"
+    assert "ok   v1 -> v2 (good candidate): Promoted" in finished.stdout
+    assert "ok   v2 -> v3 (bad candidate): RolledBack, caught by" in finished.stdout
+    assert [r["as_expected"] for r in summary["rollouts"]] == [True, True]
+
+
+def test_the_good_candidate_is_promoted_and_the_old_version_scaled_down(
+    demo_run: DemoRun,
+) -> None:
+    good = demo_run[1]["rollouts"][0]
+    assert (good["baseline"], good["candidate"], good["phase"]) == ("v1", "v2", "Promoted")
+    assert good["caught_by"] is None
+    assert good["scaled_down"] == "v1"
+    assert [weight for _, weight in good["weights"]][-1] == 100
+
+
+def test_the_bad_candidate_is_rolled_back_by_a_failed_measurement(
+    demo_run: DemoRun,
+) -> None:
+    bad = demo_run[1]["rollouts"][1]
+    assert (bad["baseline"], bad["candidate"], bad["phase"]) == ("v2", "v3", "RolledBack")
+    caught = bad["caught_by"]
+    # The overall accuracy guard may see the drop too, but the candidate must measure worse.
+    assert caught["metric"] in ("borderline-accuracy", "accuracy")
+    assert caught["candidateValue"] < caught["baselineValue"]
+    assert bad["scaled_down"] == "v3"
+    assert max(weight for _, weight in bad["weights"]) == 40, "never went past the first analysis step"
+    assert bad["weights"][-1][1] == 0
+
+
+def test_a_picture_is_saved_per_rollout(demo_run: DemoRun) -> None:
+    pictures = [Path(r["picture"]) for r in demo_run[1]["rollouts"]]
+    assert [p.name for p in pictures] == ["rollout-v1-to-v2.png", "rollout-v2-to-v3.png"]
+    for picture in pictures:
+        assert picture.read_bytes()[:8] == PNG_SIGNATURE
+        assert picture.stat().st_size > 20_000, "a plot with data, not an empty canvas"
