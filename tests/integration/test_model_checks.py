@@ -10,6 +10,7 @@ spans the whole module, so every rollout judges the same traffic.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -345,3 +346,12 @@ def test_a_contract_mismatch_is_rolled_back_before_any_traffic(
     assert inference_requests(servers["v6"]) == 0
     assert "analysis" not in status
     assert rubric(status)[("Infra 2", "gates")] == "Failed"
+
+
+def test_the_worked_example_with_every_check_is_accepted(control_plane: ControlPlane, namespace: str) -> None:
+    example = (REPO_ROOT / "manifests" / "examples" / "model-checks.yaml").read_text()
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=example)
+    stored = json.loads(control_plane.kubectl("get", "mro", "cancer", "-n", namespace, "-o", "json").stdout)
+    kinds = [next(k for k in ("preset", "predictionDrift", "importantSlices", "offlineVsOnline") if k in m)
+             for m in stored["spec"]["analysis"]["metrics"]]  # fmt: skip
+    assert kinds == ["preset", "predictionDrift", "importantSlices", "offlineVsOnline"]
