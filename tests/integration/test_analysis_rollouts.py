@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
 from tests.integration.rollout_world import JSON, WeightRecorder, World, rollout_manifest, wait_for
+from tests.integration.test_crd_validation import CRD, INVALID_MANIFESTS, expected_messages, fixed_cel_messages
 
 pytestmark = pytest.mark.integration
 
@@ -438,3 +440,23 @@ def test_background_analysis_lets_steps_pass_and_rolls_back_when_the_candidate_t
     assert failed["baselineValue"] == 0 and 0.01 < failed["candidateValue"] <= 0.2
     assert status["message"].startswith("errors failed 1 time(s), more than failureLimit 0: candidate v2 ")
     assert status["currentWeight"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema of spec.analysis
+
+
+def test_every_cel_rule_of_spec_analysis_has_a_refused_manifest() -> None:
+    # given the CEL rules under spec.analysis (test_crd_validation leaves them to this suite) and
+    # the answers the refused manifests in invalid/ expect (that suite applies each of them)
+    crd = yaml.safe_load(CRD.read_text())
+    analysis = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["analysis"]
+    rules = fixed_cel_messages(analysis)
+    expected = [message for path in INVALID_MANIFESTS for message in expected_messages(path)]
+
+    # when each rule's message is looked for among those answers
+    untested = [rule for rule in rules if not any(part in rule for part in expected)]
+
+    # then every rule is exercised by some manifest
+    assert rules, "spec.analysis has CEL rules (interval, window, provider or preset, ...)"
+    assert untested == []
