@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -272,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="inference requests per second of the traffic")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # Ctrl-C and SIGTERM both unwind through the `with Sandbox` block, which stops everything.
+    # Set explicitly: a shell starting the demo in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     began = time.monotonic()
     try:
         outcomes = run(out=args.out.resolve(), traffic_per_second=args.rate)
