@@ -95,10 +95,12 @@ class CheckOutcome:
     on_inconclusive: InconclusivePolicy = InconclusivePolicy.HOLD
     status_fields: Mapping[str, Any] = field(default_factory=dict)
     """Top-level status fields this checker owns (e.g. `analysis`, `gates`); written as given."""
-    rubric_items: tuple[str, ...] = ()
-    """ML Test Score items (e.g. `Infra 4`) this outcome verified, all with its verdict."""
     rubric: tuple[RubricEntry, ...] = ()
-    """The same, per check with each check's own verdict; when given, it replaces `rubric_items`."""
+    """ML Test Score items (e.g. `Infra 4`) this outcome verified, per check with its own verdict."""
+
+    @property
+    def rubric_items(self) -> tuple[str, ...]:
+        return tuple(entry.item for entry in self.rubric)
 
 
 class Checker(Protocol):

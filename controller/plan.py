@@ -35,7 +35,7 @@ from controller.api import (
     set_condition,
     with_history,
 )
-from controller.checks import CheckOutcome, InconclusivePolicy, RubricEntry, Stage, StepWindow, Verdict
+from controller.checks import CheckOutcome, InconclusivePolicy, Stage, StepWindow, Verdict
 
 WAIT_FOR_ROUTE_SECONDS = 2.0
 """Look again this soon when the route did not show the weight just written."""
@@ -45,8 +45,6 @@ RUBRIC_FIELD = "rubric"
 """Status field listing the ML Test Score items the rollout verified, per stage and check."""
 CHECK_STATUS_FIELDS = ("analysis", "gates", RUBRIC_FIELD)
 """Status fields owned by checkers (and the rubric they report); cleared when a rollout starts over."""
-STAGE_CHECK_NAMES = {Stage.PRE_TRAFFIC: "gates", Stage.ANALYSIS: "analysis"}
-"""The check named in the rubric when a stage reports items without naming its checks."""
 
 
 class EventType(StrEnum):
@@ -431,9 +429,7 @@ def _reference_condition(d: _Decision) -> bool:
 def merged_rubric(previous: object, *, stage: Stage, outcome: CheckOutcome) -> list[dict[str, str]]:
     """status.rubric with this outcome's entries in place of what the same checks reported before;
     entries of other checks and of the other stage stay (an analyze step reports only its metrics)."""
-    entries = outcome.rubric or tuple(
-        RubricEntry(item=item, check=STAGE_CHECK_NAMES[stage], verdict=outcome.verdict) for item in outcome.rubric_items
-    )
+    entries = outcome.rubric
     reported = {entry.check for entry in entries}
     kept = [
         dict(entry)

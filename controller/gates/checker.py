@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from controller.api import format_time, parse_time
-from controller.checks import CheckContext, CheckOutcome, Verdict
+from controller.checks import CheckContext, CheckOutcome, RubricEntry, Verdict
 from controller.gates.contract import (
     ContractReport,
     ModelMetadata,
@@ -107,7 +107,10 @@ class GatesChecker:
                 verdict=Verdict.SUCCESSFUL,
                 message=str(previous.get("message", "")),
                 status_fields={STATUS_FIELD: dict(previous)},
-                rubric_items=tuple(previous.get("rubricItems", ())),
+                rubric=tuple(
+                    RubricEntry(item=entry["item"], check=entry["check"], verdict=Verdict(entry["verdict"]))
+                    for entry in previous.get("rubric", ())
+                ),
             )
         try:
             finding = self._run(context=context, gates=parse_gates(raw), waiting_since=previous.get("waitingSince"))
@@ -118,17 +121,21 @@ class GatesChecker:
         return self._outcome(context=context, key=key, finding=finding)
 
     def _outcome(self, *, context: CheckContext, key: Mapping[str, str], finding: _Finding) -> CheckOutcome:
-        rubric: tuple[str, ...] = ()
-        if finding.contract is not None:
-            rubric += CONTRACT_RUBRIC_ITEMS
-        if finding.golden is not None:
-            rubric += GOLDEN_SET_RUBRIC_ITEMS
+        rubric = tuple(
+            RubricEntry(item=item, check=check, verdict=Verdict.SUCCESSFUL if report.passed else Verdict.FAILED)
+            for check, items, report in (
+                ("contract", CONTRACT_RUBRIC_ITEMS, finding.contract),
+                ("golden-set", GOLDEN_SET_RUBRIC_ITEMS, finding.golden),
+            )
+            if report is not None
+            for item in items
+        )
         body: dict[str, Any] = {
             **key,
             "verdict": finding.verdict.value,
             "message": finding.message,
             "checkedAt": format_time(context.now),
-            "rubricItems": list(rubric),
+            "rubric": [{"item": e.item, "check": e.check, "verdict": e.verdict.value} for e in rubric],
             **finding.extra,
         }
         if finding.waiting_since is not None:
@@ -144,7 +151,7 @@ class GatesChecker:
             if finding.verdict in (Verdict.RUNNING, Verdict.INCONCLUSIVE)
             else None,
             status_fields={STATUS_FIELD: body},
-            rubric_items=rubric,
+            rubric=rubric,
         )
 
     @staticmethod

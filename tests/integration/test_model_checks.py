@@ -60,9 +60,11 @@ NONFINITE: dict[str, Any] = {"name": "nonfinite", "preset": "nonfinite-outputs",
 INVARIANTS: dict[str, Any] = {"name": "invariants", "preset": "input-invariant-violations", "window": WINDOW}
 ACCURACY: dict[str, Any] = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
 DRIFT: dict[str, Any] = {"name": "prediction-drift", "predictionDrift": {}, "window": WINDOW}
+# 44 labelled borderline rows reach each version; increase() over a burst of traffic reads as few
+# as ~25 of them depending on when the scrapes fell, so the minimum stays well below that.
 SLICES: dict[str, Any] = {
     "name": "slices",
-    "importantSlices": {"slices": ["borderline"], "minSamples": 30},
+    "importantSlices": {"slices": ["borderline"], "minSamples": 15},
     "window": WINDOW,
 }
 
@@ -273,8 +275,9 @@ def test_a_good_candidate_passes_every_check_and_is_promoted(
     assert offline["declared"] == 0.965 and abs(offline["online"] - 0.965) <= 0.03
     # and the rubric lists what was verified, before traffic and during the canary
     verified = rubric(status)
-    for item in ("Infra 2", "Data 1", "Infra 4", "Monitor 5"):
-        assert verified[(item, "gates")] == "Successful"
+    for item, check in [("Infra 2", "contract"), ("Data 1", "contract"), ("Infra 4", "golden-set"),
+                        ("Monitor 5", "golden-set")]:  # fmt: skip
+        assert verified[(item, check)] == "Successful"
     for item, check in [("Monitor 7", "prediction-drift"), ("Model 6", "slices"), ("Model 2", "offline-online"),
                         ("Monitor 5", "nonfinite"), ("Monitor 2", "invariants"), ("Monitor 6", "p99")]:  # fmt: skip
         assert verified[(item, check)] == "Successful"
@@ -345,7 +348,7 @@ def test_a_contract_mismatch_is_rolled_back_before_any_traffic(
     assert candidate_weight(cluster, "v6") == 0
     assert inference_requests(servers["v6"]) == 0
     assert "analysis" not in status
-    assert rubric(status)[("Infra 2", "gates")] == "Failed"
+    assert rubric(status)[("Infra 2", "contract")] == "Failed"
 
 
 def test_the_worked_example_with_every_check_is_accepted(control_plane: ControlPlane, namespace: str) -> None:

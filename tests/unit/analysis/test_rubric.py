@@ -5,13 +5,19 @@ from __future__ import annotations
 from controller.checks import CheckOutcome, RubricEntry, Stage, Verdict
 from controller.plan import merged_rubric
 
-GATES_PASSED = CheckOutcome(verdict=Verdict.SUCCESSFUL, rubric_items=("Infra 2", "Data 1"))
+GATES_PASSED = CheckOutcome(
+    verdict=Verdict.SUCCESSFUL,
+    rubric=(
+        RubricEntry(item="Infra 2", check="contract", verdict=Verdict.SUCCESSFUL),
+        RubricEntry(item="Data 1", check="contract", verdict=Verdict.SUCCESSFUL),
+    ),
+)
 
 
-def test_items_of_a_stage_without_per_check_detail_are_reported_under_the_stage_with_its_verdict() -> None:
+def test_a_stage_reports_each_item_under_its_check_and_stage() -> None:
     assert merged_rubric(None, stage=Stage.PRE_TRAFFIC, outcome=GATES_PASSED) == [
-        {"item": "Infra 2", "check": "gates", "stage": "pre-traffic", "verdict": "Successful"},
-        {"item": "Data 1", "check": "gates", "stage": "pre-traffic", "verdict": "Successful"},
+        {"item": "Infra 2", "check": "contract", "stage": "pre-traffic", "verdict": "Successful"},
+        {"item": "Data 1", "check": "contract", "stage": "pre-traffic", "verdict": "Successful"},
     ]
 
 
@@ -33,8 +39,8 @@ def test_analysis_items_join_the_gates_items_and_replace_their_own_earlier_verdi
     rubric = merged_rubric(first, stage=Stage.ANALYSIS, outcome=failed)
     # then: gates stay, drift keeps its last verdict, slices carry the new one
     assert [(e["item"], e["check"], e["verdict"]) for e in rubric] == [
-        ("Infra 2", "gates", "Successful"),
-        ("Data 1", "gates", "Successful"),
+        ("Infra 2", "contract", "Successful"),
+        ("Data 1", "contract", "Successful"),
         ("Monitor 7", "drift", "Running"),
         ("Model 6", "slices", "Failed"),
     ]

@@ -299,7 +299,7 @@ MODEL_CHECKS = {
             {"role": "input", "tensor": "features", "property": "datatype", "expected": "FP64", "got": "FP32"}]},
     },
     "rubric": [
-        {"item": "Infra 2", "check": "gates", "stage": "pre-traffic", "verdict": "Successful"},
+        {"item": "Infra 2", "check": "contract", "stage": "pre-traffic", "verdict": "Successful"},
         {"item": "Model 6", "check": "slices", "stage": "analysis", "verdict": "Failed"},
     ],
 }  # fmt: skip
@@ -321,7 +321,7 @@ def test_get_lists_the_rubric_items_verified_and_what_each_gate_found() -> None:
     lines = render_get(rollout(status=MODEL_CHECKS), events=[], now=NOW, style=PLAIN).splitlines()
     rubric = lines.index("Rubric (ML Test Score items verified):")
     assert lines[rubric + 1].split() == ["ITEM", "CHECK", "STAGE", "VERDICT"]
-    assert lines[rubric + 2].split() == ["Infra", "2", "gates", "pre-traffic", "Successful"]
+    assert lines[rubric + 2].split() == ["Infra", "2", "contract", "pre-traffic", "Successful"]
     assert lines[rubric + 3].split() == ["Model", "6", "slices", "analysis", "Failed"]
     contract = next(line for line in lines if line.strip().startswith("contract"))
     assert contract.split()[:2] == ["contract", "Failed"]
