@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 
 setup: system-packages $(VENV)/.installed binaries ## everything the tests need, on a fresh machine
 
-system-packages: ## Debian packages the tests start for real (Prometheus)
-	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus openssl >/dev/null; }
+system-packages: ## Debian packages the tests start for real: Prometheus, and nginx (the sandbox's stand-in for a Gateway)
+	@{ command -v prometheus && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus nginx-light openssl >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 binaries: ## kube-apiserver, etcd, kubectl, ... and helm, built from Go modules and cached
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/build-helm.sh >/dev/null
+	bash hack/build-kwok.sh >/dev/null
 
 lint: ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
@@ -31,6 +33,10 @@ test: lint ## the whole suite: lint, unit and integration tests
 unit: ## unit tests only (no server)
 	$(PY) -m pytest tests/unit
 
+bench: setup ## the benchmarks: scale (1000 rollouts in one process) and rollback latency
+	$(PY) bench/scale.py --rollouts 1000
+	$(PY) bench/rollback_latency.py --runs 5 --interval 5
+
 clean:
 	rm -rf $(VENV) out
 
@@ -39,11 +45,11 @@ clean:
 sandbox-packages: ## Debian packages the sandbox starts for real (nginx, the stand-in for a Gateway API implementation)
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 
-sandbox: sandbox-packages ## start the whole local environment in the background and print where everything is
+sandbox: setup sandbox-packages ## start the whole local environment in the background and print where everything is
 	$(PY) -m sandbox up
 
-sandbox-down: ## stop everything `make sandbox` started
+sandbox-down: $(VENV)/.installed ## stop everything `make sandbox` started
 	$(PY) -m sandbox down
 
-demo: sandbox-packages ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
+demo: setup sandbox-packages ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
 	$(PY) -m sandbox.demo

@@ -38,9 +38,8 @@ from controller.analysis.presets import PRESETS
 from controller.analysis.spec import render_template
 from localenv.controller import start_controller
 from localenv.controlplane import ControlPlane
-from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
+from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
 from tests.integration.rollout_world import WeightRecorder, World, rollout_manifest, wait_for
-from tests.integration.test_analysis_rollouts import Behaviour, MetricsPlayer
 
 WINDOW = "10s"
 SLACK_SECONDS = 2.0
@@ -102,7 +101,7 @@ def one_run(
     player = MetricsPlayer(exporter, model=namespace)
     try:
         player.start()
-        player.wait_until_seen(prometheus)
+        player.wait_until_seen(prometheus, window=WINDOW)
         recorder = TimedWeightRecorder(world)
         world.apply(
             rollout_manifest(

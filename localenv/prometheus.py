@@ -14,8 +14,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -203,3 +205,79 @@ class ModelMetricsExporter:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Behaviour:
+    """How one version looks to Prometheus while the player plays it."""
+
+    error_rate: float = 0.0
+    """Share of requests answered with an error."""
+    latency_seconds: float = 0.02
+    """Time every request takes."""
+    accuracy: float = 0.95
+    """Share of labelled feedback that matches the prediction."""
+
+
+GOOD = Behaviour()
+
+
+class MetricsPlayer:
+    """Plays steady traffic of one model's versions on the exporter, from a thread, until stopped.
+
+    Every tick counts REQUESTS_PER_TICK requests and FEEDBACK_PER_TICK feedback events per
+    version, so a 10 s window holds hundreds of samples, far above the presets' minSamples (50).
+    """
+
+    TICK_SECONDS = 0.2
+    REQUESTS_PER_TICK = 10
+    FEEDBACK_PER_TICK = 20
+
+    def __init__(self, exporter: ModelMetricsExporter, *, model: str, versions: tuple[str, ...] = ("v1", "v2")) -> None:
+        self.exporter = exporter
+        self.model = model
+        self._behaviours = dict.fromkeys(versions, GOOD)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, *, candidate: Behaviour = GOOD) -> None:
+        """Play a good v1 and `candidate` as v2, from the first tick on: every window holds only
+        this behaviour."""
+        self.play("v2", candidate)
+        self._thread.start()
+
+    def play(self, version: str, behaviour: Behaviour) -> None:
+        with self._lock:
+            self._behaviours[version] = behaviour
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.TICK_SECONDS):
+            with self._lock:
+                behaviours = dict(self._behaviours)
+            for version, behaviour in behaviours.items():
+                self.exporter.serve(
+                    model=self.model,
+                    version=version,
+                    requests=self.REQUESTS_PER_TICK,
+                    errors=round(self.REQUESTS_PER_TICK * behaviour.error_rate),
+                    latency_seconds=behaviour.latency_seconds,
+                )
+                self.exporter.label(
+                    model=self.model,
+                    version=version,
+                    total=self.FEEDBACK_PER_TICK,
+                    correct=round(self.FEEDBACK_PER_TICK * behaviour.accuracy),
+                )
+
+    def wait_until_seen(self, prometheus: LocalPrometheus, *, window: str) -> None:
+        """Until Prometheus' `window` holds enough requests and feedback of every version to judge."""
+        for version in self._behaviours:
+            for counter in ("model_requests_total", "model_feedback_total"):
+                selector = f'{counter}{{model="{self.model}",version="{version}"}}'
+                prometheus.wait_for_value(f"sum(increase({selector}[{window}]))", at_least=100)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

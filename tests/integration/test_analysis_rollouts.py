@@ -9,11 +9,9 @@ series.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
-from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
+from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
 from tests.integration.rollout_world import JSON, WeightRecorder, World, rollout_manifest, wait_for
 from tests.integration.test_crd_validation import CRD, INVALID_MANIFESTS, expected_messages, fixed_cel_messages
 
@@ -32,87 +30,10 @@ pytestmark = pytest.mark.integration
 INTERVAL = "2s"
 WINDOW = "10s"
 """Ten scrapes: rate() always has enough samples, and a regression shows within a scrape or two."""
-VERSIONS = ("v1", "v2")
 
 ERRORS: JSON = {"name": "errors", "preset": "error-rate", "window": WINDOW}
 P99: JSON = {"name": "p99", "preset": "latency-p99", "window": WINDOW}
 ACCURACY: JSON = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Behaviour:
-    """How one version looks to Prometheus while the player plays it."""
-
-    error_rate: float = 0.0
-    """Share of requests answered with an error."""
-    latency_seconds: float = 0.02
-    """Time every request takes."""
-    accuracy: float = 0.95
-    """Share of labelled feedback that matches the prediction."""
-
-
-GOOD = Behaviour()
-
-
-class MetricsPlayer:
-    """Plays steady traffic of one model's versions on the exporter, from a thread, until stopped.
-
-    Every tick counts REQUESTS_PER_TICK requests and FEEDBACK_PER_TICK feedback events per
-    version, so a 10 s window holds hundreds of samples, far above the presets' minSamples (50).
-    """
-
-    TICK_SECONDS = 0.2
-    REQUESTS_PER_TICK = 10
-    FEEDBACK_PER_TICK = 20
-
-    def __init__(self, exporter: ModelMetricsExporter, *, model: str) -> None:
-        self.exporter = exporter
-        self.model = model
-        self._behaviours = dict.fromkeys(VERSIONS, GOOD)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self, *, candidate: Behaviour = GOOD) -> None:
-        """Play a good v1 and `candidate` as v2, from the first tick on: every window holds only
-        this behaviour."""
-        self.play("v2", candidate)
-        self._thread.start()
-
-    def play(self, version: str, behaviour: Behaviour) -> None:
-        with self._lock:
-            self._behaviours[version] = behaviour
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.TICK_SECONDS):
-            with self._lock:
-                behaviours = dict(self._behaviours)
-            for version, behaviour in behaviours.items():
-                self.exporter.serve(
-                    model=self.model,
-                    version=version,
-                    requests=self.REQUESTS_PER_TICK,
-                    errors=round(self.REQUESTS_PER_TICK * behaviour.error_rate),
-                    latency_seconds=behaviour.latency_seconds,
-                )
-                self.exporter.label(
-                    model=self.model,
-                    version=version,
-                    total=self.FEEDBACK_PER_TICK,
-                    correct=round(self.FEEDBACK_PER_TICK * behaviour.accuracy),
-                )
-
-    def wait_until_seen(self, prometheus: LocalPrometheus) -> None:
-        """Until Prometheus' window holds enough requests and feedback of every version to judge."""
-        for version in VERSIONS:
-            for counter in ("model_requests_total", "model_feedback_total"):
-                selector = f'{counter}{{model="{self.model}",version="{version}"}}'
-                prometheus.wait_for_value(f"sum(increase({selector}[{WINDOW}]))", at_least=100)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +120,7 @@ def test_a_candidate_as_good_as_the_baseline_is_promoted_after_its_analyze_step(
 ) -> None:
     # Given v1 and v2 equally good in Prometheus, and a team's AnalysisTemplate with latency and accuracy
     player.start()
-    player.wait_until_seen(prometheus)
+    player.wait_until_seen(prometheus, window=WINDOW)
     world.apply(
         {
             "apiVersion": "rollouts.mlops.dev/v1alpha1",
@@ -286,7 +207,7 @@ def test_a_candidate_worse_than_the_baseline_is_rolled_back_naming_the_metric_an
 ) -> None:
     # Given v2 worse than v1 in one respect, and as good in the others
     player.start(candidate=candidate)
-    player.wait_until_seen(prometheus)
+    player.wait_until_seen(prometheus, window=WINDOW)
     recorder = WeightRecorder(world)
 
     # When a rollout analyses all three presets in a long analyze step at 50 %
@@ -336,7 +257,7 @@ def test_prometheus_stopped_mid_analysis_holds_the_weight_then_the_rollout_resum
         ),
     ):
         player.start()
-        player.wait_until_seen(own_prometheus)
+        player.wait_until_seen(own_prometheus, window=WINDOW)
         recorder = WeightRecorder(world)
         world.apply(analysed_rollout(player.model, steps=[{"setWeight": 50}, {"analyze": {"duration": "6s"}}],
                                      metrics=[ERRORS]))  # fmt: skip
@@ -373,7 +294,7 @@ def test_a_promql_syntax_error_names_the_error_in_a_condition_and_moves_no_traff
     # Given a metric whose query misses a closing parenthesis
     broken = "sum(rate(model_requests_total[1m])"
     player.start()
-    player.wait_until_seen(prometheus)
+    player.wait_until_seen(prometheus, window=WINDOW)
     recorder = WeightRecorder(world)
 
     # When a rollout at 20 % analyses it in a 2 s analyze step before going to 60 %
@@ -409,7 +330,7 @@ def test_background_analysis_lets_steps_pass_and_rolls_back_when_the_candidate_t
 ) -> None:
     # Given two equally good versions and a rollout analysing errors in the background from step 1
     player.start()
-    player.wait_until_seen(prometheus)
+    player.wait_until_seen(prometheus, window=WINDOW)
     recorder = WeightRecorder(world)
     world.apply(
         analysed_rollout(
