@@ -43,6 +43,8 @@ from typing import Any
 import httpx
 import yaml
 
+from localenv.supervisor import live_state, state_file, stop_supervisor
+
 LOG = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -460,38 +462,13 @@ def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
 # --- command line -----------------------------------------------------------------------------
 
 
-def _state_file(directory: Path) -> Path:
-    return directory / "state.json"
-
-
 def _environment_lines(state: dict[str, Any]) -> str:
     return f"export KUBECONFIG={state['kubeconfig']}\nexport PATH={state['bin_dir']}:$PATH\n"
 
 
-def _read_live_state(directory: Path) -> dict[str, Any] | None:
-    """The state written by a running `serve`, or None (a stale file is removed)."""
-    state_file = _state_file(directory)
-    if not state_file.exists():
-        return None
-    state: dict[str, Any] = json.loads(state_file.read_text())
-    if _process_alive(state["supervisor_pid"]):
-        return state
-    state_file.unlink()
-    return None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    # The field after the parenthesised command name is the state; Z is a zombie, already dead.
-    return status.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _serve(directory: Path, *, crd_files: tuple[Path, ...] | None) -> int:
     """Runs a control plane until SIGTERM or Ctrl-C, announcing it in DIRECTORY/state.json."""
-    running = _read_live_state(directory)
+    running = live_state(directory)
     if running is not None:
         print(f"control plane already up at {running['server_url']}", file=sys.stderr)
         return 1
@@ -506,18 +483,18 @@ def _serve(directory: Path, *, crd_files: tuple[Path, ...] | None) -> int:
             "bin_dir": str(plane.bin_dir),
             "startup_seconds": round(plane.startup_seconds, 2),
         }
-        _state_file(directory).write_text(json.dumps(state, indent=2))
+        state_file(directory).write_text(json.dumps(state, indent=2))
         try:
             signal.pause()
         except KeyboardInterrupt:
             LOG.info("stopping")
         finally:
-            _state_file(directory).unlink(missing_ok=True)
+            state_file(directory).unlink(missing_ok=True)
     return 0
 
 
 def _up(directory: Path, command_line_args: Sequence[str], *, timeout_seconds: float) -> int:
-    state = _read_live_state(directory)
+    state = live_state(directory)
     if state is None:
         supervisor_log = directory / "supervisor.log"
         with supervisor_log.open("wb") as log:
@@ -530,7 +507,7 @@ def _up(directory: Path, command_line_args: Sequence[str], *, timeout_seconds: f
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_seconds
-        while (state := _read_live_state(directory)) is None:
+        while (state := live_state(directory)) is None:
             if supervisor.poll() is not None or time.monotonic() > deadline:
                 print(f"control plane did not come up; end of {supervisor_log}:", file=sys.stderr)
                 print(_log_tail(supervisor_log), file=sys.stderr)
@@ -541,22 +518,6 @@ def _up(directory: Path, command_line_args: Sequence[str], *, timeout_seconds: f
     else:
         print(f"control plane already up at {state['server_url']}", file=sys.stderr)
     sys.stdout.write(_environment_lines(state))
-    return 0
-
-
-def _down(directory: Path, *, timeout_seconds: float) -> int:
-    state = _read_live_state(directory)
-    if state is None:
-        print("no control plane running", file=sys.stderr)
-        return 0
-    os.kill(state["supervisor_pid"], signal.SIGTERM)
-    deadline = time.monotonic() + timeout_seconds
-    while _process_alive(state["supervisor_pid"]):
-        if time.monotonic() > deadline:
-            print(f"supervisor {state['supervisor_pid']} still running after SIGTERM", file=sys.stderr)
-            return 1
-        time.sleep(POLL_INTERVAL_SECONDS)
-    print("control plane stopped", file=sys.stderr)
     return 0
 
 
@@ -590,8 +551,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         crd_args = [f"--crd={path}" for path in crd_files or ()]
         return _up(directory, ["serve", f"--dir={directory}", *crd_args], timeout_seconds=args.timeout)
     if args.command == "down":
-        return _down(directory, timeout_seconds=args.timeout)
-    state = _read_live_state(directory)
+        return stop_supervisor(directory, timeout_seconds=args.timeout, what="control plane")
+    state = live_state(directory)
     if state is None:
         print("no control plane running: start one with `up`", file=sys.stderr)
         return 1

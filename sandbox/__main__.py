@@ -19,31 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localenv.controlplane import _process_alive
+from localenv.supervisor import live_state, state_file, stop_supervisor
 from sandbox.environment import EXAMPLE_ROLLOUT, NAMESPACE, REPO_ROOT, VERSIONS, Sandbox, SandboxSettings
 
 DEFAULT_DIR = REPO_ROOT / "out" / "sandbox"
 POLL_SECONDS = 0.2
 
 
-def _state_file(directory: Path) -> Path:
-    return directory / "state.json"
-
-
-def _live_state(directory: Path) -> dict[str, Any] | None:
-    """The state a running supervisor wrote, or None (a stale file is removed)."""
-    state_file = _state_file(directory)
-    if not state_file.exists():
-        return None
-    state: dict[str, Any] = json.loads(state_file.read_text())
-    if _process_alive(state["supervisor_pid"]):
-        return state
-    state_file.unlink()
-    return None
-
-
 def _serve(directory: Path, *, traffic_per_second: float) -> int:
-    if _live_state(directory) is not None:
+    if live_state(directory) is not None:
         print("the sandbox is already running: python -m sandbox status", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -54,13 +38,13 @@ def _serve(directory: Path, *, traffic_per_second: float) -> int:
     )
     with Sandbox.start(settings, progress=lambda text: logging.info("%s", text)) as sandbox:
         state = {"supervisor_pid": os.getpid(), **sandbox.describe()}
-        _state_file(directory).write_text(json.dumps(state, indent=2))
+        state_file(directory).write_text(json.dumps(state, indent=2))
         try:
             signal.pause()
         except KeyboardInterrupt:
             logging.info("stopping")
         finally:
-            _state_file(directory).unlink(missing_ok=True)
+            state_file(directory).unlink(missing_ok=True)
     return 0
 
 
@@ -93,7 +77,7 @@ Stop it:   make sandbox-down      (or: python -m sandbox down)
 
 
 def _up(directory: Path, *, traffic_per_second: float, timeout_seconds: float) -> int:
-    state = _live_state(directory)
+    state = live_state(directory)
     if state is None:
         supervisor_log = directory / "supervisor.log"
         print(f"starting the sandbox (progress in {supervisor_log}) ...", file=sys.stderr)
@@ -107,7 +91,7 @@ def _up(directory: Path, *, traffic_per_second: float, timeout_seconds: float) -
                 start_new_session=True,
             )
         began = time.monotonic()
-        while (state := _live_state(directory)) is None:
+        while (state := live_state(directory)) is None:
             if supervisor.poll() is not None or time.monotonic() - began > timeout_seconds:
                 print(f"the sandbox did not come up; end of {supervisor_log}:", file=sys.stderr)
                 print(supervisor_log.read_text(errors="replace")[-4000:], file=sys.stderr)
@@ -117,22 +101,6 @@ def _up(directory: Path, *, traffic_per_second: float, timeout_seconds: float) -
             time.sleep(POLL_SECONDS)
         print(f"up in {time.monotonic() - began:.0f}s", file=sys.stderr)
     print(_instructions(state))
-    return 0
-
-
-def _down(directory: Path, *, timeout_seconds: float) -> int:
-    state = _live_state(directory)
-    if state is None:
-        print("no sandbox running", file=sys.stderr)
-        return 0
-    os.kill(state["supervisor_pid"], signal.SIGTERM)
-    deadline = time.monotonic() + timeout_seconds
-    while _process_alive(state["supervisor_pid"]):
-        if time.monotonic() > deadline:
-            print(f"supervisor {state['supervisor_pid']} still running after SIGTERM", file=sys.stderr)
-            return 1
-        time.sleep(POLL_SECONDS)
-    print("sandbox stopped", file=sys.stderr)
     return 0
 
 
@@ -152,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return _up(directory, traffic_per_second=args.rate, timeout_seconds=args.timeout)
     if args.command == "down":
-        return _down(directory, timeout_seconds=args.timeout)
-    state = _live_state(directory)
+        return stop_supervisor(directory, timeout_seconds=args.timeout, what="sandbox")
+    state = live_state(directory)
     if state is None:
         print("no sandbox running: make sandbox", file=sys.stderr)
         return 1
