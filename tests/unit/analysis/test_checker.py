@@ -147,7 +147,7 @@ def test_status_records_each_measurement_and_the_run() -> None:
             "candidateVersion": "v2",
             "candidateValue": 0.2,
             "verdict": "Failed",
-            "time": "2024-05-01T12:00:30Z",
+            "time": "2024-05-01T12:00:30.000Z",
             "reason": "candidate v2 0.2 vs baseline v1 0.01: "
             "0.19 higher than the baseline, more than maxDifference 0.01",
         }
@@ -155,8 +155,8 @@ def test_status_records_each_measurement_and_the_run() -> None:
     assert status["runs"] == [
         {
             "name": "step-1",
-            "startedAt": "2024-05-01T12:00:00Z",
-            "lastMeasuredAt": "2024-05-01T12:00:30Z",
+            "startedAt": "2024-05-01T12:00:00.000Z",
+            "lastMeasuredAt": "2024-05-01T12:00:30.000Z",
             "metrics": [
                 {
                     "metric": "errors",
@@ -198,7 +198,7 @@ def test_measurements_are_bounded_to_the_history_limit() -> None:
         status = then(outcome)
     assert status is not None
     times = [m["time"] for m in status.extra["analysis"]["measurements"]]
-    assert times == ["2024-05-01T12:00:03Z", "2024-05-01T12:00:04Z", "2024-05-01T12:00:05Z"]
+    assert times == ["2024-05-01T12:00:03.000Z", "2024-05-01T12:00:04.000Z", "2024-05-01T12:00:05.000Z"]
     assert status.extra["analysis"]["runs"][0]["metrics"][0]["measurements"] == 4
 
 

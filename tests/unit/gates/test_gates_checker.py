@@ -265,12 +265,12 @@ def test_waiting_for_readiness_spans_passes_and_gives_up_after_the_timeout() -> 
     candidate = FakeServer(ready=False)
     first = run(gates, FakeServer(), candidate)
     assert first.verdict is Verdict.RUNNING and first.requeue_after == 5.0
-    assert first.status_fields["gates"]["waitingSince"] == "2025-01-01T12:00:00Z"
+    assert first.status_fields["gates"]["waitingSince"] == "2025-01-01T12:00:00.000Z"
     assert "waiting for candidate v2 (http://candidate.test:8080) to be ready" in first.message
     # when a later pass, 20 s on, still finds it unready: still waiting, same start
     second = run(gates, FakeServer(), candidate, status=first.status_fields, now=NOW + timedelta(seconds=20))
     assert second.verdict is Verdict.RUNNING
-    assert second.status_fields["gates"]["waitingSince"] == "2025-01-01T12:00:00Z"
+    assert second.status_fields["gates"]["waitingSince"] == "2025-01-01T12:00:00.000Z"
     # when 30 s have passed: the candidate fails
     third = run(gates, FakeServer(), candidate, status=second.status_fields, now=NOW + timedelta(seconds=30))
     assert third.verdict is Verdict.FAILED
