@@ -31,7 +31,7 @@ from controller.api import (
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
 from controller.errors import ReferenceProblem
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
-from controller.plan import Observed, Plan, TrafficSplit, analyze_window, decide, stage_to_check
+from controller.plan import Event, Observed, Plan, TrafficSplit, analyze_window, decide, stage_to_check
 from controller.routers import ROUTERS, Router, RouterFactory
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,12 @@ class Reconciler:
         observed: Observed,
         router: Router | None,
     ) -> Plan:
-        """Decide, move traffic if the plan asks, and decide again on the new weights."""
-        events: list[Any] = []
+        """Decide, move traffic if the plan asks, and decide again on the new weights.
+
+        Only the first decision sees the action annotation, so that it acts once; it counts as
+        handled (and is removed) whichever decision comes last."""
+        action = observed.action
+        events: list[Event] = []
         max_rounds = (len(spec.steps) if spec else 0) + 3
         for _ in range(max_rounds):
             plan = decide(spec=spec, spec_error=spec_error, status=status, observed=observed)
@@ -273,7 +277,7 @@ class Reconciler:
             weights = router.write_weights(namespace=namespace, spec=spec, weights=plan.traffic.weights)
             log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
             status, observed = plan.status, replace(observed, route_weights=weights, action=None)
-        return replace(plan, events=tuple(events))
+        return replace(plan, events=tuple(events), action_handled=action is not None)
 
     @staticmethod
     def _needs_route_write(traffic: TrafficSplit | None, observed: Observed) -> bool:
