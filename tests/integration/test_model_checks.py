@@ -11,6 +11,7 @@ spans the whole module, so every rollout judges the same traffic.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -301,7 +302,12 @@ def test_a_candidate_better_on_average_but_worse_on_an_important_slice_is_rolled
     # then: accuracy on average passed, the slice failed, and the message names it with both values
     assert latest(status, "accuracy")["verdict"] == "Successful"
     assert latest(status, "slices")["verdict"] == "Failed"
-    assert "slice borderline: candidate 0.6" in status["message"] and "vs baseline 0.8" in status["message"]
+    # (Prometheus extrapolates increase() over a burst of traffic, so the values are near, not at,
+    # the offline 0.68 and 0.86.)
+    found = re.search(r"slice borderline: candidate (0\.\d+) vs baseline (0\.\d+)", status["message"])
+    assert found, status["message"]
+    candidate_value, baseline_value = map(float, found.groups())
+    assert 0.55 < candidate_value < 0.8 < baseline_value
     assert latest(status, "slices")["worstSlice"] == "borderline"
     assert candidate_weight(cluster, "v3") == 0
     assert rubric(status)[("Model 6", "slices")] == "Failed"
