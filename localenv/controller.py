@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from localenv.controlplane import free_local_port
+from localenv.readiness import wait_until_answering
 
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -78,17 +78,13 @@ def start_controller(
     with log_file.open("ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
     running = RunningController(process=process, metrics_url=f"http://127.0.0.1:{port}", log_file=log_file)
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while wait_ready:
-        if process.poll() is not None:
-            raise RuntimeError(f"controller exited with {process.returncode}:\n{running.log()}")
+    if wait_ready:
         try:
-            if httpx.get(f"{running.metrics_url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
+            wait_until_answering(
+                url=f"{running.metrics_url}/readyz", process=process, what="controller",
+                timeout_seconds=READY_TIMEOUT_SECONDS, log_tail=lambda: running.log()[-5000:],
+            )  # fmt: skip
+        except (RuntimeError, TimeoutError):
             running.stop()
-            raise RuntimeError(f"controller not ready in {READY_TIMEOUT_SECONDS}s:\n{running.log()}")
-        time.sleep(0.1)
+            raise
     return running

@@ -26,6 +26,8 @@ import httpx
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from localenv.readiness import wait_until_answering
+
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 
@@ -93,20 +95,15 @@ class LocalPrometheus:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                log = (self._workdir / "prometheus.log").read_text(errors="replace")[-2000:]
-                self._process = None
-                raise RuntimeError(f"prometheus exited at start:\n{log}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"prometheus not ready within {READY_TIMEOUT_SECONDS:g}s")
+        try:
+            wait_until_answering(
+                url=f"{self.url}/-/ready", process=self._process, what="prometheus",
+                timeout_seconds=READY_TIMEOUT_SECONDS,
+                log_tail=lambda: (self._workdir / "prometheus.log").read_text(errors="replace")[-2000:],
+            )  # fmt: skip
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); data and port stay for a later start()."""

@@ -28,17 +28,16 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import free_local_port
+from localenv.readiness import wait_until_answering
 
 LOG = logging.getLogger(__name__)
 
@@ -197,19 +196,14 @@ class NginxProxy:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/-/healthy", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"nginx did not answer within {READY_TIMEOUT_SECONDS:g}s:\n{self.log_tail()}")
-            time.sleep(0.05)
+        try:
+            wait_until_answering(
+                url=f"{self.url}/-/healthy", process=self._process, what="nginx",
+                timeout_seconds=READY_TIMEOUT_SECONDS, log_tail=self.log_tail,
+            )  # fmt: skip
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
 
     def _render(self, rules: Sequence[ProxyRule]) -> str:
         return render_nginx_config(rules=rules, listen_port=self.port, work_dir=self._work_dir)
