@@ -10,6 +10,7 @@ from kubernetes import client
 
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
+from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
 from tests.integration.rollout_world import World
 
 
@@ -31,3 +32,18 @@ def controller(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> I
     yield running
     running.stop()
     print(running.log()[-5000:])
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[ModelMetricsExporter]:
+    """A loopback exporter whose model metrics a test sets, shared by a module's tests."""
+    metrics = ModelMetricsExporter()
+    yield metrics
+    metrics.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(exporter: ModelMetricsExporter) -> Iterator[LocalPrometheus]:
+    """A real Prometheus scraping `exporter` every second (a module may scrape other targets)."""
+    with LocalPrometheus(scrape_targets=[exporter.target]) as server:
+        yield server

@@ -36,19 +36,6 @@ P99: JSON = {"name": "p99", "preset": "latency-p99", "window": WINDOW}
 ACCURACY: JSON = {"name": "accuracy", "preset": "feedback-accuracy", "window": WINDOW}
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[ModelMetricsExporter]:
-    metrics = ModelMetricsExporter()
-    yield metrics
-    metrics.close()
-
-
-@pytest.fixture(scope="module")
-def prometheus(exporter: ModelMetricsExporter) -> Iterator[LocalPrometheus]:
-    with LocalPrometheus(scrape_targets=[exporter.target]) as server:
-        yield server
-
-
 @pytest.fixture
 def player(exporter: ModelMetricsExporter, namespace: str) -> Iterator[MetricsPlayer]:
     """Plays v1 and v2 of a model named after the test's namespace, once the test starts it."""

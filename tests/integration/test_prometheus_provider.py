@@ -7,7 +7,6 @@ then measure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,19 +24,6 @@ pytestmark = pytest.mark.integration
 
 MODEL = "iris"
 WINDOW = "15s"
-
-
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[ModelMetricsExporter]:
-    metrics = ModelMetricsExporter()
-    yield metrics
-    metrics.close()
-
-
-@pytest.fixture(scope="module")
-def prometheus(exporter: ModelMetricsExporter) -> Iterator[LocalPrometheus]:
-    with LocalPrometheus(scrape_targets=[exporter.target]) as server:
-        yield server
 
 
 def seen_requests(prometheus: LocalPrometheus, version: str, at_least: int) -> None:
