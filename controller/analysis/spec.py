@@ -332,14 +332,8 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
     )
 
 
-DEFAULT_MAX_PSI = 0.2
-"""Prediction drift: a population stability index above this is a significant shift."""
-DEFAULT_MAX_JS_DISTANCE = 0.2
-"""Prediction drift: about the Jensen-Shannon distance (base 2) of a shift with PSI 0.2."""
-DEFAULT_MIN_PREDICTIONS = 100.0
-"""Prediction drift: predictions each version needs in the window."""
-DEFAULT_MAX_SLICE_DROP = 0.02
-DEFAULT_MIN_SLICE_SAMPLES = 50.0
+DRIFT_DEFAULTS = DriftThresholds()
+SLICE_DEFAULTS = SliceThresholds()
 """Important slices: labelled predictions each version needs on a slice."""
 DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 DEFAULT_MIN_ONLINE_SAMPLES = 100.0
@@ -364,14 +358,14 @@ def _fraction(raw: Mapping[str, Any], key: str, path: str, *, default: float | N
 
 def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrift:
     max_psi = _number(raw, "maxPSI", path, minimum=0.0)
-    max_js = _fraction(raw, "maxJSDistance", path, default=DEFAULT_MAX_JS_DISTANCE)
+    max_js = _fraction(raw, "maxJSDistance", path, default=DRIFT_DEFAULTS.max_js_distance)
     min_count = _number(raw, "minCount", path, minimum=1.0)
     assert max_js is not None
     return PredictionDrift(
         thresholds=DriftThresholds(
-            max_psi=DEFAULT_MAX_PSI if max_psi is None else max_psi,
+            max_psi=DRIFT_DEFAULTS.max_psi if max_psi is None else max_psi,
             max_js_distance=max_js,
-            min_count=DEFAULT_MIN_PREDICTIONS if min_count is None else min_count,
+            min_count=DRIFT_DEFAULTS.min_count if min_count is None else min_count,
         ),
         histogram_query=_query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
         address=raw.get("address"),
@@ -384,14 +378,14 @@ def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlice
         raise SpecError(f"{path}.slices", "is required: the names of the slices that matter, e.g. [borderline]")
     if len(set(names)) != len(names):
         raise SpecError(f"{path}.slices", "names a slice twice")
-    max_drop = _fraction(raw, "maxDrop", path, default=DEFAULT_MAX_SLICE_DROP)
+    max_drop = _fraction(raw, "maxDrop", path, default=SLICE_DEFAULTS.max_drop)
     min_samples = _number(raw, "minSamples", path, minimum=1.0)
     assert max_drop is not None
     return ImportantSlices(
         slices=tuple(names),
         thresholds=SliceThresholds(
             max_drop=max_drop,
-            min_samples=DEFAULT_MIN_SLICE_SAMPLES if min_samples is None else min_samples,
+            min_samples=SLICE_DEFAULTS.min_samples if min_samples is None else min_samples,
             min_quality=_fraction(raw, "minQuality", path, default=None),
         ),
         correct_query=_query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
