@@ -7,6 +7,7 @@ None. Idempotent reads are retried a few times with tenacity before giving up fo
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -165,8 +166,6 @@ class Kube:
         return None if found is None else dict(found.data or {})
 
     def get_secret_data(self, *, namespace: str, name: str) -> dict[str, str] | None:
-        import base64
-
         found = _none_if_absent(
             f"get Secret {namespace}/{name}", lambda: self.core.read_namespaced_secret(name, namespace)
         )
