@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
         api_client = client.ApiClient()
 
-    kube = Kube(api_client=api_client)
+    kube = Kube(api_client=api_client, instance=args.identity)
     manager = Manager(
         api_client=api_client,
         reconciler=Reconciler(

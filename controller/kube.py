@@ -83,12 +83,16 @@ class ObjectRef:
 class Kube:
     """Typed, error-mapped access to the few API calls the controller needs."""
 
-    def __init__(self, *, api_client: client.ApiClient, component: str = "model-rollouts") -> None:
+    def __init__(
+        self, *, api_client: client.ApiClient, component: str = "model-rollouts", instance: str = "model-rollouts"
+    ) -> None:
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.component = component
+        self.instance = instance
+        """This replica's name, written into the Events it emits."""
 
     # ModelRollouts -----------------------------------------------------------------------------
 
@@ -197,11 +201,12 @@ class Kube:
             type=type,
             reason=reason,
             message=message[:1024],
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
+            # eventTime keeps microseconds, so the Events of one pass list in the order they happened.
+            event_time=now,
+            action=reason,
             source=client.V1EventSource(component=self.component),
             reporting_component=self.component,
+            reporting_instance=self.instance,
         )
         try:
             _call(f"emit Event {reason}", lambda: self.core.create_namespaced_event(about.namespace, event))

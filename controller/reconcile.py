@@ -312,9 +312,8 @@ class Reconciler:
             name=meta["name"],
             uid=meta["uid"],
         )
-        now = self.clock()
         for event in plan.events:
             self.kube.emit_event(
-                about=about, type=event.type.value, reason=event.reason, message=event.message, now=now
+                about=about, type=event.type.value, reason=event.reason, message=event.message, now=self.clock()
             )
             telemetry.TRANSITIONS.labels(reason=event.reason).inc()
