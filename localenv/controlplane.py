@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
-import json
 import logging
 import os
 import secrets
@@ -43,7 +42,7 @@ from typing import Any
 import httpx
 import yaml
 
-from localenv.supervisor import live_state, state_file, stop_supervisor
+from localenv.supervisor import hold_until_signalled, live_state, stop_supervisor
 
 LOG = logging.getLogger(__name__)
 
@@ -477,19 +476,12 @@ def _serve(directory: Path, *, crd_files: tuple[Path, ...] | None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ControlPlane.start(ControlPlaneSettings(crd_files=crd_files, work_dir=work_dir)) as plane:
         state = {
-            "supervisor_pid": os.getpid(),
             "kubeconfig": str(plane.kubeconfig),
             "server_url": plane.server_url,
             "bin_dir": str(plane.bin_dir),
             "startup_seconds": round(plane.startup_seconds, 2),
         }
-        state_file(directory).write_text(json.dumps(state, indent=2))
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            LOG.info("stopping")
-        finally:
-            state_file(directory).unlink(missing_ok=True)
+        hold_until_signalled(directory, state)
     return 0
 
 

@@ -94,16 +94,23 @@ def start_workload_controllers(plane: ControlPlane, settings: WorkloadSettings =
     kwok_dir = build_kwok()
     pki = plane.work_dir / "pki"
     kubeconfig = str(plane.kubeconfig)
-    plane.start_component(
-        name="kube-controller-manager",
-        argv=[
-            str(plane.bin_dir / "kube-controller-manager"),
+
+    def component_flags() -> list[str]:
+        """What kube-controller-manager and kube-scheduler share: one identity, loopback only."""
+        return [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_local_port()}",
             "--leader-elect=false",
+        ]
+
+    plane.start_component(
+        name="kube-controller-manager",
+        argv=[
+            str(plane.bin_dir / "kube-controller-manager"),
+            *component_flags(),
             f"--controllers={','.join(CONTROLLERS)}",
             f"--service-account-private-key-file={pki / 'service-account.key'}",
             f"--root-ca-file={pki / 'serving' / 'apiserver.crt'}",
@@ -113,12 +120,7 @@ def start_workload_controllers(plane: ControlPlane, settings: WorkloadSettings =
         name="kube-scheduler",
         argv=[
             str(plane.bin_dir / "kube-scheduler"),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_local_port()}",
-            "--leader-elect=false",
+            *component_flags(),
         ],
     )
     plane.start_component(

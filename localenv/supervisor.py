@@ -54,3 +54,15 @@ def stop_supervisor(directory: Path, *, timeout_seconds: float, what: str) -> in
         time.sleep(POLL_SECONDS)
     print(f"{what} stopped", file=sys.stderr)
     return 0
+
+
+def hold_until_signalled(directory: Path, state: dict[str, Any]) -> None:
+    """Publishes `state` for `up`, `env` and `down`, then waits for SIGTERM or Ctrl-C; the state
+    file goes away when this returns, so a later `up` never finds a dead supervisor's state."""
+    state_file(directory).write_text(json.dumps({"supervisor_pid": os.getpid(), **state}, indent=2))
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        state_file(directory).unlink(missing_ok=True)

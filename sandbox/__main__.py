@@ -8,7 +8,6 @@ the foreground until Ctrl-C or SIGTERM. State lives in `--dir` (default out/sand
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localenv.supervisor import live_state, state_file, stop_supervisor
+from localenv.supervisor import hold_until_signalled, live_state, stop_supervisor
 from sandbox.environment import EXAMPLE_ROLLOUT, NAMESPACE, REPO_ROOT, VERSIONS, Sandbox, SandboxSettings
 
 DEFAULT_DIR = REPO_ROOT / "out" / "sandbox"
@@ -37,14 +36,7 @@ def _serve(directory: Path, *, traffic_per_second: float) -> int:
         control_plane_work_dir=directory / "control-plane",
     )
     with Sandbox.start(settings, progress=lambda text: logging.info("%s", text)) as sandbox:
-        state = {"supervisor_pid": os.getpid(), **sandbox.describe()}
-        state_file(directory).write_text(json.dumps(state, indent=2))
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            logging.info("stopping")
-        finally:
-            state_file(directory).unlink(missing_ok=True)
+        hold_until_signalled(directory, sandbox.describe())
     return 0
 
 
