@@ -7,9 +7,9 @@ a model of its own, in a namespace of its own: 50 % to v2, then a long analyze s
 the run waits a random fraction of an interval, so that regressions fall anywhere between two
 measurements, then v2 starts failing a fifth of its requests.
 
-* visible: the first time the preset's own query, polled on Prometheus every 50 ms for both
-  versions, breaks the preset's bound (the candidate's error rate more than 0.01 above the
-  baseline's): from then on, any measurement the controller takes fails;
+* visible: the first time the controller's own judge, fed the preset's own count queries polled on
+  Prometheus every 50 ms for both versions over the analyze step so far, finds evidence of harm:
+  from then on, any measurement the controller takes fails;
 * rolled back: the first route update, seen through a watch, that gives v2 weight 0.
 
 Target: at most one analysis interval plus 2 s.
@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,19 @@ from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.analysis.evaluate import bound_violations
-from controller.analysis.presets import PRESETS
-from controller.analysis.spec import render_template
+from controller.analysis.evaluate import Result
+from controller.analysis.evidence import Evidence, Segment
+from controller.analysis.judges import Budget, Versions, judge_evidence
+from controller.analysis.spec import (
+    DEFAULT_FALSE_PROMOTION_RATE,
+    DEFAULT_FALSE_ROLLBACK_RATE,
+    RateTest,
+    SequentialSpec,
+    format_window,
+    parse_metric,
+    render_template,
+)
+from controller.api import parse_time
 from localenv.controller import start_controller
 from localenv.controlplane import ControlPlane
 from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
@@ -46,7 +57,9 @@ SLACK_SECONDS = 2.0
 """What the target allows on top of one interval: the queries, the decision, the route write."""
 POLL_SECONDS = 0.05
 REGRESSION = Behaviour(error_rate=0.2)
-PRESET = PRESETS["error-rate"]
+PRESET = parse_metric({"name": "errors", "preset": "error-rate"}, path="bench")
+assert isinstance(PRESET, SequentialSpec) and isinstance(PRESET.test, RateTest)
+PRESET_TEST = PRESET.test
 
 # The official client leaves this function unannotated.
 _new_client_from_config: Any = kubernetes.config.new_client_from_config
@@ -73,19 +86,33 @@ class TimedWeightRecorder(WeightRecorder):
         return next((at for at, weights in timeline if at >= after and weights.get("v2") == candidate_weight), None)
 
 
-def error_rate(prometheus: LocalPrometheus, *, model: str, version: str) -> float | None:
-    """The preset's query for `version`, as the controller runs it; None without data."""
-    query = render_template(PRESET.query, {"model": model, "version": version, "namespace": "", "window": WINDOW})
-    result = prometheus.query(query)
-    return float(result[0]["value"][1]) if result else None
+def counts(prometheus: LocalPrometheus, *, model: str, version: str, seconds: float) -> dict[str, float]:
+    """The preset's counts for `version` over the last `seconds`, as the controller reads them."""
+    variables = {"model": model, "version": version, "namespace": "", "window": format_window(round(seconds, 3))}
+    numbers = {}
+    for query in PRESET_TEST.queries:
+        result = prometheus.query(render_template(query.query, variables))
+        if result:
+            numbers[query.name] = float(result[0]["value"][1])
+    return numbers
 
 
-def regression_visible(prometheus: LocalPrometheus, *, model: str) -> bool:
-    candidate = error_rate(prometheus, model=model, version="v2")
-    baseline = error_rate(prometheus, model=model, version="v1")
-    if candidate is None or baseline is None:
-        return False
-    return bool(bound_violations(comparison=PRESET.comparison, candidate=candidate, baseline=baseline))
+def regression_visible(prometheus: LocalPrometheus, *, model: str, step_started: datetime) -> bool:
+    seconds = max((datetime.now(UTC) - step_started).total_seconds(), 1.0)
+    segment = Segment(
+        step=1,
+        started_at=step_started,
+        seconds=seconds,
+        candidate=counts(prometheus, model=model, version="v2", seconds=seconds),
+        baseline=counts(prometheus, model=model, version="v1", seconds=seconds),
+    )
+    look = judge_evidence(
+        PRESET_TEST,
+        Evidence(metric="errors", segments=(segment,)),
+        budget=Budget(false_rollback=DEFAULT_FALSE_ROLLBACK_RATE, false_promotion=DEFAULT_FALSE_PROMOTION_RATE),
+        versions=Versions(baseline="v1", candidate="v2"),
+    )
+    return look.judgement.result == Result.FAILED
 
 
 def one_run(
@@ -118,11 +145,13 @@ def one_run(
             what="the first measurement",
             timeout=interval + 30,
         )
+        step_started = parse_time(world.status().get("stepStartedAt"))
+        assert step_started is not None
         time.sleep(random.uniform(0, interval))
         regressed_at = time.monotonic()
         player.play("v2", REGRESSION)
-        wait_for(lambda: regression_visible(prometheus, model=namespace), what="the regression in Prometheus",
-                 timeout=30)  # fmt: skip
+        wait_for(lambda: regression_visible(prometheus, model=namespace, step_started=step_started),
+                 what="the regression in Prometheus", timeout=30)  # fmt: skip
         visible_at = time.monotonic()
         world.wait_for_phase("RolledBack", timeout=interval + 30)
         zero_at = wait_for(

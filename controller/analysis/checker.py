@@ -3,6 +3,11 @@
 A run is one series of measurements judged together: the current `analyze` step's window
 (`step-<index>`), or background analysis across the steps from `startingStep` on (`background`).
 During an analyze step only the step's run measures, so no query runs twice in one interval.
+
+A sequential metric's evidence outlives runs: it is kept per metric for the whole candidate, one
+segment per step (controller.analysis.evidence), so a decision rests on all the traffic since the
+metric was first measured and the rollout's error budget covers every step and look at once.
+
 Everything the checker needs between passes is in status.analysis, so a restarted controller
 resumes where the last one stopped; the clock comes in as `context.now`.
 """
@@ -25,14 +30,18 @@ from controller.analysis.evaluate import (
     judge,
     metric_state,
 )
-from controller.analysis.model_checks import ONE_NUMBER, Numbers, compares_baseline, judge_check, queries
+from controller.analysis.evidence import Evidence, Segment, evidence_by_metric, number_key
+from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.providers import InvalidQuery, MetricProvider, VectorProvider
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
+    CountQuery,
     MetricSpec,
-    ModelCheckSpec,
     PrometheusSource,
+    PromoteWhen,
+    SequentialSpec,
+    SlowRequestsTest,
     check_unique_names,
     format_window,
     parse_analysis,
@@ -40,7 +49,7 @@ from controller.analysis.spec import (
     render_template,
 )
 from controller.analysis.telemetry import MEASUREMENT_VALUE
-from controller.api import JSON, SpecError, format_time, parse_time
+from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, RubricEntry, StepWindow
 from controller.errors import PermanentError, TemporaryError
 
@@ -104,6 +113,14 @@ class _Plan:
     started_at: datetime
     window_end: datetime | None
     """End of the analyze step's window; None for background analysis."""
+    extension_end: datetime | None
+    """With evidenceOfSafety: the latest an analyze step may run to; None otherwise."""
+    segment_step: int
+    """The step whose traffic split this look's counts are taken at."""
+    segment_start: datetime
+    """When the counts of this look's segment begin."""
+    budget: Budget
+    """Each sequential metric's share of the rollout's error rates."""
 
 
 class AnalysisChecker:
@@ -122,18 +139,22 @@ class AnalysisChecker:
         if run is None or run.started_at != plan.started_at:
             run = Run(name=plan.run_name, started_at=plan.started_at)
         interval = timedelta(seconds=plan.analysis.interval_seconds)
-        window_over = plan.window_end is not None and context.now >= plan.window_end
         measurements = list(stored.measurements)
-        states = self._states(plan, run, window_over=window_over)
+        evidence = dict(stored.evidence)
+        states = self._states(plan, run, now=context.now)
         waiting = [m for m, s in zip(plan.metrics, states, strict=True) if not s.complete]
         if waiting and context.now >= (run.last_measured_at or run.started_at) + interval:
             tallies = dict(run.tallies or {})
             for metric in waiting:
-                record = self._measure(context, plan, metric)
+                if isinstance(metric, SequentialSpec):
+                    gathered = evidence.get(metric.name) or Evidence(metric=metric.name)
+                    record, evidence[metric.name] = self._look(context, plan, metric, gathered)
+                else:
+                    record = self._measure(context, plan, metric)
                 tallies[metric.name] = run.tally(metric.name).after(record.judgement)
                 measurements.append(record.to_json(run=run.name))
             run = replace(run, last_measured_at=context.now, tallies=tallies)
-            states = self._states(plan, run, window_over=window_over)
+            states = self._states(plan, run, now=context.now)
         overall = combine(states, on_inconclusive=plan.analysis.on_inconclusive)
         # Kept: the background run (paused during analyze steps) and the run measured now.
         runs = [r for r in stored.runs if r.name == BACKGROUND_RUN and r.name != run.name] + [run]
@@ -141,13 +162,15 @@ class AnalysisChecker:
             "candidateHash": context.spec.candidate_hash(),
             "verdict": overall.verdict.value,
             "message": overall.message,
+            "falseRollbackRate": plan.analysis.false_rollback_rate,
             "runs": [r.to_json() for r in runs],
+            "evidence": [entry.to_json() for _, entry in sorted(evidence.items())],
             "measurements": measurements[-plan.analysis.measurement_history_limit :],
         }
         return CheckOutcome(
             verdict=overall.verdict,
             message=overall.message,
-            requeue_after=_requeue_after(context.now, run, interval, plan.window_end, states),
+            requeue_after=_requeue_after(context.now, run, interval, plan, states),
             on_inconclusive=overall.on_inconclusive,
             status_fields={STATUS_FIELD: status},
             rubric=tuple(
@@ -157,8 +180,19 @@ class AnalysisChecker:
             ),
         )
 
-    def _states(self, plan: _Plan, run: Run, *, window_over: bool) -> list[MetricState]:
-        return [metric_state(metric=m, tally=run.tally(m.name), window_over=window_over) for m in plan.metrics]
+    def _states(self, plan: _Plan, run: Run, *, now: datetime) -> list[MetricState]:
+        window_over = plan.window_end is not None and now >= plan.window_end
+        extension_over = plan.extension_end is not None and now >= plan.extension_end
+        return [
+            metric_state(
+                metric=m,
+                tally=run.tally(m.name),
+                window_over=window_over,
+                needs_safety=plan.extension_end is not None and isinstance(m, SequentialSpec),
+                extension_over=extension_over,
+            )
+            for m in plan.metrics
+        ]
 
     def _plan(self, context: CheckContext) -> _Plan | None:
         analysis = parse_analysis(context.spec.analysis)
@@ -172,12 +206,17 @@ class AnalysisChecker:
                     f"spec.steps[{step.index}].analyze",
                     "has no metrics to measure; add spec.analysis.metrics or templates",
                 )
+            window_end = step.started_at + timedelta(seconds=step.seconds)
             return _Plan(
                 analysis=analysis,
                 metrics=metrics,
                 run_name=f"step-{step.index}",
                 started_at=step.started_at,
-                window_end=step.started_at + timedelta(seconds=step.seconds),
+                window_end=window_end,
+                extension_end=_extension_end(context, analysis, step),
+                segment_step=step.index,
+                segment_start=step.started_at,
+                budget=self._budget(context, analysis),
             )
         if analysis is None or analysis.starting_step is None:
             return None
@@ -187,12 +226,19 @@ class AnalysisChecker:
         if not metrics:
             raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
         previous = _Stored.of(context).run(BACKGROUND_RUN)
+        started_at = previous.started_at if previous is not None else context.now
+        step_started = parse_time(context.status.step_started_at) or started_at
         return _Plan(
             analysis=analysis,
             metrics=metrics,
             run_name=BACKGROUND_RUN,
-            started_at=previous.started_at if previous is not None else context.now,
+            started_at=started_at,
             window_end=None,
+            extension_end=None,
+            segment_step=context.status.current_step_index,
+            # Each step of background analysis is a segment of its own: its weight is steady.
+            segment_start=max(started_at, step_started),
+            budget=self._budget(context, analysis),
         )
 
     def _template_metrics(self, namespace: str, names: tuple[str, ...]) -> tuple[AnalysisMetric, ...]:
@@ -208,9 +254,25 @@ class AnalysisChecker:
         check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
         return tuple(metrics)
 
-    def _measure(self, context: CheckContext, plan: _Plan, metric: AnalysisMetric) -> _Record:
-        if isinstance(metric, ModelCheckSpec):
-            return self._measure_check(context, plan, metric)
+    def _budget(self, context: CheckContext, analysis: AnalysisSpec) -> Budget:
+        """An equal share of the rollout's error rates for every sequential metric the rollout
+        measures in any step (Bonferroni: the shares add up to the whole)."""
+        step_templates = tuple(
+            name for step in context.spec.steps if isinstance(step, AnalyzeStep) for name in step.templates
+        )
+        names = {m.name for m in analysis.metrics if isinstance(m, SequentialSpec)}
+        for name in dict.fromkeys(analysis.templates + step_templates):
+            template = self._template_lookup(namespace=context.namespace, name=name) or {}
+            for metric in parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"):
+                if isinstance(metric, SequentialSpec):
+                    names.add(metric.name)
+        shares = max(len(names), 1)
+        return Budget(
+            false_rollback=analysis.false_rollback_rate / shares,
+            false_promotion=analysis.false_promotion_rate / shares,
+        )
+
+    def _measure(self, context: CheckContext, plan: _Plan, metric: MetricSpec) -> _Record:
         readings = {
             role: self._read(context, plan, metric, version)
             for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version))
@@ -218,46 +280,83 @@ class AnalysisChecker:
         judgement = judge(metric=metric, baseline=readings["baseline"], candidate=readings["candidate"])
         return _record(context, metric, judgement, readings["baseline"], readings["candidate"])
 
-    def _measure_check(self, context: CheckContext, plan: _Plan, metric: ModelCheckSpec) -> _Record:
-        """A model-aware check: read its queries for the versions it compares, judge them together."""
-        versions = {"baseline": context.stable_version, "candidate": context.spec.candidate}
-        roles = ("candidate", "baseline") if compares_baseline(metric.check) else ("candidate",)
-        numbers: dict[str, dict[str, Numbers]] = {"baseline": {}, "candidate": {}}
-        for role in roles:
-            variables = _variables(context, plan, metric, versions[role])
-            try:
-                numbers[role] = {
-                    query.name: self._read_numbers(
-                        PrometheusSource(query=render_template(query.query, variables), address=metric.check.address),
-                        by=query.by,
-                        namespace=context.namespace,
-                    )
-                    for query in queries(metric.check)
-                }
-            except (TemporaryError, PermanentError) as error:
-                permanent = isinstance(error, PermanentError)
-                readings = {r: Reading(version=v) for r, v in versions.items()}
-                readings[role] = Reading(version=versions[role], error=str(error), permanent=permanent)
-                reason = f"{role} {versions[role]}: {error}"
-                judgement = Judgement(result=Result.ERROR, reason=reason, permanent=permanent)
-                return _record(context, metric, judgement, readings["baseline"], readings["candidate"])
-        result = judge_check(
-            metric.check,
-            baseline_version=versions["baseline"],
-            candidate_version=versions["candidate"],
-            baseline=numbers["baseline"],
+    def _look(
+        self, context: CheckContext, plan: _Plan, metric: SequentialSpec, evidence: Evidence
+    ) -> tuple[_Record, Evidence]:
+        """A sequential metric: read its counts over the segment so far, add them to its evidence,
+        and judge all of it."""
+        test = metric.test
+        versions = Versions(baseline=context.stable_version, candidate=context.spec.candidate)
+        roles = {"candidate": versions.candidate}
+        if test.compares_baseline:
+            roles["baseline"] = versions.baseline
+        seconds = max((context.now - plan.segment_start).total_seconds(), 1.0)
+        threshold = evidence.threshold
+        numbers: dict[str, dict[str, float]] = {"candidate": {}, "baseline": {}}
+        try:
+            if isinstance(test, SlowRequestsTest) and threshold is None:
+                lookback = self._read_counts(
+                    context, test.queries, test.address, versions.baseline, test.lookback_seconds
+                )
+                threshold = slow_threshold(
+                    {float(k.partition(":")[2]): v for k, v in lookback.items()}, quantile=test.quantile
+                )
+            for role, version in roles.items():
+                numbers[role] = self._read_counts(context, test.queries, test.address, version, seconds)
+        except (TemporaryError, PermanentError) as error:
+            permanent = isinstance(error, PermanentError)
+            reason = f"{error}"
+            judgement = Judgement(result=Result.ERROR, reason=reason, permanent=permanent)
+            record = _record(
+                context,
+                metric,
+                judgement,
+                Reading(version=versions.baseline),
+                Reading(version=versions.candidate, error=reason, permanent=permanent),
+            )
+            return record, evidence
+        segment = Segment(
+            step=plan.segment_step,
+            started_at=plan.segment_start,
+            seconds=seconds,
             candidate=numbers["candidate"],
+            baseline=numbers["baseline"],
         )
-        return _record(context, metric, result.judgement, result.baseline, result.candidate, details=result.details)
+        evidence = replace(evidence.with_segment(segment), threshold=threshold, looks=evidence.looks + 1)
+        look = judge_evidence(test, evidence, budget=plan.budget, versions=versions)
+        judgement = replace(look.judgement, reason=f"look {evidence.looks}: {look.judgement.reason}")
+        summary = {"look": evidence.looks, "verdict": judgement.result.value, **look.summary}
+        evidence = replace(evidence, summary=summary)
+        details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
+        return _record(context, metric, judgement, look.baseline, look.candidate, details=details), evidence
 
-    def _read_numbers(self, source: PrometheusSource, *, by: str | None, namespace: str) -> Numbers:
+    def _read_counts(
+        self, context: CheckContext, queries: tuple[CountQuery, ...], address: str | None, version: str, seconds: float
+    ) -> dict[str, float]:
+        """Every count of a sequential metric for one version over the last `seconds`; a query
+        without data leaves its key out."""
+        variables = {
+            "model": context.spec.model,
+            "version": version,
+            "namespace": context.namespace,
+            "window": format_window(round(seconds, 3)),
+        }
+        numbers: dict[str, float] = {}
+        for query in queries:
+            source = PrometheusSource(query=render_template(query.query, variables), address=address)
+            for label_value, value in self._read_numbers(source, by=query.by, namespace=context.namespace).items():
+                if math.isfinite(value):
+                    numbers[number_key(query.name, label_value)] = value
+        return numbers
+
+    def _read_numbers(self, source: PrometheusSource, *, by: str | None, namespace: str) -> dict[str | None, float]:
         provider = self._providers[PrometheusSource.provider]
         if by is None:
             value = provider.measure(source=source, namespace=namespace)
-            return {} if value is None else {ONE_NUMBER: value}
+            return {} if value is None else {None: value}
         if not isinstance(provider, VectorProvider):
             raise InvalidQuery(f"the {PrometheusSource.provider} provider cannot read one number per {by}")
-        return provider.measure_by(source=source, label=by)
+        return {key: value for key, value in provider.measure_by(source=source, label=by).items()}
 
     def _read(self, context: CheckContext, plan: _Plan, metric: MetricSpec, version: str) -> Reading:
         variables = _variables(context, plan, metric, version)
@@ -280,6 +379,27 @@ class AnalysisChecker:
         except PermanentError as error:
             return Reading(version=version, error=str(error), permanent=True)
         return Reading(version=version, value=value, samples=samples)
+
+
+def _extension_end(context: CheckContext, analysis: AnalysisSpec, step: StepWindow) -> datetime | None:
+    """With evidenceOfSafety: how long the step may wait for it; checked against the deadline."""
+    if analysis.promote_when != PromoteWhen.EVIDENCE_OF_SAFETY:
+        return None
+    longest = analysis.max_duration_seconds or 3 * step.seconds
+    if longest < step.seconds:
+        raise SpecError(
+            "spec.analysis.maxDuration",
+            f"{longest:g}s is shorter than analyze step {step.index} ({step.seconds:g}s); give at least that",
+        )
+    deadline = context.spec.progress_deadline_seconds
+    if longest - step.seconds >= deadline:
+        raise SpecError(
+            "spec.analysis.maxDuration",
+            f"lets analyze step {step.index} run {longest - step.seconds:g}s past its duration, as long as "
+            f"spec.progressDeadlineSeconds ({deadline:g}s) or longer, so the deadline would fail the rollout first; "
+            "raise progressDeadlineSeconds or lower maxDuration",
+        )
+    return step.started_at + timedelta(seconds=longest)
 
 
 def _variables(context: CheckContext, plan: _Plan, metric: AnalysisMetric, version: str) -> dict[str, str]:
@@ -352,6 +472,7 @@ class _Stored:
 
     runs: tuple[Run, ...] = ()
     measurements: tuple[JSON, ...] = field(default_factory=tuple)
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
 
     @staticmethod
     def of(context: CheckContext) -> _Stored:
@@ -361,7 +482,9 @@ class _Stored:
             return _Stored()
         runs = (Run.from_json(r) for r in raw.get("runs", []))
         return _Stored(
-            runs=tuple(run for run in runs if run is not None), measurements=tuple(raw.get("measurements", []))
+            runs=tuple(run for run in runs if run is not None),
+            measurements=tuple(raw.get("measurements", [])),
+            evidence=evidence_by_metric(raw.get("evidence") or []),
         )
 
     def run(self, name: str) -> Run | None:
@@ -369,12 +492,12 @@ class _Stored:
 
 
 def _requeue_after(
-    now: datetime, run: Run, interval: timedelta, window_end: datetime | None, states: list[MetricState]
+    now: datetime, run: Run, interval: timedelta, plan: _Plan, states: list[MetricState]
 ) -> float | None:
-    """Seconds until the next measurement is due or the step's window ends, whichever is first."""
+    """Seconds until the next measurement is due or the step's window (or its extension) ends,
+    whichever is first."""
     if all(state.complete for state in states):
         return None
     moments = [(run.last_measured_at or run.started_at) + interval]
-    if window_end is not None and window_end > now:
-        moments.append(window_end)
+    moments.extend(end for end in (plan.window_end, plan.extension_end) if end is not None and end > now)
     return max(0.0, (min(moments) - now).total_seconds())

@@ -60,6 +60,8 @@ class Judgement:
     reason: str
     """For people: the values compared and by how much a bound was missed or kept."""
     permanent: bool = False
+    safe: bool = False
+    """A sequential test showed the candidate within tolerance (what evidenceOfSafety waits for)."""
 
 
 def _number(value: float) -> str:
@@ -159,6 +161,8 @@ class Tally:
     last_reason: str = ""
     last_permanent: bool = False
     """The latest measurement hit an error retrying cannot fix."""
+    last_safe: bool = False
+    """The latest measurement showed the candidate within tolerance."""
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -168,6 +172,7 @@ class Tally:
             "consecutiveInconclusive": self.consecutive_inconclusive,
             "lastReason": self.last_reason,
             "lastPermanent": self.last_permanent,
+            "lastSafe": self.last_safe,
         }
         if self.last_result is not None:
             body["lastResult"] = self.last_result.value
@@ -184,6 +189,7 @@ class Tally:
             last_result=Result(result) if isinstance(result, str) and result in Result._value2member_map_ else None,
             last_reason=str(raw.get("lastReason", "")),
             last_permanent=bool(raw.get("lastPermanent", False)),
+            last_safe=bool(raw.get("lastSafe", False)),
         )
 
     def after(self, judgement: Judgement) -> Tally:
@@ -198,6 +204,7 @@ class Tally:
             last_result=result,
             last_reason=judgement.reason,
             last_permanent=judgement.permanent,
+            last_safe=judgement.safe,
         )
 
 
@@ -211,8 +218,14 @@ class MetricState:
     """Passed and needs no further measurement."""
 
 
-def metric_state(*, metric: MeasuredSpec, tally: Tally, window_over: bool) -> MetricState:
-    """Where one metric stands after its measurements so far."""
+def metric_state(
+    *, metric: MeasuredSpec, tally: Tally, window_over: bool, needs_safety: bool = False, extension_over: bool = False
+) -> MetricState:
+    """Where one metric stands after its measurements so far.
+
+    `needs_safety` (promoteWhen: evidenceOfSafety): a passing metric is complete only once its
+    latest look showed the candidate within tolerance; past the window it keeps measuring until
+    `extension_over` (maxDuration), then it is Inconclusive beyond its limit."""
     name = metric.name
     if tally.failed > metric.failure_limit:
         return MetricState(
@@ -251,6 +264,16 @@ def metric_state(*, metric: MeasuredSpec, tally: Tally, window_over: bool) -> Me
             f"{metric.failure_limit} tolerated; measuring again)",
         )
     complete = window_over or (metric.count is not None and tally.measurements >= metric.count)
+    if complete and needs_safety and not tally.last_safe:
+        if extension_over:
+            return MetricState(
+                verdict=Verdict.INCONCLUSIVE,
+                message=f"{name}: not shown within tolerance by maxDuration: {tally.last_reason}",
+                escalated=True,
+            )
+        return MetricState(
+            verdict=Verdict.RUNNING, message=f"{name}: waiting for evidence of safety: {tally.last_reason}"
+        )
     return MetricState(
         verdict=Verdict.SUCCESSFUL if complete else Verdict.RUNNING,
         message=f"{name}: {tally.last_reason}",

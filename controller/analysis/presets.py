@@ -1,89 +1,105 @@
 """Built-in metrics, so a short manifest gets a sound comparison.
 
 Each preset is PromQL over the model-metrics convention (docs/model-metrics.md), templated with
-`{{model}}`, `{{version}}`, `{{namespace}}` and `{{window}}`; docs/analysis.md lists the queries. A
-metric naming a preset may override its query, its sample-count query and its comparison. The
-model-aware checks (prediction drift, important slices, offline vs online) default to the queries
-at the end of this module.
+`{{model}}`, `{{version}}`, `{{namespace}}` and `{{window}}`; docs/analysis.md lists the queries.
+
+Most presets are **counts**: how many bad (or good) events and how many trials a version had in
+`{{window}}`, which the controller sets to the time since the evidence began, so the judge sees
+every request since then (docs/statistics.md). `latency-p99` counts requests slower than the
+baseline's 99th percentile from the latency histogram. `container-memory` is a gauge, not a
+sample: it is read and bounded as one number. The model-aware checks (prediction drift, important
+slices, offline vs online) default to the queries at the end of this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.analysis.comparison import Comparison, Direction
+from controller.analysis.comparison import Comparison, Direction, Tolerance
 
 _SELECTOR = 'model="{{model}}",version="{{version}}"'
-DEFAULT_MIN_SAMPLES = 50.0
-"""Requests (or labelled feedback events) a preset measurement needs in its window."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Preset:
-    query: str
-    """PromQL for the value, one number per version."""
-    samples_query: str
-    """PromQL counting the samples behind the value in the window, for minSamples."""
-    comparison: Comparison
-    """Bounds used unless the metric gives its own."""
-    rubric_items: tuple[str, ...]
-    """ML Test Score items a measurement verifies."""
-    min_samples: float = DEFAULT_MIN_SAMPLES
 
 
 def _increase(counter: str, *, by: str | None = None) -> str:
-    """PromQL: how much `counter` grew in the window for the version, summed (by `by`)."""
+    """PromQL: how much `counter` grew in the window for the version, summed (by `by`).
+
+    increase() adds a counter's value after a reset (a restarted server) instead of reading the
+    drop as negative, and extrapolates to the window's edges (docs/statistics.md)."""
     grouping = f" by ({by}) " if by else ""
     return f"sum{grouping}(increase({counter}{{{_SELECTOR}}}[{{{{window}}}}]))"
 
 
-def _rate(counter: str) -> str:
-    return f"sum(rate({counter}{{{_SELECTOR}}}[{{{{window}}}}]))"
+def _or_zero(query: str) -> str:
+    # A counter that never moved (no error yet) may have no series at all: that is 0, not "no data".
+    return f"({query} or vector(0))"
 
 
-# Every predicted row is either observed in the prediction histogram or counted as non-finite.
-_PREDICTED_ROWS = f"({_rate('model_predictions_count')} + ({_rate('model_nonfinite_outputs_total')} or vector(0)))"
+@dataclass(frozen=True, kw_only=True)
+class CountsPreset:
+    """Events out of trials, per version: judged by the sequential test of their rates."""
+
+    events_query: str
+    trials_query: str
+    events_are_bad: bool
+    """True: errors, NaN outputs (higher is worse); False: right answers (lower is worse)."""
+    tolerance: Tolerance
+    rubric_items: tuple[str, ...]
 
 
-def _per_predicted_row(counter: str) -> str:
-    return f"({_rate(counter)} or vector(0)) / {_PREDICTED_ROWS}"
+@dataclass(frozen=True, kw_only=True)
+class SlowRequestsPreset:
+    """Requests slower than the baseline's quantile, per version, from a latency histogram."""
+
+    buckets_query: str
+    quantile: float
+    tolerance: Tolerance
+    rubric_items: tuple[str, ...]
 
 
-_REQUESTS_IN_WINDOW = _increase("model_requests_total")
+@dataclass(frozen=True, kw_only=True)
+class GaugePreset:
+    """One number per version that is not a sample estimate (memory in use): bounded as read."""
+
+    query: str
+    samples_query: str
+    comparison: Comparison
+    rubric_items: tuple[str, ...]
+    min_samples: float = 1
+
+
+Preset = CountsPreset | SlowRequestsPreset | GaugePreset
+
+REQUESTS_QUERY = _increase("model_requests_total")
+_PREDICTED_ROWS = f"{_increase('model_predictions_count')} + {_or_zero(_increase('model_nonfinite_outputs_total'))}"
+"""Every predicted row is either observed in the prediction histogram or counted as non-finite."""
 _CONTAINER_MEMORY = (
     f'container_memory_working_set_bytes{{namespace="{{{{namespace}}}}",{_SELECTOR},container!="",container!="POD"}}'
 )
 
-
-def _ratio_of_rates(numerator: str, denominator: str) -> str:
-    # `or vector(0)`: a counter that never moved (no errors, no correct answer) has no series at
-    # all, which would otherwise make the whole ratio "no data" instead of 0.
-    return f"({_rate(numerator)} or vector(0)) / {_rate(denominator)}"
-
-
 PRESETS: dict[str, Preset] = {
-    "error-rate": Preset(
-        query=_ratio_of_rates("model_request_errors_total", "model_requests_total"),
-        samples_query=_REQUESTS_IN_WINDOW,
-        comparison=Comparison(direction=Direction.HIGHER_IS_WORSE, max_difference=0.01),
+    "error-rate": CountsPreset(
+        events_query=_or_zero(_increase("model_request_errors_total")),
+        trials_query=REQUESTS_QUERY,
+        events_are_bad=True,
+        # No worse than the baseline: the test's null is exactly "as good as the baseline".
+        tolerance=Tolerance(),
         rubric_items=("Monitor 6",),
     ),
-    "latency-p99": Preset(
-        query=(
-            "histogram_quantile(0.99, sum by (le) "
-            f"(rate(model_request_duration_seconds_bucket{{{_SELECTOR}}}[{{{{window}}}}])))"
-        ),
-        samples_query=_REQUESTS_IN_WINDOW,
-        comparison=Comparison(direction=Direction.HIGHER_IS_WORSE, max_ratio=1.2),
+    "latency-p99": SlowRequestsPreset(
+        buckets_query=_increase("model_request_duration_seconds_bucket", by="le"),
+        quantile=0.99,
+        # Up to 20 % more requests slower than the baseline's p99 than the baseline has.
+        tolerance=Tolerance(relative=0.2),
         rubric_items=("Monitor 6",),
     ),
-    "feedback-accuracy": Preset(
-        query=_ratio_of_rates("model_feedback_correct_total", "model_feedback_total"),
-        samples_query=_increase("model_feedback_total"),
-        comparison=Comparison(direction=Direction.LOWER_IS_WORSE, max_difference=0.02),
+    "feedback-accuracy": CountsPreset(
+        events_query=_or_zero(_increase("model_feedback_correct_total")),
+        trials_query=_increase("model_feedback_total"),
+        events_are_bad=False,
+        tolerance=Tolerance(absolute=0.02),
         rubric_items=("Monitor 7", "Model 5"),
     ),
-    "container-memory": Preset(
+    "container-memory": GaugePreset(
         # cAdvisor's series carry namespace, pod and container; model and version must be copied
         # from the pod's labels by the scrape configuration (docs/checks/computing-performance.md).
         # The largest container: memory runs out per container, not on average.
@@ -92,21 +108,22 @@ PRESETS: dict[str, Preset] = {
         samples_query=f"count({_CONTAINER_MEMORY})",
         comparison=Comparison(direction=Direction.HIGHER_IS_WORSE, max_ratio=1.2),
         rubric_items=("Monitor 6",),
-        min_samples=1,
     ),
-    "nonfinite-outputs": Preset(
-        query=_per_predicted_row("model_nonfinite_outputs_total"),
-        samples_query=_REQUESTS_IN_WINDOW,
-        # A model should never answer NaN: any increase over the baseline fails.
-        comparison=Comparison(direction=Direction.HIGHER_IS_WORSE, max_difference=0.0),
+    "nonfinite-outputs": CountsPreset(
+        events_query=_or_zero(_increase("model_nonfinite_outputs_total")),
+        trials_query=_PREDICTED_ROWS,
+        events_are_bad=True,
+        # A model should never answer NaN: any increase over the baseline is harm.
+        tolerance=Tolerance(),
         rubric_items=("Monitor 5",),
     ),
-    "input-invariant-violations": Preset(
-        query=_per_predicted_row("model_input_invariant_violations_total"),
-        samples_query=_REQUESTS_IN_WINDOW,
+    "input-invariant-violations": CountsPreset(
+        events_query=_or_zero(_increase("model_input_invariant_violations_total")),
+        trials_query=_PREDICTED_ROWS,
+        events_are_bad=True,
         # Both versions see the same kind of inputs: a higher share means the candidate reads them
-        # differently (a skipped scaler, another feature order). 0.01 absorbs sampling noise.
-        comparison=Comparison(direction=Direction.HIGHER_IS_WORSE, max_difference=0.01),
+        # differently (a skipped scaler, another feature order).
+        tolerance=Tolerance(absolute=0.01),
         rubric_items=("Monitor 2",),
     ),
 }
@@ -114,8 +131,9 @@ PRESETS: dict[str, Preset] = {
 PREDICTION_HISTOGRAM_QUERY = _increase("model_predictions_bucket", by="le")
 """Prediction drift: each bucket's count in the window (cumulative, one series per `le`)."""
 SLICE_CORRECT_QUERY = _increase("model_feedback_correct_total", by="slice")
+"""A slice without a right answer yet may have no series: the judge counts it 0."""
 SLICE_TOTAL_QUERY = _increase("model_feedback_total", by="slice")
 """Important slices: correct and all labelled predictions in the window, one series per `slice`."""
-FEEDBACK_CORRECT_QUERY = _increase("model_feedback_correct_total")
+FEEDBACK_CORRECT_QUERY = _or_zero(_increase("model_feedback_correct_total"))
 FEEDBACK_TOTAL_QUERY = _increase("model_feedback_total")
 """Offline vs online: correct and all labelled predictions of a version in the window."""

@@ -3,6 +3,14 @@
 The CRD schema catches shapes; this module catches what a schema cannot (one provider or a
 preset, at least one bound, unknown template variables) and raises `SpecError` naming the field
 and the fix.
+
+Two kinds of metric:
+
+* `SequentialSpec`: counts that accumulate (the presets but container-memory, `counts`, and the
+  model-aware checks), judged on all the evidence since the run began by a test with a stated error
+  rate (controller.analysis.judges, docs/statistics.md);
+* `MetricSpec`: one number per version (a custom query, a web API, container memory), bounded as
+  read at each measurement.
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, ClassVar
 
-from controller.analysis.comparison import Comparison, Direction
+from controller.analysis.comparison import Comparison, Direction, Tolerance
 from controller.analysis.jsonpath import JsonPathError, parse_json_path
 from controller.analysis.presets import (
     FEEDBACK_CORRECT_QUERY,
@@ -22,11 +31,13 @@ from controller.analysis.presets import (
     PRESETS,
     SLICE_CORRECT_QUERY,
     SLICE_TOTAL_QUERY,
+    CountsPreset,
+    GaugePreset,
     Preset,
+    SlowRequestsPreset,
 )
 from controller.api import SpecError, parse_duration
 from controller.checks import InconclusivePolicy
-from controller.stats import DriftThresholds, SliceThresholds
 
 DEFAULT_INTERVAL_SECONDS = 30.0
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
@@ -34,6 +45,16 @@ DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 DEFAULT_MEASUREMENT_HISTORY_LIMIT = 20
 """Measurements kept in status.analysis.measurements; older ones are dropped."""
 DEFAULT_WEB_TIMEOUT_SECONDS = 10.0
+DEFAULT_FALSE_ROLLBACK_RATE = 0.05
+DEFAULT_FALSE_PROMOTION_RATE = 0.05
+DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 600.0
+"""Latency: the baseline's last ten minutes give the slow-request threshold."""
+DEFAULT_MAX_PSI = 0.2
+"""Prediction drift tolerance: PSI 0.2 is the usual line for a significant shift."""
+DEFAULT_MAX_JS_DISTANCE = 0.2
+"""About what a shift with PSI 0.2 gives (0.1 would reject a better model of the same task)."""
+DEFAULT_MAX_SLICE_DROP = 0.02
+DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 
 TEMPLATE_VARIABLES = frozenset({"model", "version", "namespace", "window"})
 """What `{{...}}` may name in a query, URL or body."""
@@ -149,7 +170,69 @@ class MetricSpec(MeasuredSpec):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model-aware checks: several numbers per version, judged by controller.stats
+# Sequential tests: counts that accumulate, judged by controller.analysis.judges with a stated
+# error rate (docs/statistics.md)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountQuery:
+    """One PromQL query a sequential test reads per version, over the time since its evidence began."""
+
+    name: str
+    """How the judge finds the query's numbers."""
+    query: str
+    """PromQL with template variables; `{{window}}` is the time since the evidence began."""
+    by: str | None = None
+    """The label keying the series (`le`, `slice`); None: the query gives one number."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateTest:
+    """Events out of trials per version (errors per request, right answers per label), compared by
+    the ratio of the versions' bad-event rates (controller.analysis.sequential)."""
+
+    key: ClassVar[str] = "counts"
+    compares_baseline: ClassVar[bool] = True
+    events_query: str
+    trials_query: str
+    events_are_bad: bool = True
+    """True: the events are bad (higher is worse); False: good (right answers; lower is worse)."""
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    max: float | None = None
+    """Guardrail on the candidate's events per trial: fails once its confidence sequence is above."""
+    min: float | None = None
+    """Guardrail on the candidate's events per trial: fails once its confidence sequence is below."""
+    min_trials: float | None = None
+    """Trials the candidate needs before the metric may pass (a floor the user asked for)."""
+    address: str | None = None
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (CountQuery(name="events", query=self.events_query), CountQuery(name="trials", query=self.trials_query))
+
+    @property
+    def tests(self) -> int:
+        """How many tests share the metric's error budget."""
+        return 1 + (self.max is not None) + (self.min is not None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlowRequestsTest:
+    """Requests slower than the baseline's quantile, per version, from the latency histogram: the
+    candidate's share of slow requests against the baseline's, like a rate of bad events."""
+
+    compares_baseline: ClassVar[bool] = True
+    tests: ClassVar[int] = 1
+    buckets_query: str
+    quantile: float
+    tolerance: Tolerance
+    lookback_seconds: float = DEFAULT_THRESHOLD_LOOKBACK_SECONDS
+    """The baseline traffic the slow-request threshold is read from, up to the first look."""
+    address: str | None = None
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (CountQuery(name="bucket", query=self.buckets_query, by="le"),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,11 +241,21 @@ class PredictionDrift:
 
     key: ClassVar[str] = "predictionDrift"
     rubric_items: ClassVar[tuple[str, ...]] = ("Monitor 7",)
-    thresholds: DriftThresholds
-    histogram_query: str
-    """PromQL giving each bucket's count in the window, one series per `le` (cumulative buckets)."""
+    compares_baseline: ClassVar[bool] = True
+    tests: ClassVar[int] = 1
+    max_psi: float = DEFAULT_MAX_PSI
+    """Tolerance: the population stability index may be this large without counting as drift."""
+    max_js_distance: float = DEFAULT_MAX_JS_DISTANCE
+    """Tolerance on the Jensen-Shannon distance (base 2, 0 to 1)."""
+    min_count: float = 0
+    """Predictions each version needs before drift may pass (a floor the user asked for)."""
+    histogram_query: str = PREDICTION_HISTOGRAM_QUERY
+    """PromQL giving each bucket's count since the evidence began, one series per `le`."""
     address: str | None = None
-    """Base URL of Prometheus; None uses the controller's default."""
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (CountQuery(name="bucket", query=self.histogram_query, by="le"),)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,14 +264,29 @@ class ImportantSlices:
 
     key: ClassVar[str] = "importantSlices"
     rubric_items: ClassVar[tuple[str, ...]] = ("Model 6",)
+    compares_baseline: ClassVar[bool] = True
     slices: tuple[str, ...]
     """The slices that matter, in the order reported."""
-    thresholds: SliceThresholds
-    correct_query: str
-    """PromQL giving the correct labelled predictions in the window, one series per `slice`."""
-    total_query: str
-    """PromQL giving all labelled predictions in the window, one series per `slice`."""
+    max_drop: float = DEFAULT_MAX_SLICE_DROP
+    """Tolerance: how much lower (absolute, 0.02 = two points) a slice's quality may be."""
+    min_quality: float | None = None
+    """Guardrail: the candidate's quality on every slice must not be shown below this."""
+    min_samples: float = 0
+    """Labelled predictions the candidate needs on each slice before it may pass."""
+    correct_query: str = SLICE_CORRECT_QUERY
+    total_query: str = SLICE_TOTAL_QUERY
     address: str | None = None
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (
+            CountQuery(name="correct", query=self.correct_query, by="slice"),
+            CountQuery(name="total", query=self.total_query, by="slice"),
+        )
+
+    @property
+    def tests(self) -> int:
+        return len(self.slices) * (1 + (self.min_quality is not None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,30 +295,44 @@ class OfflineVsOnline:
 
     key: ClassVar[str] = "offlineVsOnline"
     rubric_items: ClassVar[tuple[str, ...]] = ("Model 2",)
+    compares_baseline: ClassVar[bool] = False
+    tests: ClassVar[int] = 1
     offline: float
     """The candidate's quality (correct / labelled) from offline evaluation, e.g. test-set accuracy."""
-    max_gap: float
-    """Largest |offline - online| that passes."""
-    min_samples: float
-    """Labelled predictions of the candidate needed before the gap is judged."""
-    correct_query: str
-    """PromQL giving the candidate's correct labelled predictions in the window (one number)."""
-    total_query: str
-    """PromQL giving the candidate's labelled predictions in the window (one number)."""
+    max_gap: float = DEFAULT_MAX_OFFLINE_ONLINE_GAP
+    """Tolerance: the largest |offline - online| that passes."""
+    min_samples: float = 0
+    """Labelled predictions of the candidate needed before the gap may pass."""
+    correct_query: str = FEEDBACK_CORRECT_QUERY
+    total_query: str = FEEDBACK_TOTAL_QUERY
     address: str | None = None
 
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (CountQuery(name="correct", query=self.correct_query), CountQuery(name="total", query=self.total_query))
 
+
+SequentialTest = RateTest | SlowRequestsTest | PredictionDrift | ImportantSlices | OfflineVsOnline
 ModelCheck = PredictionDrift | ImportantSlices | OfflineVsOnline
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelCheckSpec(MeasuredSpec):
-    """A metric judged by a model-aware rule instead of a comparison of two numbers."""
+class SequentialSpec(MeasuredSpec):
+    """A metric judged on all its evidence so far by a sequential test with a stated error rate."""
 
-    check: ModelCheck
+    test: SequentialTest
 
 
-AnalysisMetric = MetricSpec | ModelCheckSpec
+AnalysisMetric = MetricSpec | SequentialSpec
+
+
+class PromoteWhen(StrEnum):
+    """When an analyze step whose window is over may pass."""
+
+    NO_EVIDENCE_OF_HARM = "noEvidenceOfHarm"
+    """At the end of the window unless a test showed harm (the achieved power is recorded)."""
+    EVIDENCE_OF_SAFETY = "evidenceOfSafety"
+    """Once every test shows the candidate within tolerance; the step extends up to maxDuration."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +348,15 @@ class AnalysisSpec:
     starting_step: int | None = None
     """Step index from which background analysis runs across all steps; None: only analyze steps."""
     measurement_history_limit: int = DEFAULT_MEASUREMENT_HISTORY_LIMIT
+    false_rollback_rate: float = DEFAULT_FALSE_ROLLBACK_RATE
+    """Largest chance of rolling back a candidate as good as the baseline, over the whole rollout:
+    all sequential metrics, slices, steps and looks together."""
+    false_promotion_rate: float = DEFAULT_FALSE_PROMOTION_RATE
+    """With evidenceOfSafety: largest chance of calling a candidate beyond tolerance safe."""
+    promote_when: PromoteWhen = PromoteWhen.NO_EVIDENCE_OF_HARM
+    max_duration_seconds: float | None = None
+    """With evidenceOfSafety: the longest an analyze step may extend to (from its start) waiting for
+    evidence of safety; None: three times the step's duration."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,30 +405,40 @@ def _duration(raw: Mapping[str, Any], key: str, path: str) -> float | None:
     return seconds
 
 
-def _parse_comparison(raw: Mapping[str, Any], path: str, *, base: Comparison | None) -> Comparison:
+def _parse_comparison(raw: Mapping[str, Any], path: str) -> Comparison:
     direction_text = raw.get("direction")
     if direction_text is not None and direction_text not in Direction._value2member_map_:
         raise SpecError(f"{path}.direction", f"{direction_text!r} is not one of higher-is-worse, lower-is-worse")
-    bounds = {
-        "max": _number(raw, "max", path),
-        "min": _number(raw, "min", path),
-        "max_ratio": _number(raw, "maxRatio", path, minimum=0.0),
-        "max_difference": _number(raw, "maxDifference", path, minimum=0.0),
-    }
-    if base is not None and all(v is None for v in bounds.values()):
-        # Only the direction (or nothing) given: the preset's bounds stay.
-        bounds = {k: getattr(base, k) for k in bounds}
-    direction = (
-        Direction(direction_text)
-        if direction_text is not None
-        else (base.direction if base is not None else Direction.HIGHER_IS_WORSE)
+    comparison = Comparison(
+        direction=Direction(direction_text) if direction_text is not None else Direction.HIGHER_IS_WORSE,
+        max=_number(raw, "max", path),
+        min=_number(raw, "min", path),
+        max_ratio=_number(raw, "maxRatio", path, minimum=0.0),
+        max_difference=_number(raw, "maxDifference", path, minimum=0.0),
     )
-    comparison = Comparison(direction=direction, **bounds)
     if comparison.max_ratio == 0.0:
         raise SpecError(f"{path}.maxRatio", "must be above 0")
     if not comparison.has_bounds:
         raise SpecError(path, "give at least one of max, min, maxRatio or maxDifference")
     return comparison
+
+
+_TOLERANCE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(%?)\s*$")
+
+
+def parse_tolerance(value: object, path: str) -> Tolerance:
+    """`10%` (relative: the candidate's bad-event rate may be 1.1 times the baseline's) or a
+    number such as `0.002` (absolute: that much higher)."""
+    text = str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+    match = _TOLERANCE.match(text)
+    if match is None:
+        raise SpecError(path, f"{value!r} is not a tolerance; give a share like 10% or an amount like 0.002")
+    amount = float(match.group(1))
+    if match.group(2):
+        return Tolerance(relative=amount / 100)
+    if amount > 1:
+        raise SpecError(path, f"{amount:g} is an absolute difference of rates above 1; write it as a percent, e.g. 10%")
+    return Tolerance(absolute=amount)
 
 
 def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
@@ -332,16 +473,6 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
     )
 
 
-DRIFT_DEFAULTS = DriftThresholds()
-SLICE_DEFAULTS = SliceThresholds()
-"""Important slices: labelled predictions each version needs on a slice."""
-DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
-DEFAULT_MIN_ONLINE_SAMPLES = 100.0
-"""Offline vs online: labelled predictions of the candidate needed in the window."""
-_SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples")
-"""Fields of a metric judged by comparing two numbers, meaningless for a model-aware check."""
-
-
 def _query(raw: Mapping[str, Any], key: str, path: str, *, default: str) -> str:
     value = raw.get(key)
     if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -349,23 +480,24 @@ def _query(raw: Mapping[str, Any], key: str, path: str, *, default: str) -> str:
     return _check_template(value or default, f"{path}.{key}")
 
 
-def _fraction(raw: Mapping[str, Any], key: str, path: str, *, default: float | None) -> float | None:
+def _fraction(raw: Mapping[str, Any], key: str, path: str) -> float | None:
     value = _number(raw, key, path, minimum=0.0)
     if value is not None and value > 1:
         raise SpecError(f"{path}.{key}", f"{value:g} is above 1; give a share between 0 and 1")
-    return default if value is None else value
+    return value
+
+
+def _given(**values: float | None) -> dict[str, float]:
+    """The keyword arguments that were given, so the dataclass defaults stand for the rest."""
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrift:
-    max_psi = _number(raw, "maxPSI", path, minimum=0.0)
-    max_js = _fraction(raw, "maxJSDistance", path, default=DRIFT_DEFAULTS.max_js_distance)
-    min_count = _number(raw, "minCount", path, minimum=1.0)
-    assert max_js is not None
     return PredictionDrift(
-        thresholds=DriftThresholds(
-            max_psi=DRIFT_DEFAULTS.max_psi if max_psi is None else max_psi,
-            max_js_distance=max_js,
-            min_count=DRIFT_DEFAULTS.min_count if min_count is None else min_count,
+        **_given(
+            max_psi=_number(raw, "maxPSI", path, minimum=0.0),
+            max_js_distance=_fraction(raw, "maxJSDistance", path),
+            min_count=_number(raw, "minCount", path, minimum=0.0),
         ),
         histogram_query=_query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
         address=raw.get("address"),
@@ -378,16 +510,10 @@ def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlice
         raise SpecError(f"{path}.slices", "is required: the names of the slices that matter, e.g. [borderline]")
     if len(set(names)) != len(names):
         raise SpecError(f"{path}.slices", "names a slice twice")
-    max_drop = _fraction(raw, "maxDrop", path, default=SLICE_DEFAULTS.max_drop)
-    min_samples = _number(raw, "minSamples", path, minimum=1.0)
-    assert max_drop is not None
     return ImportantSlices(
         slices=tuple(names),
-        thresholds=SliceThresholds(
-            max_drop=max_drop,
-            min_samples=SLICE_DEFAULTS.min_samples if min_samples is None else min_samples,
-            min_quality=_fraction(raw, "minQuality", path, default=None),
-        ),
+        **_given(max_drop=_fraction(raw, "maxDrop", path), min_samples=_number(raw, "minSamples", path, minimum=0.0)),
+        min_quality=_fraction(raw, "minQuality", path),
         correct_query=_query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
         total_query=_query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
         address=raw.get("address"),
@@ -395,16 +521,12 @@ def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlice
 
 
 def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnline:
-    offline = _fraction(raw, "offline", path, default=None)
+    offline = _fraction(raw, "offline", path)
     if offline is None:
         raise SpecError(f"{path}.offline", "is required: the candidate's offline quality, e.g. 0.93")
-    max_gap = _fraction(raw, "maxGap", path, default=DEFAULT_MAX_OFFLINE_ONLINE_GAP)
-    min_samples = _number(raw, "minSamples", path, minimum=1.0)
-    assert max_gap is not None
     return OfflineVsOnline(
         offline=offline,
-        max_gap=max_gap,
-        min_samples=DEFAULT_MIN_ONLINE_SAMPLES if min_samples is None else min_samples,
+        **_given(max_gap=_fraction(raw, "maxGap", path), min_samples=_number(raw, "minSamples", path, minimum=0.0)),
         correct_query=_query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
         total_query=_query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
         address=raw.get("address"),
@@ -417,6 +539,8 @@ MODEL_CHECK_PARSERS: dict[str, Callable[[Mapping[str, Any], str], ModelCheck]] =
     OfflineVsOnline.key: _parse_offline_vs_online,
 }
 """Key in a metric -> parser of the model-aware check configured under it."""
+_SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples", "tolerance", RateTest.key)
+"""Fields of a metric judged by comparing two rates or numbers, meaningless for a model-aware check."""
 
 
 def _history_fields(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -438,45 +562,161 @@ def parse_metric(raw: Mapping[str, Any], *, path: str) -> AnalysisMetric:
     checks = [key for key in MODEL_CHECK_PARSERS if key in raw]
     if checks:
         return _parse_model_check(raw, path=path, checks=checks)
-    return _parse_scalar_metric(raw, path=path)
+    preset = _preset(raw, path)
+    if not isinstance(preset, GaugePreset | None) or RateTest.key in raw:
+        return _parse_sequential_metric(raw, path=path, preset=preset)
+    if "tolerance" in raw:
+        raise SpecError(
+            f"{path}.tolerance",
+            "applies to counts (a preset other than container-memory, or counts: {events, trials}); "
+            "bound this metric with comparison.maxRatio or comparison.maxDifference",
+        )
+    return _parse_scalar_metric(raw, path=path, preset=preset)
 
 
-def _parse_model_check(raw: Mapping[str, Any], *, path: str, checks: Sequence[str]) -> ModelCheckSpec:
+def _preset(raw: Mapping[str, Any], path: str) -> Preset | None:
+    name = raw.get("preset")
+    if name is None:
+        if "provider" not in raw and RateTest.key not in raw:
+            raise SpecError(
+                path,
+                "give a provider (prometheus or web), a preset ("
+                + ", ".join(sorted(PRESETS))
+                + "), counts, or a check ("
+                + ", ".join(MODEL_CHECK_PARSERS)
+                + ")",
+            )
+        return None
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise SpecError(f"{path}.preset", f"{name!r} is not one of {', '.join(sorted(PRESETS))}")
+    if RateTest.key in raw:
+        raise SpecError(f"{path}.{RateTest.key}", "a preset brings its own counts; drop counts or the preset")
+    return preset
+
+
+def _parse_model_check(raw: Mapping[str, Any], *, path: str, checks: Sequence[str]) -> SequentialSpec:
     if len(checks) > 1:
         raise SpecError(path, f"give one check per metric, not {' and '.join(checks)}")
     key = checks[0]
     clashing = [k for k in _SCALAR_KEYS if k in raw]
     if clashing:
-        raise SpecError(f"{path}.{clashing[0]}", f"does not apply to {key}, which has its own rule; drop it")
+        raise SpecError(f"{path}.{clashing[0]}", f"does not apply to {key}, which has its own tolerances; drop it")
     check = MODEL_CHECK_PARSERS[key](raw[key] or {}, f"{path}.{key}")
-    return ModelCheckSpec(**_history_fields(raw, path), check=check, rubric_items=check.rubric_items)
+    return SequentialSpec(**_history_fields(raw, path), test=check, rubric_items=check.rubric_items)
 
 
-def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
-    preset_name = raw.get("preset")
-    provider_raw = raw.get("provider")
-    preset = None
-    if preset_name is not None:
-        preset = PRESETS.get(preset_name)
-        if preset is None:
-            raise SpecError(f"{path}.preset", f"{preset_name!r} is not one of {', '.join(sorted(PRESETS))}")
-    if preset is None and provider_raw is None:
+def _address(raw: Mapping[str, Any], path: str, *, preset: Preset | None) -> str | None:
+    """provider.prometheus.address of a metric reading counts (its queries come from elsewhere)."""
+    provider = raw.get("provider")
+    if provider is None:
+        return None
+    prometheus = provider.get("prometheus") if isinstance(provider, Mapping) else None
+    if len(provider) != 1 or prometheus is None:
+        raise SpecError(f"{path}.provider", "counts are read from Prometheus; give only provider.prometheus.address")
+    if prometheus.get("query") is not None:
+        what = f"the {raw.get('preset')} preset" if preset is not None else "counts"
         raise SpecError(
-            path,
-            "give a provider (prometheus or web), a preset ("
-            + ", ".join(sorted(PRESETS))
-            + ") or a check ("
-            + ", ".join(MODEL_CHECK_PARSERS)
-            + ")",
+            f"{path}.provider.prometheus.query",
+            f"{what} reads counts, not one number; give your own queries as counts: "
+            "{events: <PromQL>, trials: <PromQL>} (docs/analysis.md), or drop the preset to bound one number",
         )
-    if preset is not None:
+    address = prometheus.get("address")
+    return str(address) if address else None
+
+
+def _tolerance_and_guardrails(
+    raw: Mapping[str, Any], path: str, *, events_are_bad: bool, default: Tolerance
+) -> tuple[Tolerance, float | None, float | None]:
+    """The tolerance (`tolerance`, or the older comparison.maxRatio / maxDifference) and the
+    guardrails comparison.max / min."""
+    comparison = raw.get("comparison") or {}
+    sub = f"{path}.comparison"
+    direction = comparison.get("direction")
+    expected = Direction.HIGHER_IS_WORSE if events_are_bad else Direction.LOWER_IS_WORSE
+    if direction is not None and direction != expected.value:
+        raise SpecError(f"{sub}.direction", f"these counts are {expected.value}; drop direction or set it so")
+    max_ratio = _number(comparison, "maxRatio", sub, minimum=1.0)
+    max_difference = _number(comparison, "maxDifference", sub, minimum=0.0)
+    older = [key for key, value in (("maxRatio", max_ratio), ("maxDifference", max_difference)) if value is not None]
+    if "tolerance" in raw:
+        if older:
+            raise SpecError(f"{sub}.{older[0]}", "and tolerance say the same thing; keep only tolerance")
+        tolerance = parse_tolerance(raw["tolerance"], f"{path}.tolerance")
+    elif older:
+        tolerance = Tolerance(relative=round((max_ratio or 1.0) - 1.0, 12), absolute=max_difference or 0.0)
+    else:
+        tolerance = default
+    return tolerance, _number(comparison, "max", sub), _number(comparison, "min", sub)
+
+
+def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Preset | None) -> SequentialSpec:
+    address = _address(raw, path, preset=preset)
+    min_samples = raw.get("minSamples")
+    min_trials = None
+    if min_samples is not None:
+        if min_samples.get("query") is not None:
+            raise SpecError(
+                f"{path}.minSamples.query", "counts are their own samples (the trials); give only minSamples.count"
+            )
+        min_trials = _number(min_samples, "count", f"{path}.minSamples", minimum=0.0)
+    if isinstance(preset, SlowRequestsPreset):
+        tolerance, maximum, minimum = _tolerance_and_guardrails(
+            raw, path, events_are_bad=True, default=preset.tolerance
+        )
+        if maximum is not None or minimum is not None or min_trials is not None:
+            raise SpecError(
+                f"{path}.comparison" if min_trials is None else f"{path}.minSamples",
+                f"{raw.get('preset')} compares the share of slow requests with the baseline's; "
+                "bound it with tolerance only",
+            )
+        test: SequentialTest = SlowRequestsTest(
+            buckets_query=preset.buckets_query, quantile=preset.quantile, tolerance=tolerance, address=address
+        )
+        return SequentialSpec(**_history_fields(raw, path), test=test, rubric_items=preset.rubric_items)
+    if isinstance(preset, CountsPreset):
+        events_query, trials_query, events_are_bad = preset.events_query, preset.trials_query, preset.events_are_bad
+        default, rubric_items = preset.tolerance, preset.rubric_items
+    else:
+        counts = raw.get(RateTest.key) or {}
+        sub = f"{path}.{RateTest.key}"
+        events_query = _query(counts, "events", sub, default="") if counts.get("events") else ""
+        trials_query = _query(counts, "trials", sub, default="") if counts.get("trials") else ""
+        if not events_query or not trials_query:
+            missing = "events" if not events_query else "trials"
+            raise SpecError(
+                f"{sub}.{missing}", "is required: PromQL counting them in {{window}}, e.g. sum(increase(...))"
+            )
+        events_are = counts.get("eventsAre", "bad")
+        if events_are not in ("bad", "good"):
+            raise SpecError(f"{sub}.eventsAre", f"{events_are!r} is not bad or good")
+        events_are_bad, default, rubric_items = events_are == "bad", Tolerance(), ()
+    tolerance, maximum, minimum = _tolerance_and_guardrails(raw, path, events_are_bad=events_are_bad, default=default)
+    for key, bound in (("max", maximum), ("min", minimum)):
+        if bound is not None and not 0 <= bound <= 1:
+            raise SpecError(f"{path}.comparison.{key}", f"{bound:g} is not a share of trials between 0 and 1")
+    test = RateTest(
+        events_query=events_query,
+        trials_query=trials_query,
+        events_are_bad=events_are_bad,
+        tolerance=tolerance,
+        max=maximum,
+        min=minimum,
+        min_trials=min_trials,
+        address=address,
+    )
+    return SequentialSpec(**_history_fields(raw, path), test=test, rubric_items=rubric_items)
+
+
+def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePreset | None) -> MetricSpec:
+    provider_raw = raw.get("provider")
+    if isinstance(preset, GaugePreset):
         prometheus = (provider_raw or {}).get("prometheus")
         if provider_raw is not None and (len(provider_raw) != 1 or prometheus is None):
             raise SpecError(f"{path}.provider", "a preset reads Prometheus; give only provider.prometheus")
         prometheus = prometheus or {}
-        query = prometheus.get("query") or preset.query
         source: MetricSource = PrometheusSource(
-            query=_check_template(query, f"{path}.provider.prometheus.query"),
+            query=_check_template(prometheus.get("query") or preset.query, f"{path}.provider.prometheus.query"),
             address=prometheus.get("address"),
         )
     else:
@@ -486,9 +726,10 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
     if comparison_raw is None and preset is not None:
         comparison = preset.comparison
     else:
-        comparison = _parse_comparison(
-            comparison_raw or {}, f"{path}.comparison", base=None if preset is None else preset.comparison
-        )
+        comparison = _parse_comparison(comparison_raw or {}, f"{path}.comparison")
+        # Bounds given replace the preset's; the direction stays the preset's unless given.
+        if preset is not None and "direction" not in (comparison_raw or {}):
+            comparison = replace(comparison, direction=preset.comparison.direction)
     return MetricSpec(
         **_history_fields(raw, path),
         source=source,
@@ -498,7 +739,7 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str) -> MetricSpec:
     )
 
 
-def _parse_min_samples(raw: Mapping[str, Any] | None, path: str, *, preset: Preset | None) -> MinSamples | None:
+def _parse_min_samples(raw: Mapping[str, Any] | None, path: str, *, preset: GaugePreset | None) -> MinSamples | None:
     if raw is None:
         return None if preset is None else MinSamples(count=preset.min_samples, query=preset.samples_query)
     count = _number(raw, "count", path, minimum=0.0)
@@ -525,6 +766,15 @@ def check_unique_names(metrics: Sequence[MeasuredSpec], *, path: str) -> None:
         seen.add(metric.name)
 
 
+def _error_rate(raw: Mapping[str, Any], key: str, path: str, *, default: float) -> float:
+    value = _number(raw, key, path)
+    if value is None:
+        return default
+    if not 0 < value < 0.5:
+        raise SpecError(f"{path}.{key}", f"{value:g} is not a chance between 0 and 0.5, e.g. 0.05")
+    return value
+
+
 def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
     """spec.analysis as a value; None when the rollout configures no analysis at all."""
     if not raw:
@@ -533,6 +783,12 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
     policy_text = raw.get("onInconclusive", InconclusivePolicy.HOLD.value)
     if policy_text not in InconclusivePolicy._value2member_map_:
         raise SpecError(f"{path}.onInconclusive", f"{policy_text!r} is not one of hold, pause, rollback")
+    promote_text = raw.get("promoteWhen", PromoteWhen.NO_EVIDENCE_OF_HARM.value)
+    if promote_text not in PromoteWhen._value2member_map_:
+        raise SpecError(f"{path}.promoteWhen", f"{promote_text!r} is not one of noEvidenceOfHarm, evidenceOfSafety")
+    max_duration = _duration(raw, "maxDuration", path)
+    if max_duration is not None and promote_text != PromoteWhen.EVIDENCE_OF_SAFETY:
+        raise SpecError(f"{path}.maxDuration", "only extends steps with promoteWhen: evidenceOfSafety; drop it")
     templates = []
     for i, item in enumerate(raw.get("templates") or []):
         templates.append(_text(item, "name", f"{path}.templates[{i}]"))
@@ -545,4 +801,8 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
         measurement_history_limit=_whole_or(
             raw, "measurementHistoryLimit", path, default=DEFAULT_MEASUREMENT_HISTORY_LIMIT, minimum=1
         ),
+        false_rollback_rate=_error_rate(raw, "falseRollbackRate", path, default=DEFAULT_FALSE_ROLLBACK_RATE),
+        false_promotion_rate=_error_rate(raw, "falsePromotionRate", path, default=DEFAULT_FALSE_PROMOTION_RATE),
+        promote_when=PromoteWhen(promote_text),
+        max_duration_seconds=max_duration,
     )

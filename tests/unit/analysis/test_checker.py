@@ -167,6 +167,7 @@ def test_status_records_each_measurement_and_the_run() -> None:
                     "lastResult": "Failed",
                     "lastReason": status["measurements"][0]["reason"],
                     "lastPermanent": False,
+                    "lastSafe": False,
                 }
             ],
         }

@@ -1,9 +1,8 @@
-"""The model-aware checks: how spec.analysis declares them, how they are judged from the numbers
-Prometheus gives, what the checker keeps in status, and the rubric items they report."""
+"""The model-aware checks: how spec.analysis declares them, how their evidence is judged with a
+stated error rate, what the checker keeps in status, and the rubric items they report."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -12,29 +11,33 @@ from typing import Any
 import pytest
 
 from controller.analysis.checker import AnalysisChecker
-from controller.analysis.model_checks import Numbers, judge_check
-from controller.analysis.presets import PRESETS
+from controller.analysis.evidence import Evidence, Segment
+from controller.analysis.judges import Budget, Look, Versions, judge_evidence
+from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
 from controller.analysis.providers import InvalidQuery
 from controller.analysis.providers.prometheus import _numbers_by
 from controller.analysis.spec import (
     ImportantSlices,
     MetricSource,
-    ModelCheckSpec,
     OfflineVsOnline,
     PredictionDrift,
     PrometheusSource,
+    SequentialSpec,
+    SequentialTest,
     parse_metric,
 )
 from controller.api import ModelRolloutStatus, SpecError, parse_spec
 from controller.checks import CheckContext, RubricEntry, StepWindow, Verdict
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+BUDGET = Budget(false_rollback=0.05, false_promotion=0.05)
+VERSIONS = Versions(baseline="v1", candidate="v2")
 
 
 def check_of(raw: Mapping[str, Any]) -> Any:
     metric = parse_metric({"name": "m", **raw}, path="spec.analysis.metrics[0]")
-    assert isinstance(metric, ModelCheckSpec)
-    return metric.check
+    assert isinstance(metric, SequentialSpec)
+    return metric.test
 
 
 def spec_error(raw: Mapping[str, Any]) -> str:
@@ -43,37 +46,50 @@ def spec_error(raw: Mapping[str, Any]) -> str:
     return str(raised.value)
 
 
+def judged(test: SequentialTest, *segments: tuple[Mapping[str, float], Mapping[str, float]]) -> Look:
+    """The verdict on segments given as (candidate numbers, baseline numbers), one step each."""
+    evidence = Evidence(
+        metric="m",
+        segments=tuple(
+            Segment(step=i, started_at=T0, seconds=300, candidate=candidate, baseline=baseline)
+            for i, (candidate, baseline) in enumerate(segments)
+        ),
+    )
+    return judge_evidence(test, evidence, budget=BUDGET, versions=VERSIONS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Parsing
 
 
-def test_prediction_drift_defaults_to_psi_02_and_the_convention_histogram() -> None:
+def test_prediction_drift_defaults_to_a_psi_tolerance_of_02_and_the_convention_histogram() -> None:
     check = check_of({"predictionDrift": {}})
     assert isinstance(check, PredictionDrift)
-    assert (check.thresholds.max_psi, check.thresholds.max_js_distance, check.thresholds.min_count) == (0.2, 0.2, 100)
+    assert (check.max_psi, check.max_js_distance, check.min_count) == (0.2, 0.2, 0)
     assert check.histogram_query.startswith("sum by (le) (increase(model_predictions_bucket{")
 
 
-def test_prediction_drift_thresholds_and_query_can_be_set() -> None:
+def test_prediction_drift_tolerances_floor_and_query_can_be_set() -> None:
     check = check_of(
         {"predictionDrift": {"maxPSI": 0.1, "maxJSDistance": 0.05, "minCount": 500, "query": "h{v='{{version}}'}"}}
     )
-    assert (check.thresholds.max_psi, check.thresholds.max_js_distance, check.thresholds.min_count) == (0.1, 0.05, 500)
+    assert (check.max_psi, check.max_js_distance, check.min_count) == (0.1, 0.05, 500)
     assert check.histogram_query == "h{v='{{version}}'}"
 
 
-def test_important_slices_name_the_slices_and_default_to_a_two_point_drop() -> None:
+def test_important_slices_name_the_slices_and_default_to_a_two_point_tolerance() -> None:
     check = check_of({"importantSlices": {"slices": ["borderline", "large"], "minQuality": 0.8}})
     assert isinstance(check, ImportantSlices)
     assert check.slices == ("borderline", "large")
-    assert (check.thresholds.max_drop, check.thresholds.min_samples, check.thresholds.min_quality) == (0.02, 50, 0.8)
+    assert (check.max_drop, check.min_samples, check.min_quality) == (0.02, 0, 0.8)
+    assert check.tests == 4  # a tolerance and a guardrail per slice share the metric's budget
     assert "by (slice)" in check.correct_query and "model_feedback_correct_total" in check.correct_query
 
 
 def test_offline_vs_online_needs_the_declared_offline_value() -> None:
     check = check_of({"offlineVsOnline": {"offline": 0.93}})
     assert isinstance(check, OfflineVsOnline)
-    assert (check.offline, check.max_gap, check.min_samples) == (0.93, 0.05, 100)
+    assert (check.offline, check.max_gap, check.min_samples) == (0.93, 0.05, 0)
     assert "offlineVsOnline.offline: is required" in spec_error({"offlineVsOnline": {"maxGap": 0.1}})
 
 
@@ -85,6 +101,7 @@ def test_offline_vs_online_needs_the_declared_offline_value() -> None:
         ({"offlineVsOnline": {"offline": 93}}, "offline: 93 is above 1"),
         ({"predictionDrift": {}, "importantSlices": {"slices": ["a"]}}, "give one check per metric"),
         ({"predictionDrift": {}, "comparison": {"max": 1}}, "comparison: does not apply to predictionDrift"),
+        ({"predictionDrift": {}, "tolerance": "10%"}, "tolerance: does not apply to predictionDrift"),
         ({"importantSlices": {"slices": ["a"]}, "preset": "error-rate"}, "preset: does not apply"),
         ({"predictionDrift": {"query": "x{v='{{team}}'}"}}, "unknown template variable(s) team"),
     ],
@@ -110,134 +127,145 @@ def test_each_check_names_the_rubric_items_it_verifies(raw: Mapping[str, Any], i
     assert metric.rubric_items == items
 
 
-def test_numerical_stability_presets_fail_on_any_increase_beyond_their_limit() -> None:
-    assert PRESETS["nonfinite-outputs"].comparison.max_difference == 0.0
-    assert PRESETS["input-invariant-violations"].comparison.max_difference == 0.01
-    assert "model_nonfinite_outputs_total" in PRESETS["nonfinite-outputs"].query
+def test_numerical_stability_presets_count_rows_and_tolerate_no_or_little_increase() -> None:
+    nonfinite, invariants = PRESETS["nonfinite-outputs"], PRESETS["input-invariant-violations"]
+    assert isinstance(nonfinite, CountsPreset) and isinstance(invariants, CountsPreset)
+    assert (nonfinite.tolerance.relative, nonfinite.tolerance.absolute) == (0, 0)
+    assert invariants.tolerance.absolute == 0.01
+    assert "model_nonfinite_outputs_total" in nonfinite.events_query
     memory = PRESETS["container-memory"]
+    assert isinstance(memory, GaugePreset)
     assert 'namespace="{{namespace}}"' in memory.query and memory.min_samples == 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Judging: prediction drift
 
-EVEN = {"0.5": 50.0, "1": 100.0, "+Inf": 100.0}
-"""Cumulative buckets: half the predictions at or below 0.5."""
-SHIFTED = {"0.5": 25.0, "1": 100.0, "+Inf": 100.0}
-"""A quarter at or below 0.5: PSI 0.2747, JS distance 0.2209 against EVEN."""
+
+def cumulative(per_bucket: Mapping[str, float]) -> dict[str, float]:
+    """`bucket:<le>` numbers as Prometheus gives them (cumulative) from per-bucket counts."""
+    running, numbers = 0.0, {}
+    for le, count in per_bucket.items():
+        running += count
+        numbers[f"bucket:{le}"] = running
+    return numbers
 
 
-def drift(baseline: Numbers, candidate: Numbers, **settings: Any) -> Any:
-    return judge_check(
-        check_of({"predictionDrift": settings}),
-        baseline_version="v1",
-        candidate_version="v2",
-        baseline={"histogram": baseline},
-        candidate={"histogram": candidate},
-    )
+def halves(scale: float, low_share: float = 0.5) -> dict[str, float]:
+    return cumulative({"0.5": scale * low_share, "1": scale * (1 - low_share), "+Inf": 0})
 
 
-def test_a_shifted_prediction_histogram_fails_with_both_statistics() -> None:
-    result = drift(EVEN, SHIFTED)
-    assert result.judgement.result == "Failed"
-    assert "candidate v2 vs baseline v1: prediction drift too large: PSI 0.2747" in result.judgement.reason
-    details = result.details["drift"]
-    assert (details["psi"], details["jsDistance"]) == (0.2747, 0.2209)
-    assert details["buckets"] == [
-        {"le": "0.5", "baseline": 50.0, "candidate": 25.0},
-        {"le": "1", "baseline": 50.0, "candidate": 75.0},
-        {"le": "+Inf", "baseline": 0.0, "candidate": 0.0},
-    ]
-    assert (result.baseline.samples, result.candidate.samples) == (100, 100)
+def test_a_shift_to_a_quarter_below_one_half_with_ample_data_is_drift_beyond_tolerance() -> None:
+    # Given half/half moving to a quarter/three quarters (PSI 0.2747 against a tolerance of 0.2)
+    look = judged(PredictionDrift(), (halves(20_000, 0.25), halves(20_000)))
+    # Then the lower confidence bound of PSI is above the tolerance: drift
+    assert look.judgement.result == "Failed"
+    assert "PSI 0.2747 (at least 0.2" in look.judgement.reason
+    assert look.summary["psi"] == 0.2747 and look.summary["psiInterval"][0] > 0.2
+    assert (look.baseline.samples, look.candidate.samples) == (20_000, 20_000)
 
 
-def test_the_same_histogram_passes_and_looser_limits_let_a_shift_pass() -> None:
-    assert drift(EVEN, EVEN).judgement.result == "Successful"
-    assert drift(EVEN, SHIFTED, maxPSI=0.3, maxJSDistance=0.3).judgement.result == "Successful"
+def test_the_same_shift_on_a_hundred_predictions_is_not_yet_evidence_of_drift() -> None:
+    # Raw PSI on a small sample is noisy and biased upward: it decides nothing on its own
+    look = judged(PredictionDrift(), (halves(100, 0.25), halves(100)))
+    assert look.judgement.result == "Successful" and not look.judgement.safe
+    assert look.summary["psiInterval"][0] == 0.0
 
 
-def test_too_few_predictions_or_no_histogram_is_inconclusive() -> None:
-    assert drift(EVEN, SHIFTED, minCount=101).judgement.result == "Inconclusive"
-    missing = drift({}, SHIFTED).judgement
-    assert missing.result == "Inconclusive" and "no prediction histogram for baseline v1" in missing.reason
-    assert drift({"0.5": math.nan, "+Inf": math.nan}, SHIFTED).judgement.result == "Inconclusive"
+def test_identical_histograms_with_ample_data_show_drift_within_tolerance() -> None:
+    look = judged(PredictionDrift(), (halves(50_000), halves(50_000)))
+    assert look.judgement.result == "Successful" and look.judgement.safe
 
 
-def test_different_buckets_are_a_permanent_error() -> None:
-    judgement = drift(EVEN, {"0.25": 10.0, "+Inf": 100.0}).judgement
-    assert judgement.result == "Error" and judgement.permanent
-    assert "bucket bounds differ" in judgement.reason
+def test_histograms_with_different_buckets_are_a_permanent_error() -> None:
+    other = cumulative({"0.3": 50, "1": 50, "+Inf": 0})
+    look = judged(PredictionDrift(), (other, halves(100)))
+    assert look.judgement.result == "Error" and look.judgement.permanent
+    assert "bucket bounds differ" in look.judgement.reason
+
+
+def test_a_version_without_a_histogram_is_no_data() -> None:
+    look = judged(PredictionDrift(), ({}, halves(100)))
+    assert look.judgement.result == "Inconclusive"
+    assert "no data for candidate v2 (prediction histogram)" in look.judgement.reason
+
+
+def test_a_minimum_count_asked_for_holds_until_reached() -> None:
+    look = judged(PredictionDrift(min_count=500), (halves(100), halves(100)))
+    assert look.judgement.result == "Inconclusive" and "fewer than the 500 asked for" in look.judgement.reason
 
 
 # ---------------------------------------------------------------------------------------------
 # Judging: important slices
 
 
-def slices(baseline: Mapping[str, tuple[float, float]], candidate: Mapping[str, tuple[float, float]]) -> Any:
-    """Counts as {slice: (correct, total)}."""
+def labels(slice_name: str, total: float, accuracy: float) -> dict[str, float]:
+    return {f"total:{slice_name}": total, f"correct:{slice_name}": total * accuracy}
 
-    def numbers(counts: Mapping[str, tuple[float, float]]) -> dict[str, Numbers]:
-        return {"correct": {k: c for k, (c, _) in counts.items()}, "total": {k: t for k, (_, t) in counts.items()}}
 
-    return judge_check(
-        check_of({"importantSlices": {"slices": ["borderline", "small"], "minSamples": 40}}),
-        baseline_version="v1",
-        candidate_version="v3",
-        baseline=numbers(baseline),
-        candidate=numbers(candidate),
+def test_a_ten_point_drop_on_one_slice_fails_naming_that_slice() -> None:
+    check = ImportantSlices(slices=("borderline", "large"))
+    candidate = {**labels("borderline", 1000, 0.75), **labels("large", 1000, 0.95)}
+    baseline = {**labels("borderline", 9000, 0.85), **labels("large", 9000, 0.95)}
+    look = judged(check, (candidate, baseline))
+    assert look.judgement.result == "Failed"
+    assert look.judgement.reason.startswith("slice borderline: candidate v2 75% of 1000 vs baseline v1 85% of 9000")
+    assert look.summary["worstSlice"] == "borderline"
+    assert [(s["slice"], s["verdict"]) for s in look.summary["slices"]] == [
+        ("borderline", "Failed"),
+        ("large", "Successful"),
+    ]
+    assert (look.baseline.value, look.candidate.value) == (0.85, 0.75)
+
+
+def test_a_drop_within_the_two_point_tolerance_passes() -> None:
+    look = judged(
+        ImportantSlices(slices=("borderline",)), (labels("borderline", 5000, 0.84), labels("borderline", 50_000, 0.85))
     )
+    assert look.judgement.result == "Successful"
 
 
-def test_a_candidate_better_on_average_but_worse_on_one_slice_fails_naming_it() -> None:
-    # given: v3 gains on the big slice (0.97 vs 0.90) but loses on borderline (0.68 vs 0.86)
-    result = slices(
-        baseline={"borderline": (38, 44), "small": (450, 500), "large": (95, 100)},
-        candidate={"borderline": (30, 44), "small": (485, 500), "large": (97, 100)},
+def test_a_slice_without_feedback_yet_is_no_evidence_of_harm_unless_a_floor_is_asked_for() -> None:
+    candidate, baseline = labels("large", 100, 0.9), {**labels("large", 100, 0.9), **labels("borderline", 50, 0.8)}
+    assert judged(ImportantSlices(slices=("borderline",)), (candidate, baseline)).judgement.result == "Successful"
+    floored = judged(ImportantSlices(slices=("borderline",), min_samples=50), (candidate, baseline))
+    assert floored.judgement.result == "Inconclusive" and "on slices: borderline" in floored.judgement.reason
+
+
+def test_the_quality_guardrail_fails_a_slice_shown_below_it() -> None:
+    look = judged(
+        ImportantSlices(slices=("borderline",), min_quality=0.8),
+        (labels("borderline", 2000, 0.7), labels("borderline", 2000, 0.7)),
     )
-    assert result.judgement.result == "Failed"
-    assert "slice borderline: candidate 0.6818 vs baseline 0.8636, drop 0.1818 > 0.02" in result.judgement.reason
-    assert "small" not in result.judgement.reason
-    assert result.details["worstSlice"] == "borderline"
-    assert (round(result.baseline.value, 4), round(result.candidate.value, 4)) == (0.8636, 0.6818)
-    assert result.details["slices"] == [
-        {"slice": "borderline", "baselineValue": 0.8636, "candidateValue": 0.6818, "baselineSamples": 44,
-         "candidateSamples": 44, "verdict": "Failed"},
-        {"slice": "small", "baselineValue": 0.9, "candidateValue": 0.97, "baselineSamples": 500,
-         "candidateSamples": 500, "verdict": "Successful"},
-    ]  # fmt: skip
-
-
-def test_a_named_slice_without_enough_labels_keeps_the_check_inconclusive() -> None:
-    result = slices(baseline={"borderline": (38, 44), "small": (9, 10)}, candidate={"borderline": (38, 44)})
-    assert result.judgement.result == "Inconclusive"
-    assert "waiting for labelled predictions on slices: small" in result.judgement.reason
+    assert look.judgement.result == "Failed" and "beyond min 0.8" in look.judgement.reason
 
 
 # ---------------------------------------------------------------------------------------------
 # Judging: offline vs online
 
 
-def online(correct: float, total: float, *, offline: float = 0.93) -> Any:
-    return judge_check(
-        check_of({"offlineVsOnline": {"offline": offline, "maxGap": 0.03}}),
-        baseline_version="v1",
-        candidate_version="v2",
-        baseline={},
-        candidate={"correct": {"": correct}, "total": {"": total}},
-    )
+def online(correct: float, total: float) -> Look:
+    return judged(OfflineVsOnline(offline=0.93, max_gap=0.03), ({"correct": correct, "total": total}, {}))
 
 
 def test_an_online_quality_far_from_the_declared_offline_one_fails() -> None:
-    result = online(850, 1000)
-    assert result.judgement.result == "Failed"
-    assert "candidate v2: online 0.8500 vs declared offline 0.9300: gap 0.0800 exceeds" in result.judgement.reason
-    assert result.details["offline"] == {"declared": 0.93, "online": 0.85, "gap": 0.08, "maxGap": 0.03}
-    assert (result.candidate.value, result.candidate.samples) == (0.85, 1000)
+    look = online(850, 1000)
+    assert look.judgement.result == "Failed"
+    assert "gap beyond tolerance: online 0.8500 (interval 0.8" in look.judgement.reason
+    assert {k: look.summary[k] for k in ("declared", "online", "gap", "maxGap")} == {
+        "declared": 0.93,
+        "online": 0.85,
+        "gap": 0.08,
+        "maxGap": 0.03,
+    }
+    assert (look.candidate.value, look.candidate.samples) == (0.85, 1000)
 
 
-def test_an_online_quality_close_to_the_offline_one_passes_and_few_labels_wait() -> None:
-    assert online(920, 1000).judgement.result == "Successful"
-    assert online(9, 10).judgement.result == "Inconclusive"
+def test_an_online_quality_close_to_the_offline_one_is_shown_within_tolerance_with_enough_labels() -> None:
+    close = online(9300, 10_000)
+    assert close.judgement.result == "Successful" and close.judgement.safe
+    few = online(9, 10)
+    assert few.judgement.result == "Successful" and not few.judgement.safe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +298,7 @@ def test_answers_not_keyed_by_the_label_are_refused(result: Any, message: str) -
 class Histograms:
     """Answers the histogram query per version, like Prometheus would."""
 
-    def __init__(self, by_version: Mapping[str, Numbers]) -> None:
+    def __init__(self, by_version: Mapping[str, Mapping[str, float]]) -> None:
         self.by_version = by_version
 
     def measure(self, *, source: MetricSource, namespace: str) -> float | None:
@@ -279,7 +307,7 @@ class Histograms:
     def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
         assert label == "le"
         version = source.query.split('version="')[1].split('"')[0]
-        return dict(self.by_version[version])
+        return {key.split(":")[1]: value for key, value in self.by_version[version].items()}
 
 
 def drift_context(now: datetime) -> CheckContext:
@@ -306,19 +334,25 @@ def drift_context(now: datetime) -> CheckContext:
     )
 
 
-def test_the_checker_rolls_back_a_drifted_candidate_keeping_the_statistics_in_status() -> None:
+def test_the_checker_rolls_back_a_drifted_candidate_keeping_the_evidence_in_status() -> None:
     checker = AnalysisChecker(
-        providers={"prometheus": Histograms({"v1": EVEN, "v2": SHIFTED})},
+        providers={"prometheus": Histograms({"v1": halves(20_000), "v2": halves(20_000, 0.25)})},
         template_lookup=lambda *, namespace, name: None,
     )
     outcome = checker(context=drift_context(T0 + timedelta(seconds=10)))
     assert outcome is not None
     assert outcome.verdict is Verdict.FAILED
-    assert "drift failed 1 time(s)" in outcome.message and "PSI 0.2747" in outcome.message
-    measurement = outcome.status_fields["analysis"]["measurements"][-1]
-    assert measurement["drift"]["psi"] == 0.2747
-    assert (measurement["baselineSamples"], measurement["candidateSamples"]) == (100, 100)
+    assert "drift failed 1 time(s)" in outcome.message and "look 1: " in outcome.message
+    assert "PSI 0.2747" in outcome.message
+    analysis = outcome.status_fields["analysis"]
+    measurement = analysis["measurements"][-1]
+    assert measurement["evidence"]["psi"] == 0.2747
+    assert (measurement["baselineSamples"], measurement["candidateSamples"]) == (20_000, 20_000)
     assert (measurement["baselineValue"], measurement["candidateValue"]) == (None, None)
+    [evidence] = analysis["evidence"]
+    assert evidence["metric"] == "drift" and evidence["looks"] == 1
+    assert evidence["latest"]["verdict"] == "Failed" and len(evidence["latest"]["buckets"]) == 3
+    assert evidence["segments"][0]["candidate"]["bucket:0.5"] == 5000
     assert outcome.rubric == (RubricEntry(item="Monitor 7", check="drift", verdict=Verdict.FAILED),)
 
 

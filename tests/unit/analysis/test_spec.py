@@ -6,12 +6,16 @@ from typing import Any
 
 import pytest
 
-from controller.analysis.comparison import Comparison, Direction
-from controller.analysis.presets import PRESETS
+from controller.analysis.comparison import Comparison, Direction, Tolerance
+from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
 from controller.analysis.spec import (
     AnalysisSpec,
     MetricSpec,
     PrometheusSource,
+    PromoteWhen,
+    RateTest,
+    SequentialSpec,
+    SlowRequestsTest,
     WebSource,
     format_window,
     parse_analysis,
@@ -87,29 +91,98 @@ def test_every_field() -> None:
     assert (metric.consecutive_error_limit, metric.inconclusive_limit) == (2, 3)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_a_preset_brings_query_samples_and_comparison(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(n for n, p in PRESETS.items() if isinstance(p, CountsPreset)))
+def test_a_counts_preset_brings_its_queries_and_tolerance(name: str) -> None:
+    preset = PRESETS[name]
+    assert isinstance(preset, CountsPreset)
     metric = only_metric({"name": "x", "preset": name})
-    assert metric.source == PrometheusSource(query=PRESETS[name].query)
-    assert metric.comparison == PRESETS[name].comparison
-    assert metric.min_samples is not None and metric.min_samples.query == PRESETS[name].samples_query
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, RateTest)
+    assert (metric.test.events_query, metric.test.trials_query) == (preset.events_query, preset.trials_query)
+    assert metric.test.tolerance == preset.tolerance and metric.rubric_items == preset.rubric_items
+    assert "{{window}}" in metric.test.trials_query and "increase(" in metric.test.trials_query
 
 
-def test_a_preset_query_address_and_bounds_can_be_overridden() -> None:
+def test_latency_counts_requests_slower_than_the_baselines_p99() -> None:
+    metric = only_metric({"name": "x", "preset": "latency-p99", "tolerance": "50%"})
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, SlowRequestsTest)
+    assert metric.test.quantile == 0.99 and metric.test.tolerance == Tolerance(relative=0.5)
+    assert "model_request_duration_seconds_bucket" in metric.test.buckets_query
+
+
+def test_container_memory_is_a_gauge_bounded_as_read() -> None:
+    metric = only_metric({"name": "x", "preset": "container-memory"})
+    preset = PRESETS["container-memory"]
+    assert isinstance(metric, MetricSpec) and isinstance(preset, GaugePreset)
+    assert metric.source == PrometheusSource(query=preset.query)
+    assert metric.comparison == preset.comparison
+    assert metric.min_samples is not None and metric.min_samples.query == preset.samples_query
+
+
+@pytest.mark.parametrize(
+    ("given", "tolerance"),
+    [
+        ({"tolerance": "10%"}, Tolerance(relative=0.1)),
+        ({"tolerance": 0.002}, Tolerance(absolute=0.002)),
+        ({"tolerance": "0.002"}, Tolerance(absolute=0.002)),
+        ({"tolerance": 0}, Tolerance()),
+        # The older spellings keep working: a ratio is a relative tolerance, a difference an absolute one.
+        ({"comparison": {"maxRatio": 1.2}}, Tolerance(relative=0.2)),
+        ({"comparison": {"maxDifference": 0.01}}, Tolerance(absolute=0.01)),
+        ({}, Tolerance(absolute=0.02)),
+    ],
+)
+def test_a_tolerance_is_relative_or_absolute(given: dict[str, Any], tolerance: Tolerance) -> None:
+    metric = only_metric({"name": "acc", "preset": "feedback-accuracy", **given})
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, RateTest)
+    assert metric.test.tolerance == tolerance
+    assert not metric.test.events_are_bad
+
+
+def test_a_counts_preset_takes_an_address_guardrails_and_a_floor() -> None:
     metric = only_metric(
         {
             "name": "acc",
             "preset": "feedback-accuracy",
-            "provider": {"prometheus": {"query": "my_accuracy{version='{{version}}'}", "address": "http://p:9090"}},
-            "comparison": {"maxRatio": 1.05},
+            "provider": {"prometheus": {"address": "http://p:9090"}},
+            "comparison": {"min": 0.8},
             "minSamples": {"count": 500},
         }
     )
-    assert metric.source == PrometheusSource(query="my_accuracy{version='{{version}}'}", address="http://p:9090")
-    # Bounds given replace the preset's; the direction stays the preset's.
-    assert metric.comparison == Comparison(direction=Direction.LOWER_IS_WORSE, max_ratio=1.05)
-    assert metric.min_samples is not None
-    assert (metric.min_samples.count, metric.min_samples.query) == (500, PRESETS["feedback-accuracy"].samples_query)
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, RateTest)
+    assert (metric.test.address, metric.test.min, metric.test.max, metric.test.min_trials) == (
+        "http://p:9090",
+        0.8,
+        None,
+        500,
+    )
+    assert metric.test.tests == 2
+
+
+def test_own_counts_are_judged_like_a_preset() -> None:
+    metric = only_metric(
+        {
+            "name": "timeouts",
+            "counts": {"events": "sum(increase(t[{{window}}]))", "trials": "sum(increase(r[{{window}}]))"},
+            "tolerance": "5%",
+        }
+    )
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, RateTest)
+    assert metric.test.events_are_bad and metric.test.tolerance == Tolerance(relative=0.05)
+
+
+def test_the_error_budget_and_promotion_rule() -> None:
+    parsed = parse_analysis(
+        {"falseRollbackRate": 0.01, "promoteWhen": "evidenceOfSafety", "maxDuration": "20m", "metrics": []}
+    )
+    assert parsed is not None
+    assert (parsed.false_rollback_rate, parsed.promote_when, parsed.max_duration_seconds) == (
+        0.01,
+        PromoteWhen.EVIDENCE_OF_SAFETY,
+        1200,
+    )
+    defaults = parse_analysis({"metrics": []})
+    assert defaults is not None
+    assert (defaults.false_rollback_rate, defaults.promote_when) == (0.05, PromoteWhen.NO_EVIDENCE_OF_HARM)
 
 
 def test_a_web_metric() -> None:
@@ -177,15 +250,78 @@ def test_templates_render_every_variable() -> None:
             "unknown template variable(s) vresion",
         ),
         (
-            {"metrics": [{"name": "a", "preset": "error-rate", "comparison": {"direction": "up"}}]},
+            {"metrics": [{"name": "a", "preset": "container-memory", "comparison": {"direction": "up"}}]},
             "spec.analysis.metrics[0].comparison.direction",
             "higher-is-worse, lower-is-worse",
         ),
         (
-            {"metrics": [{"name": "a", "preset": "error-rate", "comparison": {"maxRatio": 0}}]},
+            {"metrics": [{"name": "a", "preset": "error-rate", "comparison": {"direction": "lower-is-worse"}}]},
+            "spec.analysis.metrics[0].comparison.direction",
+            "these counts are higher-is-worse",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "container-memory", "comparison": {"maxRatio": 0}}]},
             "spec.analysis.metrics[0].comparison.maxRatio",
             "must be above 0",
         ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "comparison": {"maxRatio": 0.5}}]},
+            "spec.analysis.metrics[0].comparison.maxRatio",
+            "is below 1",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "tolerance": "ten percent"}]},
+            "spec.analysis.metrics[0].tolerance",
+            "give a share like 10% or an amount like 0.002",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "tolerance": 2}]},
+            "spec.analysis.metrics[0].tolerance",
+            "write it as a percent",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "tolerance": "5%", "comparison": {"maxRatio": 1.2}}]},
+            "spec.analysis.metrics[0].comparison.maxRatio",
+            "keep only tolerance",
+        ),
+        (
+            {"metrics": [{"name": "a", "provider": {"prometheus": {"query": "q"}}, "tolerance": "5%"}]},
+            "spec.analysis.metrics[0].tolerance",
+            "bound this metric with comparison.maxRatio",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "provider": {"prometheus": {"query": "q"}}}]},
+            "spec.analysis.metrics[0].provider.prometheus.query",
+            "give your own queries as counts",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "error-rate", "minSamples": {"count": 5, "query": "q"}}]},
+            "spec.analysis.metrics[0].minSamples.query",
+            "give only minSamples.count",
+        ),
+        (
+            {"metrics": [{"name": "a", "preset": "latency-p99", "comparison": {"max": 0.5}}]},
+            "spec.analysis.metrics[0].comparison",
+            "bound it with tolerance only",
+        ),
+        (
+            {"metrics": [{"name": "a", "counts": {"events": "e"}}]},
+            "spec.analysis.metrics[0].counts.trials",
+            "is required",
+        ),
+        (
+            {"metrics": [{"name": "a", "counts": {"events": "e", "trials": "t"}, "preset": "error-rate"}]},
+            "spec.analysis.metrics[0].counts",
+            "a preset brings its own counts",
+        ),
+        (
+            {"metrics": [{"name": "a", "counts": {"events": "e", "trials": "t"}, "comparison": {"max": 2}}]},
+            "spec.analysis.metrics[0].comparison.max",
+            "not a share of trials",
+        ),
+        ({"falseRollbackRate": 0.5}, "spec.analysis.falseRollbackRate", "between 0 and 0.5"),
+        ({"promoteWhen": "always"}, "spec.analysis.promoteWhen", "noEvidenceOfHarm, evidenceOfSafety"),
+        ({"maxDuration": "10m"}, "spec.analysis.maxDuration", "only extends steps with promoteWhen: evidenceOfSafety"),
         (
             {"metrics": [{"name": "a", "preset": "error-rate", "failureLimit": -1}]},
             "spec.analysis.metrics[0].failureLimit",
@@ -199,7 +335,7 @@ def test_templates_render_every_variable() -> None:
         (
             {"metrics": [{"name": "a", "preset": "error-rate", "provider": {"web": {}}}]},
             "spec.analysis.metrics[0].provider",
-            "a preset reads Prometheus",
+            "counts are read from Prometheus",
         ),
         (
             {
