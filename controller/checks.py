@@ -15,13 +15,17 @@ restarted controller resumes from the stored status.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from controller.api import ModelRolloutSpec, ModelRolloutStatus
+
+ReadConfigMap = Callable[[str, str], Mapping[str, str] | None]
+"""`read_configmap(namespace, name)`: the ConfigMap's data, or None when it does not exist; the
+one cluster read checkers share (golden sets, training profiles)."""
 
 
 class Verdict(StrEnum):

@@ -549,7 +549,8 @@ def _walk_steps(d: _Decision, spec: ModelRolloutSpec, stable: str, analysis: Che
                 else:
                     _check_deadline(d, spec, stable, waiting_for="the analysis of this step to succeed")
                 return
-        d.event(EventType.NORMAL, "StepCompleted", f"step {index} completed")
+        judged = f": {analysis.message}" if isinstance(step, AnalyzeStep) and analysis is not None else ""
+        d.event(EventType.NORMAL, "StepCompleted", f"step {index} completed{judged}")
         _enter_step(d, spec, index + 1, phase=Phase.PROGRESSING)
     _promote(d, spec)
 

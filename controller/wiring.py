@@ -48,7 +48,11 @@ def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
             secret_reader=read_secret if settings.read_secrets else None,
         )
     )
+
+    def read_configmap(namespace: str, name: str) -> Mapping[str, str] | None:
+        return kube.get_configmap_data(namespace=namespace, name=name)
+
     return Checkers(
-        gates=GatesChecker(read_configmap=lambda ns, name: kube.get_configmap_data(namespace=ns, name=name)),
-        analysis=AnalysisChecker(providers=providers, template_lookup=template),
+        gates=GatesChecker(read_configmap=read_configmap),
+        analysis=AnalysisChecker(providers=providers, template_lookup=template, read_configmap=read_configmap),
     )

@@ -32,6 +32,7 @@ from controller.analysis.evaluate import (
 )
 from controller.analysis.evidence import Evidence, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
+from controller.analysis.profile import ProfileError, TrainingProfile, parse_profile
 from controller.analysis.providers import InvalidQuery, MetricProvider, VectorProvider
 from controller.analysis.spec import (
     AnalysisMetric,
@@ -42,6 +43,7 @@ from controller.analysis.spec import (
     PromoteWhen,
     SequentialSpec,
     SlowRequestsTest,
+    TrainingSkew,
     check_unique_names,
     format_window,
     parse_analysis,
@@ -50,7 +52,7 @@ from controller.analysis.spec import (
 )
 from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
-from controller.checks import CheckContext, CheckOutcome, RubricEntry, StepWindow
+from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
 from controller.errors import PermanentError, TemporaryError
 
 STATUS_FIELD = "analysis"
@@ -126,9 +128,16 @@ class _Plan:
 class AnalysisChecker:
     """controller.checks.Checker for metric analysis; one instance serves all rollouts."""
 
-    def __init__(self, *, providers: Mapping[str, MetricProvider], template_lookup: TemplateLookup) -> None:
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, MetricProvider],
+        template_lookup: TemplateLookup,
+        read_configmap: ReadConfigMap | None = None,
+    ) -> None:
         self._providers = providers
         self._template_lookup = template_lookup
+        self._read_configmap = read_configmap
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         plan = self._plan(context)
@@ -143,7 +152,7 @@ class AnalysisChecker:
         evidence = dict(stored.evidence)
         states = self._states(plan, run, now=context.now)
         waiting = [m for m, s in zip(plan.metrics, states, strict=True) if not s.complete]
-        if waiting and context.now >= (run.last_measured_at or run.started_at) + interval:
+        if waiting and context.now >= _next_look(run, plan, interval):
             tallies = dict(run.tallies or {})
             for metric in waiting:
                 if isinstance(metric, SequentialSpec):
@@ -293,7 +302,11 @@ class AnalysisChecker:
         seconds = max((context.now - plan.segment_start).total_seconds(), 1.0)
         threshold = evidence.threshold
         numbers: dict[str, dict[str, float]] = {"candidate": {}, "baseline": {}}
+        reading = "candidate"
         try:
+            if isinstance(test, TrainingSkew):
+                evidence = replace(evidence, reference=self._training_profile(context.namespace, test))
+            reading = "baseline"
             if isinstance(test, SlowRequestsTest) and threshold is None:
                 lookback = self._read_counts(
                     context, test.queries, test.address, versions.baseline, test.lookback_seconds
@@ -301,20 +314,16 @@ class AnalysisChecker:
                 threshold = slow_threshold(
                     {float(k.partition(":")[2]): v for k, v in lookback.items()}, quantile=test.quantile
                 )
-            for role, version in roles.items():
-                numbers[role] = self._read_counts(context, test.queries, test.address, version, seconds)
+            for reading, version in roles.items():
+                numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds)
         except (TemporaryError, PermanentError) as error:
             permanent = isinstance(error, PermanentError)
-            reason = f"{error}"
+            reason = f"{reading} {roles.get(reading, versions.baseline)}: {error}"
             judgement = Judgement(result=Result.ERROR, reason=reason, permanent=permanent)
-            record = _record(
-                context,
-                metric,
-                judgement,
-                Reading(version=versions.baseline),
-                Reading(version=versions.candidate, error=reason, permanent=permanent),
-            )
-            return record, evidence
+            failed = Reading(version=roles.get(reading, versions.baseline), error=str(error), permanent=permanent)
+            other = Reading(version=versions.candidate if reading == "baseline" else versions.baseline)
+            baseline, candidate = (failed, other) if reading == "baseline" else (other, failed)
+            return _record(context, metric, judgement, baseline, candidate), evidence
         segment = Segment(
             step=plan.segment_step,
             started_at=plan.segment_start,
@@ -329,6 +338,18 @@ class AnalysisChecker:
         evidence = replace(evidence, summary=summary)
         details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
         return _record(context, metric, judgement, look.baseline, look.candidate, details=details), evidence
+
+    def _training_profile(self, namespace: str, test: TrainingSkew) -> TrainingProfile:
+        where = f"ConfigMap {namespace}/{test.profile_config_map}"
+        data = self._read_configmap(namespace, test.profile_config_map) if self._read_configmap else None
+        if data is None:
+            raise ProfileError(
+                f"{where} not found; create it from the training pipeline's profile or fix profile.configMap"
+            )
+        text = data.get(test.profile_key)
+        if text is None:
+            raise ProfileError(f"{where} has no key {test.profile_key} (it has {sorted(data)}); fix profile.key")
+        return parse_profile(text, where=f"{where} key {test.profile_key}")
 
     def _read_counts(
         self, context: CheckContext, queries: tuple[CountQuery, ...], address: str | None, version: str, seconds: float
@@ -491,6 +512,13 @@ class _Stored:
         return next((r for r in self.runs if r.name == name), None)
 
 
+def _next_look(run: Run, plan: _Plan, interval: timedelta) -> datetime:
+    """One interval after the last look, and at least one interval into the segment: counts over
+    a shorter range would hold too few scrapes to say anything (background analysis looks across
+    step changes)."""
+    return max(run.last_measured_at or run.started_at, plan.segment_start) + interval
+
+
 def _requeue_after(
     now: datetime, run: Run, interval: timedelta, plan: _Plan, states: list[MetricState]
 ) -> float | None:
@@ -498,6 +526,6 @@ def _requeue_after(
     whichever is first."""
     if all(state.complete for state in states):
         return None
-    moments = [(run.last_measured_at or run.started_at) + interval]
+    moments = [_next_look(run, plan, interval)]
     moments.extend(end for end in (plan.window_end, plan.extension_end) if end is not None and end > now)
     return max(0.0, (min(moments) - now).total_seconds())

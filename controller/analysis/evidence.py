@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from controller.analysis.profile import TrainingProfile
 from controller.api import JSON, format_time, parse_time
 
 Numbers = Mapping[str, float]
@@ -87,6 +88,8 @@ class Evidence:
     """Looks taken at this evidence: the one that decides is named in status and Events."""
     summary: Mapping[str, Any] | None = None
     """The latest look's figures, for people (kubectl modelrollout get)."""
+    reference: TrainingProfile | None = None
+    """Training skew: the profile read at this look (from its ConfigMap; not kept in status)."""
 
     def with_segment(self, segment: Segment) -> Evidence:
         """The evidence with this look's counts in place of the same segment's earlier ones."""

@@ -27,6 +27,7 @@ from typing import Any
 from controller.analysis.comparison import Tolerance
 from controller.analysis.evaluate import Judgement, Reading, Result
 from controller.analysis.evidence import Evidence, Numbers, Segment, by_label
+from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR
 from controller.analysis.sequential import (
     RatioSegment,
     divergence_lower_bound,
@@ -45,6 +46,7 @@ from controller.analysis.spec import (
     RateTest,
     SequentialTest,
     SlowRequestsTest,
+    TrainingSkew,
 )
 from controller.stats import (
     EMPTY_BUCKET_SHARE,
@@ -632,11 +634,113 @@ def _judge_offline_online(test: OfflineVsOnline, evidence: Evidence, budget: Bud
     return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
 
 
+# ---------------------------------------------------------------------------------------------
+# Training skew
+
+
+def _feature_counts(segments: Sequence[Segment], feature: str) -> dict[float, float]:
+    """The candidate's per-bucket (not cumulative) counts of one feature, all segments together."""
+    total: dict[float, float] = {}
+    prefix = f"{feature}{LABEL_VALUE_SEPARATOR}"
+    for segment in segments:
+        cumulative = {
+            float(key[len(prefix) :]): value
+            for key, value in by_label(segment.candidate, "bucket").items()
+            if key.startswith(prefix)
+        }
+        for bound, count in zip(sorted(cumulative), bucket_counts(cumulative), strict=True):
+            total[bound] = total.get(bound, 0.0) + count
+    return total
+
+
+def _judge_skew(test: TrainingSkew, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
+    latest = evidence.segments[-1] if evidence.segments else None
+    profile = evidence.reference
+    if latest is None or not by_label(latest.candidate, "bucket"):
+        return _no_data(versions, [f"candidate {versions.candidate} (input feature histograms)"])
+    assert profile is not None, "the checker reads the profile before judging"
+    unknown = [name for name in test.features if name not in profile]
+    if unknown:
+        return _mismatch(versions, f"features {', '.join(unknown)} are not in the training profile; fix features")
+    names = test.features or tuple(profile)
+    try:
+        counts = {name: _feature_counts(evidence.segments, name) for name in names}
+    except ValueError as error:
+        return _mismatch(versions, f"a feature bucket bound is not a number: {error}")
+    missing = [name for name in names if not counts[name]]
+    if missing:
+        return _no_data(versions, [f"candidate {versions.candidate} features {', '.join(missing)}"])
+    intervals_total = sum(len(profile[name].frequencies) for name in names)
+    alpha = budget.false_rollback / intervals_total
+    beta = budget.false_promotion / intervals_total
+    features: list[JSON] = []
+    failing: list[tuple[float, str]] = []
+    safe = True
+    for name in names:
+        reference = profile[name]
+        bounds = [*reference.edges, math.inf]
+        if sorted(counts[name]) != bounds:
+            return _mismatch(
+                versions,
+                f"feature {name}: the server's buckets {sorted(counts[name])} are not the profile's edges "
+                f"{reference.edges} (+Inf); bucket the feature at the profile's edges",
+            )
+        per_bucket = [counts[name][b] for b in bounds]
+        total = sum(per_bucket)
+        exact = [(f, f) for f in reference.frequencies]
+        if total <= 0:
+            features.append({"feature": name, "samples": 0, "psi": None, "psiInterval": [0.0, None]})
+            safe = False
+            continue
+        low = divergence_lower_bound(exact, [proportion_interval(c, total, alpha=alpha) for c in per_bucket],
+                                     measure="psi")  # fmt: skip
+        high = divergence_upper_bound(
+            exact, [proportion_interval(c, total, alpha=beta) for c in per_bucket], measure="psi",
+            floor=EMPTY_BUCKET_SHARE,
+        )  # fmt: skip
+        psi = population_stability_index(baseline=reference.frequencies, candidate=per_bucket)
+        verdict = Result.FAILED if low > test.max_psi else Result.SUCCESSFUL
+        safe = safe and high <= test.max_psi
+        if verdict is Result.FAILED:
+            failing.append((low, name))
+        features.append(
+            {
+                "feature": name,
+                "samples": _rounded(total, 3),
+                "psi": _rounded(psi, 4),
+                "psiInterval": [_rounded(low, 4), _rounded(high, 4)],
+                "verdict": verdict.value,
+            }
+        )
+    worst = max(features, key=lambda f: f["psiInterval"][0] or 0.0)
+    summary: JSON = {"test": "training-skew", "maxPSI": test.max_psi, "worstFeature": worst["feature"],
+                     "features": features}  # fmt: skip
+    samples = max((f["samples"] or 0.0) for f in features)
+    candidate = Reading(version=versions.candidate, samples=samples)
+    who = f"candidate {versions.candidate} inputs vs the training profile"
+    if failing:
+        detail = "; ".join(
+            f"feature {name!r} PSI {next(f['psi'] for f in features if f['feature'] == name):.4f} (at least {low:.4f})"
+            for low, name in sorted(failing, reverse=True)
+        )
+        reason = f"{who}: skew beyond tolerance {test.max_psi:g}: {detail}"
+        judgement = Judgement(result=Result.FAILED, reason=reason)
+    else:
+        shown = "within tolerance shown" if safe else "no evidence of skew beyond tolerance"
+        reason = (
+            f"{who}: {shown} on {len(features)} features (largest PSI {worst['psi']}, feature {worst['feature']!r}; "
+            f"tolerance {test.max_psi:g})"
+        )
+        judgement = Judgement(result=Result.SUCCESSFUL, reason=reason, safe=safe)
+    return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
+
+
 _JUDGES: dict[type, Callable[[Any, Evidence, Budget, Versions], Look]] = {
     RateTest: _judge_rate_test,
     SlowRequestsTest: _judge_slow_requests,
     ImportantSlices: _judge_slices,
     PredictionDrift: _judge_drift,
     OfflineVsOnline: _judge_offline_online,
+    TrainingSkew: _judge_skew,
 }
 """Test type -> its judge."""

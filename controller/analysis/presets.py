@@ -134,6 +134,9 @@ SLICE_CORRECT_QUERY = _increase("model_feedback_correct_total", by="slice")
 """A slice without a right answer yet may have no series: the judge counts it 0."""
 SLICE_TOTAL_QUERY = _increase("model_feedback_total", by="slice")
 """Important slices: correct and all labelled predictions in the window, one series per `slice`."""
+INPUT_FEATURE_QUERY = _increase("model_input_feature_bucket", by="feature, le")
+"""Training skew: each input feature's bucket counts in the window (cumulative, one series per
+`feature` and `le`), binned at the edges of the training profile."""
 FEEDBACK_CORRECT_QUERY = _or_zero(_increase("model_feedback_correct_total"))
 FEEDBACK_TOTAL_QUERY = _increase("model_feedback_total")
 """Offline vs online: correct and all labelled predictions of a version in the window."""

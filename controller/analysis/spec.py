@@ -27,6 +27,7 @@ from controller.analysis.jsonpath import JsonPathError, parse_json_path
 from controller.analysis.presets import (
     FEEDBACK_CORRECT_QUERY,
     FEEDBACK_TOTAL_QUERY,
+    INPUT_FEATURE_QUERY,
     PREDICTION_HISTOGRAM_QUERY,
     PRESETS,
     SLICE_CORRECT_QUERY,
@@ -54,6 +55,9 @@ DEFAULT_MAX_PSI = 0.2
 DEFAULT_MAX_JS_DISTANCE = 0.2
 """About what a shift with PSI 0.2 gives (0.1 would reject a better model of the same task)."""
 DEFAULT_MAX_SLICE_DROP = 0.02
+DEFAULT_MAX_SKEW_PSI = 0.2
+"""Training skew tolerance per feature, on the same scale as prediction drift."""
+DEFAULT_PROFILE_KEY = "profile.json"
 DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 
 TEMPLATE_VARIABLES = frozenset({"model", "version", "namespace", "window"})
@@ -312,8 +316,32 @@ class OfflineVsOnline:
         return (CountQuery(name="correct", query=self.correct_query), CountQuery(name="total", query=self.total_query))
 
 
-SequentialTest = RateTest | SlowRequestsTest | PredictionDrift | ImportantSlices | OfflineVsOnline
-ModelCheck = PredictionDrift | ImportantSlices | OfflineVsOnline
+@dataclass(frozen=True, kw_only=True)
+class TrainingSkew:
+    """The candidate's live inputs against the training data's, feature by feature (Monitor 3)."""
+
+    key: ClassVar[str] = "trainingSkew"
+    rubric_items: ClassVar[tuple[str, ...]] = ("Monitor 3",)
+    compares_baseline: ClassVar[bool] = False
+    tests: ClassVar[int] = 1
+    profile_config_map: str
+    """ConfigMap in the rollout's namespace holding the training profile (docs/checks/training-skew.md)."""
+    profile_key: str = DEFAULT_PROFILE_KEY
+    max_psi: float = DEFAULT_MAX_SKEW_PSI
+    """Tolerance: how far (population stability index) a feature's live distribution may be from
+    the training one; live traffic always differs a little."""
+    features: tuple[str, ...] = ()
+    """The features judged; empty: every feature of the profile."""
+    histogram_query: str = INPUT_FEATURE_QUERY
+    address: str | None = None
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return (CountQuery(name="bucket", query=self.histogram_query, by="feature,le"),)
+
+
+SequentialTest = RateTest | SlowRequestsTest | PredictionDrift | ImportantSlices | OfflineVsOnline | TrainingSkew
+ModelCheck = PredictionDrift | ImportantSlices | OfflineVsOnline | TrainingSkew
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -533,10 +561,29 @@ def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnli
     )
 
 
+def _parse_training_skew(raw: Mapping[str, Any], path: str) -> TrainingSkew:
+    profile = raw.get("profile") or {}
+    name = _text(profile, "configMap", f"{path}.profile") if isinstance(profile, Mapping) else ""
+    features = raw.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) and f.strip() for f in features):
+        raise SpecError(f"{path}.features", "is a list of feature names as the profile names them")
+    if len(set(features)) != len(features):
+        raise SpecError(f"{path}.features", "names a feature twice")
+    return TrainingSkew(
+        profile_config_map=name,
+        profile_key=str(profile.get("key") or DEFAULT_PROFILE_KEY),
+        **_given(max_psi=_number(raw, "maxPSI", path, minimum=0.0)),
+        features=tuple(features),
+        histogram_query=_query(raw, "query", path, default=INPUT_FEATURE_QUERY),
+        address=raw.get("address"),
+    )
+
+
 MODEL_CHECK_PARSERS: dict[str, Callable[[Mapping[str, Any], str], ModelCheck]] = {
     PredictionDrift.key: _parse_prediction_drift,
     ImportantSlices.key: _parse_important_slices,
     OfflineVsOnline.key: _parse_offline_vs_online,
+    TrainingSkew.key: _parse_training_skew,
 }
 """Key in a metric -> parser of the model-aware check configured under it."""
 _SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples", "tolerance", RateTest.key)

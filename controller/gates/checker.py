@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from controller.api import format_time, parse_time
-from controller.checks import CheckContext, CheckOutcome, RubricEntry, Verdict
+from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, Verdict
 from controller.gates.contract import (
     ContractReport,
     ModelMetadata,
@@ -41,9 +41,6 @@ from controller.gates.spec import GatesSpec, GoldenSetSpec, configures_gates, pa
 STATUS_FIELD = "gates"
 CONTRACT_RUBRIC_ITEMS = ("Infra 2", "Data 1")
 GOLDEN_SET_RUBRIC_ITEMS = ("Infra 4", "Monitor 5")
-
-ReadConfigMap = Callable[[str, str], Mapping[str, str] | None]
-"""`read_configmap(namespace, name)`: the ConfigMap's data, or None when it does not exist."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -44,7 +44,7 @@ class ModelServer:
         self.model = model
         self.model_name = model_name
         self.version = version
-        self.metrics = ModelMetrics(model_name=model_name, version=version)
+        self.metrics = ModelMetrics(model_name=model_name, version=version, profile=model.profile)
         self._predicted_labels: OrderedDict[str, int] = OrderedDict()
 
     def routes(self) -> list[Route]:
@@ -57,6 +57,7 @@ class ModelServer:
             *(Route(f"{path}/ready", self.model_ready) for path in model_paths),
             *(Route(f"{path}/infer", self.infer, methods=["POST"]) for path in model_paths),
             Route("/v2/models/{name}/feedback", self.feedback, methods=["POST"]),
+            Route("/v2/models/{name}/training-profile", self.training_profile),
             Route("/metrics", self.prometheus_metrics),
         ]
 
@@ -99,6 +100,7 @@ class ModelServer:
         self.metrics.record_rows(
             scores=[float(score) for score in prediction.scores],
             invariant_violations=int(prediction.invariant_violations.sum()),
+            features=prediction.features,
         )
         if len(prediction.labels) == 1:
             self._remember(decoded.request_id, int(prediction.labels[0]))
@@ -112,6 +114,11 @@ class ModelServer:
         self._predicted_labels[request_id] = label
         if len(self._predicted_labels) > REMEMBERED_PREDICTIONS:
             self._predicted_labels.popitem(last=False)
+
+    async def training_profile(self, request: Request) -> Response:
+        """The training reference profile (docs/checks/training-skew.md), as a training pipeline
+        would publish it next to the model: what a ConfigMap for the trainingSkew check holds."""
+        return self._unknown_model(request) or _json({"features": [bins.as_json() for bins in self.model.profile]})
 
     async def feedback(self, request: Request) -> Response:
         unknown = self._unknown_model(request)

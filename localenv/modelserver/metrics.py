@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
+import numpy as np
+from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from localenv.modelserver.variants import FeatureBins
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds; loopback inference takes a few milliseconds, a real one up to seconds."""
@@ -12,11 +19,46 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Ten equal-width bins over [0, 1] (plus +Inf): the bins prediction-drift statistics compare."""
 
 
+class InputFeatureHistograms(Collector):
+    """`model_input_feature_bucket{model, version, feature, le}`: what the estimator read, per
+    feature, binned at the training profile's edges. A histogram family whose buckets differ per
+    feature, which prometheus_client's Histogram (one set of buckets per metric) cannot express."""
+
+    def __init__(self, *, model_name: str, version: str, profile: Sequence[FeatureBins]) -> None:
+        self._labels = (model_name, version)
+        self._profile = tuple(profile)
+        self._counts = [np.zeros(len(bins.edges) + 1, dtype=np.int64) for bins in self._profile]
+        self._sums = [0.0 for _ in self._profile]
+
+    def observe(self, features: NDArray[np.float64]) -> None:
+        """`features`: rows x model features, in the profile's order; non-finite values are left
+        out (they are counted as invariant violations)."""
+        for i, bins in enumerate(self._profile):
+            column = features[:, i]
+            finite = column[np.isfinite(column)]
+            np.add.at(self._counts[i], np.searchsorted(bins.edges, finite, side="left"), 1)
+            self._sums[i] += float(finite.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "model_input_feature",
+            "Model input features as the estimator read them, binned at the training profile's edges.",
+            labels=("model", "version", "feature"),
+        )
+        for bins, counts, total in zip(self._profile, self._counts, self._sums, strict=True):
+            cumulative = np.cumsum(counts)
+            buckets = [(repr(edge), float(c)) for edge, c in zip(bins.edges, cumulative, strict=False)]
+            family.add_metric([*self._labels, bins.name], [*buckets, ("+Inf", float(cumulative[-1]))], total)
+        yield family
+
+
 class ModelMetrics:
     """The metrics of one served model version, on a registry of its own."""
 
-    def __init__(self, *, model_name: str, version: str) -> None:
+    def __init__(self, *, model_name: str, version: str, profile: Sequence[FeatureBins] = ()) -> None:
         self.registry = CollectorRegistry()
+        self.input_features = InputFeatureHistograms(model_name=model_name, version=version, profile=profile)
+        self.registry.register(self.input_features)
         # Resident memory and CPU of the server: the sandbox has no cAdvisor to report them.
         ProcessCollector(registry=self.registry)
         self.model_name = model_name
@@ -83,9 +125,13 @@ class ModelMetrics:
         if status_code >= 400:
             self._errors.labels(self.model_name, self.version).inc()
 
-    def record_rows(self, *, scores: list[float], invariant_violations: int) -> None:
-        """Scores of one request's rows; non-finite ones are counted, never put in the histogram
-        (a NaN observation would turn the histogram's _sum into NaN for good)."""
+    def record_rows(
+        self, *, scores: list[float], invariant_violations: int, features: NDArray[np.float64] | None = None
+    ) -> None:
+        """Scores (and model features) of one request's rows; non-finite scores are counted, never
+        put in the histogram (a NaN observation would turn the histogram's _sum into NaN for good)."""
+        if features is not None:
+            self.input_features.observe(features)
         predictions = self._predictions.labels(self.model_name, self.version)
         nonfinite = 0
         for score in scores:

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from localenv.modelserver.dataset import load_dataset, slice_names
+from localenv.modelserver.dataset import Dataset, load_dataset, slice_names
 
 
 class Variant(StrEnum):
@@ -77,6 +77,37 @@ FIRST_TEN = tuple(range(10))
 ALL_THIRTY = tuple(range(30))
 
 
+PROFILE_BINS = 10
+"""Training profile: each model feature binned at its training deciles."""
+PROFILE_EDGE_DIGITS = 4
+"""Edges rounded so that the profile and the `le` labels read the same."""
+RATIO_FEATURE = "mean concave points / mean concavity"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureBins:
+    """One model feature of the training profile (docs/checks/training-skew.md)."""
+
+    name: str
+    edges: tuple[float, ...]
+    """Upper bounds of every bin but the last (inclusive, like `le`)."""
+    frequencies: tuple[float, ...]
+    """Share of training rows per bin."""
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "edges": list(self.edges), "frequencies": list(self.frequencies)}
+
+
+def feature_bins(name: str, values: NDArray[np.float64]) -> FeatureBins:
+    """Deciles of the training values as edges, and the share of training rows in each bin."""
+    quantiles = np.quantile(values, np.linspace(0, 1, PROFILE_BINS + 1)[1:-1])
+    edges = np.unique(np.round(quantiles, PROFILE_EDGE_DIGITS))
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+    return FeatureBins(
+        name=name, edges=tuple(float(e) for e in edges), frequencies=tuple(float(c) for c in counts / counts.sum())
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Prediction:
     """What a model says about a batch of rows."""
@@ -85,6 +116,8 @@ class Prediction:
     scores: NDArray[np.float64]
     invariant_violations: NDArray[np.bool_]
     """Per row: some feature the model read was non-finite or out of its training range."""
+    features: NDArray[np.float64]
+    """What the estimator read, per row and model feature, after the serving path's transforms."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +142,8 @@ class ServedModel:
     """Per model feature, the smallest value the estimator was fitted on (after standardising)."""
     training_high: NDArray[np.float64]
     """Per model feature, the largest value the estimator was fitted on."""
+    profile: tuple[FeatureBins, ...]
+    """Per model feature, how the training rows the estimator was fitted on are distributed."""
 
     def predict(self, rows: NDArray[np.float64]) -> Prediction:
         """`rows`: shape (n, width of the input tensor), raw measurements."""
@@ -126,6 +161,7 @@ class ServedModel:
             labels=(scores >= thresholds).astype(np.int64),
             scores=scores,
             invariant_violations=np.asarray((outside | ~np.isfinite(features)).any(axis=1), dtype=np.bool_),
+            features=features,
         )
 
 
@@ -195,4 +231,11 @@ def train(variant: Variant) -> ServedModel:
         # What the estimator was fitted on: a serving path that skips the scaler falls outside it.
         training_low=standardized.min(axis=0),
         training_high=standardized.max(axis=0),
+        profile=tuple(feature_bins(name, standardized[:, i]) for i, name in enumerate(_feature_names(dataset, recipe))),
     )
+
+
+def _feature_names(dataset: Dataset, recipe: _Recipe) -> list[str]:
+    """The model features' names, in the order the estimator reads them."""
+    names = [dataset.feature_names[recipe.input_columns[c]] for c in recipe.model_columns]
+    return [*names, RATIO_FEATURE] if recipe.adds_concavity_ratio else names

@@ -8,6 +8,9 @@ from typing import Protocol, runtime_checkable
 from controller.analysis.spec import MetricSource, PrometheusSource
 from controller.errors import PermanentError, TemporaryError
 
+LABEL_VALUE_SEPARATOR = "|"
+"""Joins the values of several labels into one key of `VectorProvider.measure_by`."""
+
 
 class ProviderUnavailable(TemporaryError):
     """The provider could not answer now (refused, timed out, 5xx); the next interval retries."""
@@ -34,5 +37,7 @@ class VectorProvider(Protocol):
     """A provider that can also give several numbers at once, one per value of a label."""
 
     def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
-        """{value of `label`: number} from the series `source` (already rendered) returns; {} for no data."""
+        """{value of `label`: number} from the series `source` (already rendered) returns; {} for no data.
+        Several labels, comma-separated, key each number by their values joined by
+        LABEL_VALUE_SEPARATOR."""
         ...

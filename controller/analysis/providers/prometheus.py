@@ -13,7 +13,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from controller.analysis.providers.base import InvalidQuery, ProviderUnavailable
+from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR, InvalidQuery, ProviderUnavailable
 from controller.analysis.spec import MetricSource, PrometheusSource
 
 # prometheus-api-client reports a non-200 answer only as text: "HTTP Status Code 400 (b'{...}')".
@@ -52,16 +52,29 @@ def _one_number(result: Any, query: str) -> float | None:
 
 
 def _numbers_by(result: Any, label: str, query: str) -> dict[str, float]:
-    """{value of `label`: number} from an instant vector with one series per value of `label`."""
+    """{value of `label`: number} from an instant vector with one series per value of `label`.
+
+    `label` may name several labels, comma-separated (`feature,le`): the key is then their values
+    joined by LABEL_VALUE_SEPARATOR, in that order."""
+    labels = [name.strip() for name in label.split(",")]
+    grouping = ", ".join(labels)
     if result and isinstance(result[0], int | float):
-        raise InvalidQuery(f"query returns one number, not one series per {label}; use sum by ({label}) (...): {query}")
+        raise InvalidQuery(
+            f"query returns one number, not one series per {grouping}; use sum by ({grouping}) (...): {query}"
+        )
     numbers: dict[str, float] = {}
     for series in result or []:
-        key = series.get("metric", {}).get(label)
-        if key is None:
-            raise InvalidQuery(f"query returns a series without label {label}; use sum by ({label}) (...): {query}")
+        values = [series.get("metric", {}).get(name) for name in labels]
+        missing = [name for name, value in zip(labels, values, strict=True) if value is None]
+        if missing:
+            raise InvalidQuery(
+                f"query returns a series without label {missing[0]}; use sum by ({grouping}) (...): {query}"
+            )
+        key = LABEL_VALUE_SEPARATOR.join(str(value) for value in values)
         if key in numbers:
-            raise InvalidQuery(f"query returns several series with {label}={key}; use sum by ({label}) (...): {query}")
+            raise InvalidQuery(
+                f"query returns several series with {grouping}={key}; use sum by ({grouping}) (...): {query}"
+            )
         if "value" not in series:
             raise InvalidQuery(f"query returns a range vector; wrap it in a function such as increase(...): {query}")
         numbers[key] = float(series["value"][1])

@@ -14,6 +14,7 @@ from controller.analysis.checker import AnalysisChecker
 from controller.analysis.evidence import Evidence, Segment
 from controller.analysis.judges import Budget, Look, Versions, judge_evidence
 from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
+from controller.analysis.profile import ProfileError, parse_profile
 from controller.analysis.providers import InvalidQuery
 from controller.analysis.providers.prometheus import _numbers_by
 from controller.analysis.spec import (
@@ -24,6 +25,7 @@ from controller.analysis.spec import (
     PrometheusSource,
     SequentialSpec,
     SequentialTest,
+    TrainingSkew,
     parse_metric,
 )
 from controller.api import ModelRolloutStatus, SpecError, parse_spec
@@ -367,3 +369,104 @@ def test_a_provider_without_vectors_is_a_permanent_error() -> None:
     measurement = outcome.status_fields["analysis"]["measurements"][-1]
     assert measurement["verdict"] == "Error"
     assert "cannot read one number per le" in measurement["reason"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training skew
+
+
+PROFILE = parse_profile(
+    '{"features": [{"name": "radius", "edges": [0.0], "frequencies": [0.5, 0.5]},'
+    ' {"name": "texture", "edges": [0.0], "frequencies": [0.5, 0.5]}]}',
+    where="ConfigMap ml/profile key profile.json",
+)
+
+
+def live_inputs(radius_low_share: float, rows: float) -> dict[str, float]:
+    """`bucket:<feature>|<le>` counts as Prometheus gives them: texture always as in training."""
+    return {
+        "bucket:radius|0.0": rows * radius_low_share,
+        "bucket:radius|+Inf": rows,
+        "bucket:texture|0.0": rows / 2,
+        "bucket:texture|+Inf": rows,
+    }
+
+
+def skew(numbers: Mapping[str, float], check: TrainingSkew | None = None) -> Look:
+    test = check or TrainingSkew(profile_config_map="profile")
+    evidence = Evidence(
+        metric="skew",
+        segments=(Segment(step=1, started_at=T0, seconds=60, candidate=numbers, baseline={}),),
+        reference=PROFILE,
+    )
+    return judge_evidence(test, evidence, budget=BUDGET, versions=VERSIONS)
+
+
+def test_a_feature_far_from_its_training_distribution_fails_by_name() -> None:
+    # Given live radius values nearly all below the training median (PSI 1.325), texture as trained
+    look = skew(live_inputs(0.95, 5000))
+    assert look.judgement.result == "Failed"
+    assert "skew beyond tolerance 0.2: feature 'radius' PSI 1.3250 (at least 1.1" in look.judgement.reason
+    assert "texture" not in look.judgement.reason.split("skew beyond")[1]
+    assert look.summary["worstFeature"] == "radius"
+    assert [(f["feature"], f["verdict"]) for f in look.summary["features"]] == [
+        ("radius", "Failed"),
+        ("texture", "Successful"),
+    ]
+
+
+def test_inputs_as_in_training_show_skew_within_tolerance_and_few_rows_decide_nothing() -> None:
+    assert skew(live_inputs(0.5, 20_000)).judgement.safe
+    few = skew(live_inputs(0.95, 20))
+    assert few.judgement.result == "Successful" and not few.judgement.safe
+
+
+def test_buckets_other_than_the_profiles_edges_are_a_permanent_error() -> None:
+    look = skew({**live_inputs(0.5, 20), "bucket:radius|0.5": 10})
+    assert look.judgement.result == "Error" and look.judgement.permanent
+    assert "bucket the feature at the profile's edges" in look.judgement.reason
+
+
+def test_a_feature_named_but_not_in_the_profile_is_a_permanent_error() -> None:
+    look = skew(live_inputs(0.5, 100), TrainingSkew(profile_config_map="profile", features=("depth",)))
+    assert look.judgement.permanent and "features depth are not in the training profile" in look.judgement.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not JSON"),
+        ('{"features": []}', "give features: [{name, edges, frequencies}, ...]"),
+        (
+            '{"features": [{"name": "a", "edges": [1, 0], "frequencies": [0.2, 0.3, 0.5]}]}',
+            "features[0].edges: must increase",
+        ),
+        (
+            '{"features": [{"name": "a", "edges": [0], "frequencies": [1]}]}',
+            "1 shares for 1 edges; give one per bin, 2",
+        ),
+        ('{"features": [{"name": "a", "edges": [0], "frequencies": [0.2, 0.2]}]}', "adding up to 1"),
+        ('{"features": [{"edges": [0], "frequencies": [0.5, 0.5]}]}', "features[0].name: is required"),
+    ],
+)
+def test_a_malformed_profile_is_refused_naming_where(text: str, message: str) -> None:
+    with pytest.raises(ProfileError) as raised:
+        parse_profile(text, where="ConfigMap ml/p key profile.json")
+    assert str(raised.value).startswith("ConfigMap ml/p key profile.json")
+    assert message in str(raised.value)
+
+
+def test_training_skew_names_its_configmap_and_defaults() -> None:
+    check = check_of({"trainingSkew": {"profile": {"configMap": "cancer-profile"}, "features": ["mean radius"]}})
+    assert isinstance(check, TrainingSkew)
+    assert (check.profile_config_map, check.profile_key, check.max_psi) == ("cancer-profile", "profile.json", 0.2)
+    assert check.features == ("mean radius",) and check.rubric_items == ("Monitor 3",)
+    assert "sum by (feature, le) (increase(model_input_feature_bucket{" in check.histogram_query
+    assert "trainingSkew.profile.configMap: is required" in spec_error({"trainingSkew": {}})
+
+
+def test_series_keyed_by_two_labels_are_keyed_by_both_values() -> None:
+    result = [{"metric": {"feature": "radius", "le": "0.5"}, "value": [1, "3"]}]
+    assert _numbers_by(result, "feature,le", "q") == {"radius|0.5": 3.0}
+    with pytest.raises(InvalidQuery, match=re.escape("without label le; use sum by (feature, le)")):
+        _numbers_by([{"metric": {"feature": "radius"}, "value": [1, "3"]}], "feature,le", "q")
