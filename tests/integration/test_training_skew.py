@@ -106,8 +106,8 @@ def skew_rollout(candidate: str) -> dict[str, Any]:
 
 
 def skew_evidence(status: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = next(e for e in status["analysis"]["evidence"] if e["metric"] == "skew")
-    return entry["latest"]
+    latest: dict[str, Any] = next(e["latest"] for e in status["analysis"]["evidence"] if e["metric"] == "skew")
+    return latest
 
 
 def unhealthy_analysis(world: World) -> dict[str, Any] | None:
