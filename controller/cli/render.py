@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -132,7 +132,12 @@ def age(text: str | None, *, now: datetime) -> str:
     moment = parse_timestamp(text)
     if moment is None:
         return "<unknown>"
-    seconds = max(0, int((now - moment).total_seconds()))
+    return span((now - moment).total_seconds())
+
+
+def span(seconds: float) -> str:
+    """A length of time the way kubectl prints ages: `45s`, `3m10s`, `25m`, `4h30m`, `14h`, `4d`."""
+    seconds = max(0, int(seconds))
     minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
     if seconds < 120:
         return f"{seconds}s"
@@ -284,49 +289,242 @@ def gate_rows(gates: object) -> list[list[Cell]]:
     return rows
 
 
-def measurement_rows(measurement: Mapping[str, Any], *, now: datetime) -> list[list[Cell]]:
-    """A metric's latest measurement, then what a model-aware check judged it on: each important
-    slice, the drift statistics, or the declared offline value."""
+def measurement_row(measurement: Mapping[str, Any], *, now: datetime) -> list[Cell]:
+    """A metric's latest measurement: both versions' values, the verdict, when, and why."""
     verdict = measurement.get("verdict")
-    rows = [
-        [
-            cell(measurement.get("metric")),
-            cell(format_number(measurement.get("baselineValue"))),
-            cell(format_number(measurement.get("candidateValue"))),
-            cell(verdict, word_tone(verdict)),
-            cell(age(measurement.get("time"), now=now)),
-            cell(measurement.get("reason")),
-        ]
+    return [
+        cell(measurement.get("metric")),
+        cell(format_number(measurement.get("baselineValue"))),
+        cell(format_number(measurement.get("candidateValue"))),
+        cell(verdict, word_tone(verdict)),
+        cell(age(measurement.get("time"), now=now)),
+        cell(measurement.get("reason")),
     ]
-    for entry in measurement.get("slices") or []:
-        samples = f"{format_number(entry.get('baselineSamples'))} / {format_number(entry.get('candidateSamples'))}"
-        rows.append(
-            [
-                cell(f"  slice {entry.get('slice')}"),
-                cell(format_number(entry.get("baselineValue"))),
-                cell(format_number(entry.get("candidateValue"))),
-                cell(entry.get("verdict"), word_tone(entry.get("verdict"))),
-                cell(""),
-                cell(f"labelled predictions {samples}"),
-            ]
-        )
-    drift = measurement.get("drift")
-    if isinstance(drift, Mapping):
-        for label, value, limit in (
-            ("PSI", drift.get("psi"), drift.get("maxPSI")),
-            ("JS distance", drift.get("jsDistance"), drift.get("maxJSDistance")),
-        ):
-            rows.append(
-                [cell(f"  {label}"), cell("-"), cell(format_number(value)), cell(""), cell(""),
-                 cell(f"limit {format_number(limit)}")]
-            )  # fmt: skip
-    offline = measurement.get("offline")
-    if isinstance(offline, Mapping):
-        rows.append(
-            [cell("  declared offline"), cell("-"), cell(format_number(offline.get("declared"))), cell(""), cell(""),
-             cell(f"gap {format_number(offline.get('gap'))}, maxGap {format_number(offline.get('maxGap'))}")]
-        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence: what each sequential metric's latest look rests on (status.analysis.evidence)
+
+
+def latest_evidence(status: JSON) -> dict[str, Mapping[str, Any]]:
+    """The latest look of each sequential metric, by metric, in the order of the Analysis table:
+    from status.analysis.evidence, else from the metric's latest measurement, which carries the
+    same summary without the per-slice rows and the histogram buckets."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for measurement in latest_measurements(status):
+        summary = measurement.get("evidence")
+        if isinstance(summary, Mapping):
+            found[str(measurement.get("metric"))] = {**summary, "verdict": measurement.get("verdict")}
+    for entry in status.get("analysis", {}).get("evidence") or []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("latest"), Mapping):
+            found[str(entry.get("metric"))] = entry["latest"]
+    return found
+
+
+def figure(value: object) -> str:
+    """A statistic to three significant figures (e-values run to 1e+11); `-` when absent."""
+    return f"{value:.3g}" if isinstance(value, int | float) else "-"
+
+
+def share(value: object) -> str:
+    """Events per trial as a percentage: `0.938%`."""
+    return f"{value * 100:.3g}%" if isinstance(value, int | float) else "-"
+
+
+def interval(bounds: object, shown: Callable[[object], str] = figure) -> str:
+    """`[low, high]`; an upper end not bounded yet is `∞`."""
+    if not isinstance(bounds, Sequence) or len(bounds) != 2:
+        return "-"
+    low, high = bounds
+    return f"[{shown(low)}, {'∞' if high is None else shown(high)}]"
+
+
+def _reached(value: object, threshold: object) -> bool:
+    return isinstance(value, int | float) and isinstance(threshold, int | float) and value >= threshold
+
+
+BLANK = Cell(text="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceRow:
+    """One line of the Evidence section; the columns not given stay blank."""
+
+    label: str
+    look: Cell = BLANK
+    verdict: Cell = BLANK
+    baseline: Cell = BLANK
+    """The baseline's value and the samples it rests on."""
+    candidate: Cell = BLANK
+    estimate: Cell = BLANK
+    """What the test estimates (the ratio of bad-event rates, PSI, ...) and its confidence interval."""
+    tolerance: Cell = BLANK
+    evidence: Cell = BLANK
+    """The e-value against the threshold that fails the candidate."""
+    detectable: Cell = BLANK
+    """What the evidence can see so far."""
+
+    def cells(self) -> list[Cell]:
+        return [cell(self.label), self.look, self.verdict, self.baseline, self.candidate, self.estimate,
+                self.tolerance, self.evidence, self.detectable]  # fmt: skip
+
+    @staticmethod
+    def headers(*, baseline: str, candidate: str) -> list[str]:
+        return ["METRIC", "LOOK", "VERDICT", f"BASELINE ({baseline})", f"CANDIDATE ({candidate})",
+                "ESTIMATE [INTERVAL]", "TOLERANCE", "EVIDENCE", "DETECTABLE SO FAR"]  # fmt: skip
+
+
+def _look(label: str, summary: Mapping[str, Any]) -> EvidenceRow:
+    """The row naming the metric, the look and its verdict."""
+    verdict = summary.get("verdict")
+    return EvidenceRow(label=label, look=cell(summary.get("look", "-")), verdict=cell(verdict, word_tone(verdict)))
+
+
+def _of_samples(side: object) -> Cell:
+    """A version's value and the samples it rests on: `0.938% of 5120`."""
+    if not isinstance(side, Mapping) or not isinstance(side.get("samples"), int | float):
+        return cell("-")
+    return cell(f"{share(side.get('value'))} of {side['samples']:.0f}")
+
+
+def _evidence(summary: Mapping[str, Any], *, with_safety: bool) -> Cell:
+    """The evidence of harm against its threshold; with evidenceOfSafety also the evidence that
+    the candidate is within tolerance against its own."""
+    harm_shown = _reached(summary.get("eValue"), summary.get("threshold"))
+    text = f"{figure(summary.get('eValue'))} of {figure(summary.get('threshold'))}"
+    if not with_safety:
+        return cell(text, Tone.BAD if harm_shown else None)
+    safety_shown = _reached(summary.get("safetyEValue"), summary.get("safetyThreshold"))
+    text += f"; safety {figure(summary.get('safetyEValue'))} of {figure(summary.get('safetyThreshold'))}"
+    return cell(text, Tone.BAD if harm_shown else Tone.GOOD if safety_shown else None)
+
+
+def _detectable(summary: Mapping[str, Any]) -> Cell:
+    """The smallest ratio the evidence would catch so far (80 % power), and how long a step at
+    this traffic needs to tell the tolerance's edge from a candidate as good as the baseline."""
+    smallest = summary.get("smallestDetectableRatio")
+    seconds = summary.get("secondsToResolveTolerance")
+    ratio = "-" if smallest is None else f"{figure(smallest)}x"
+    return cell(f"{ratio}; tolerance {'out of reach' if seconds is None else 'needs ' + span(seconds)}")
+
+
+def _ratio(row: EvidenceRow, summary: Mapping[str, Any], *, with_safety: bool) -> EvidenceRow:
+    """`row` with the columns of one comparison of bad-event rates (a metric's or a slice's)."""
+    null_ratio = summary.get("nullRatio")
+    tolerance = str(summary.get("tolerance", "-")) + ("" if null_ratio is None else f" (≤{figure(null_ratio)}x)")
+    return replace(
+        row,
+        baseline=_of_samples(summary.get("baseline")),
+        candidate=_of_samples(summary.get("candidate")),
+        estimate=cell(f"ratio {figure(summary.get('ratio'))} {interval(summary.get('interval'))}"),
+        tolerance=cell(tolerance),
+        evidence=_evidence(summary, with_safety=with_safety),
+        detectable=_detectable(summary),
+    )
+
+
+def _rate_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
+    """Events out of trials, or slow requests (over the baseline's quantile), then the guardrails
+    on the candidate's events per trial."""
+    threshold = summary.get("thresholdSeconds")
+    label = f"{metric} (>{threshold:g}s)" if isinstance(threshold, int | float) else metric
+    rows = [_ratio(_look(label, summary), summary, with_safety=with_safety)]
+    for key, bound in (("maxInterval", "max"), ("minInterval", "min")):
+        if key in summary:
+            estimate = cell(f"candidate {interval(summary[key], share)}")
+            rows.append(EvidenceRow(label=f"  guardrail {bound}", estimate=estimate))
     return rows
+
+
+def _slice_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
+    """The worst slice, then each slice with its own comparison."""
+    rows = [replace(_look(metric, summary), estimate=cell(f"worst slice {summary.get('worstSlice', '-')}"))]
+    for entry in (e for e in summary.get("slices") or [] if isinstance(e, Mapping)):
+        verdict = entry.get("verdict")
+        row = EvidenceRow(label=f"  slice {entry.get('slice')}", verdict=cell(verdict, word_tone(verdict)))
+        rows.append(_ratio(row, entry, with_safety=with_safety))
+    return rows
+
+
+def _drift_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
+    """Predictions per version (from the histogram), then PSI and JS distance against their
+    tolerances; a statistic whose interval lies above its tolerance is drift."""
+    buckets = [b for b in summary.get("buckets") or [] if isinstance(b, Mapping)]
+
+    def predictions(role: str) -> Cell:
+        return cell(f"{sum(b.get(role) or 0.0 for b in buckets):.0f} predictions" if buckets else "-")
+
+    rows = [replace(_look(metric, summary), baseline=predictions("baseline"), candidate=predictions("candidate"))]
+    for label, key, tolerance_key in (("PSI", "psi", "maxPSI"), ("JS distance", "jsDistance", "maxJSDistance")):
+        bounds, tolerance = summary.get(f"{key}Interval"), summary.get(tolerance_key)
+        low = bounds[0] if isinstance(bounds, Sequence) and bounds else None
+        beyond = isinstance(low, int | float) and isinstance(tolerance, int | float) and low > tolerance
+        estimate = cell(f"{figure(summary.get(key))} {interval(bounds)}", Tone.BAD if beyond else None)
+        rows.append(EvidenceRow(label=f"  {label}", estimate=estimate, tolerance=cell(figure(tolerance))))
+    return rows
+
+
+def _offline_online_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
+    """The candidate's online quality against the quality it declared offline."""
+    samples = summary.get("samples")
+    online = figure(summary.get("online"))
+    return [
+        replace(
+            _look(metric, summary),
+            candidate=cell(f"{online} of {samples:.0f}" if isinstance(samples, int | float) else "-"),
+            estimate=cell(f"online {online} {interval(summary.get('interval'))}"),
+            tolerance=cell(f"declared {figure(summary.get('declared'))} ± {figure(summary.get('maxGap'))}"),
+            evidence=cell(f"gap {figure(summary.get('gap'))}"),
+        )
+    ]
+
+
+def _skew_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
+    """The worst feature, then each skewed feature (or the worst one) with PSI against the tolerance."""
+    features = [f for f in summary.get("features") or [] if isinstance(f, Mapping)]
+    skewed = [f for f in features if f.get("verdict") == "Failed"] or [
+        f for f in features if f.get("feature") == summary.get("worstFeature")
+    ]
+    rows = [replace(_look(metric, summary), estimate=cell(f"worst feature {summary.get('worstFeature', '-')}"))]
+    for entry in skewed:
+        verdict = entry.get("verdict")
+        samples = entry.get("samples")
+        rows.append(
+            EvidenceRow(
+                label=f"  feature {entry.get('feature')}",
+                verdict=cell(verdict, word_tone(verdict)),
+                candidate=cell(f"{samples:.0f} rows" if isinstance(samples, int | float) else "-"),
+                estimate=cell(f"PSI {figure(entry.get('psi'))} {interval(entry.get('psiInterval'))}"),
+                tolerance=cell(figure(summary.get("maxPSI"))),
+            )
+        )
+    return rows
+
+
+EVIDENCE_ROWS: dict[str, Callable[[str, Mapping[str, Any], bool], list[EvidenceRow]]] = {
+    "rate": lambda metric, summary, with_safety: _rate_rows(metric, summary, with_safety=with_safety),
+    "slow-requests": lambda metric, summary, with_safety: _rate_rows(metric, summary, with_safety=with_safety),
+    "slices": lambda metric, summary, with_safety: _slice_rows(metric, summary, with_safety=with_safety),
+    "drift": lambda metric, summary, _: _drift_rows(metric, summary),
+    "offline-online": lambda metric, summary, _: _offline_online_rows(metric, summary),
+    "training-skew": lambda metric, summary, _: _skew_rows(metric, summary),
+}
+"""A sequential test's name (`test` in its summary) -> the rows that show its latest look."""
+
+
+def evidence_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
+    """A sequential metric's latest look: a row for the metric, then one per slice, drift
+    statistic, skewed feature or guardrail it judged."""
+    rows = EVIDENCE_ROWS.get(str(summary.get("test")))
+    return rows(metric, summary, with_safety) if rows is not None else [_look(metric, summary)]
+
+
+def evidence_title(status: JSON) -> str:
+    """The section's title, with the rollout's error budget when status records it."""
+    budget = status.get("analysis", {}).get("falseRollbackRate")
+    if not isinstance(budget, int | float):
+        return "Evidence (latest look per metric)"
+    return f"Evidence (latest look per metric; falseRollbackRate {budget:g} for the whole rollout)"
 
 
 def rubric_rows(rubric: object) -> list[list[Cell]]:
@@ -411,9 +609,18 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
 
     measurements = latest_measurements(raw_status)
     if measurements:
-        rows = [row for m in measurements for row in measurement_rows(m, now=now)]
+        rows = [measurement_row(m, now=now) for m in measurements]
         headers = ["METRIC", f"BASELINE ({stable})", f"CANDIDATE ({candidate})", "VERDICT", "AGE", "REASON"]
         blocks.append(titled_table("Analysis (latest per metric)", headers=headers, rows=rows, style=style))
+
+    evidence = latest_evidence(raw_status)
+    if evidence:
+        with_safety = (spec.get("analysis") or {}).get("promoteWhen") == "evidenceOfSafety"
+        rows = [
+            row.cells() for m, summary in evidence.items() for row in evidence_rows(m, summary, with_safety=with_safety)
+        ]
+        headers = EvidenceRow.headers(baseline=stable, candidate=candidate)
+        blocks.append(titled_table(evidence_title(raw_status), headers=headers, rows=rows, style=style))
 
     gates = gate_rows(raw_status.get("gates"))
     if gates:

@@ -171,8 +171,12 @@ REGRESSIONS = [
         Behaviour(latency_seconds=0.4),
         "p99",
         # Every v1 request takes 20 ms: its p99 bucket ends at 25 ms, and every v2 request is slower.
-        ["candidate v2 100% of ", "vs baseline v1 0% of ", "share slower than 0.025s (the baseline's p99) ratio inf",
-         "beyond tolerance 20%"],
+        [
+            "candidate v2 100% of ",
+            "vs baseline v1 0% of ",
+            "share slower than 0.025s (the baseline's p99) ratio inf",
+            "beyond tolerance 20%",
+        ],
         id="latency",
     ),  # fmt: skip
     pytest.param(

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.analysis.comparison import Tolerance
+from controller.analysis.spec import PromoteWhen, RateTest, SequentialSpec, parse_analysis
 from controller.api import (
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     HISTORY_LIMIT,
@@ -248,6 +250,78 @@ def test_shipping_the_next_version_is_an_accepted_edit(control_plane: ControlPla
     stored = stored_rollout(control_plane, namespace, "iris")
     assert stored["metadata"]["generation"] == 2
     assert parse_spec(stored["spec"]).candidate == "v3"
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("10%", Tolerance(relative=0.1)), (0.002, Tolerance(absolute=0.002))],
+    ids=["percent", "number"],
+)
+def test_a_tolerance_is_accepted_as_a_percent_or_as_a_number(
+    control_plane: ControlPlane, namespace: str, written: str | float, meant: Tolerance
+) -> None:
+    # given a rollout whose error-rate metric has a tolerance written as a percent or as a number
+    rollout = example_rollout()
+    rollout["spec"]["analysis"] = {"metrics": [{"name": "errors", "preset": "error-rate", "tolerance": written}]}
+
+    # when it is applied
+    apply(control_plane, namespace, rollout)
+
+    # then it is stored as written (a string stays a string, a number a number) and means that tolerance
+    analysis = stored_rollout(control_plane, namespace, "iris")["spec"]["analysis"]
+    assert analysis == rollout["spec"]["analysis"]
+    parsed = parse_analysis(analysis)
+    assert parsed is not None
+    metric = parsed.metrics[0]
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, RateTest)
+    assert metric.test.tolerance == meant
+
+
+def test_the_sequential_analysis_fields_are_accepted_and_stored_as_written(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    # given a rollout using every field of the sequential judge: error rates, promoteWhen with its
+    # maxDuration, counts of one's own with a tolerance, a guardrail, a floor and another Prometheus
+    rollout = example_rollout()
+    rollout["spec"]["analysis"] = {
+        "falseRollbackRate": 0.01,
+        "falsePromotionRate": 0.1,
+        "promoteWhen": "evidenceOfSafety",
+        "maxDuration": "15m",
+        "metrics": [
+            {
+                "name": "refusals",
+                "counts": {
+                    "events": 'sum(increase(model_refusals_total{version="{{version}}"}[{{window}}]))',
+                    "trials": 'sum(increase(model_requests_total{version="{{version}}"}[{{window}}]))',
+                    "eventsAre": "bad",
+                },
+                "tolerance": "5%",
+                "comparison": {"max": 0.1},
+                "minSamples": {"count": 500},
+                "provider": {"prometheus": {"address": "http://prometheus.monitoring:9090"}},
+            },
+            {"name": "p99", "preset": "latency-p99", "comparison": {"maxRatio": 1.3}},
+            {"name": "drift", "predictionDrift": {"maxPSI": 0.1, "minCount": 0}},
+            {"name": "slices", "importantSlices": {"slices": ["borderline"], "minQuality": 0.8, "minSamples": 0}},
+        ],
+    }
+
+    # when it is applied
+    apply(control_plane, namespace, rollout)
+
+    # then no field is pruned or defaulted, and the controller reads what was meant
+    analysis = stored_rollout(control_plane, namespace, "iris")["spec"]["analysis"]
+    assert analysis == rollout["spec"]["analysis"]
+    parsed = parse_analysis(analysis)
+    assert parsed is not None
+    assert (parsed.false_rollback_rate, parsed.false_promotion_rate) == (0.01, 0.1)
+    assert (parsed.promote_when, parsed.max_duration_seconds) == (PromoteWhen.EVIDENCE_OF_SAFETY, 900.0)
+    refusals = parsed.metrics[0]
+    assert isinstance(refusals, SequentialSpec) and isinstance(refusals.test, RateTest)
+    assert refusals.test.tolerance == Tolerance(relative=0.05)
+    assert (refusals.test.max, refusals.test.min_trials) == (0.1, 500)
+    assert refusals.test.address == "http://prometheus.monitoring:9090"
 
 
 def test_status_written_by_the_controller_is_stored_verbatim(control_plane: ControlPlane, namespace: str) -> None:

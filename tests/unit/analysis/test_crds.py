@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from controller.analysis.presets import PRESETS
+from controller.analysis.spec import PromoteWhen
 from controller.checks import InconclusivePolicy
 
 CRDS = Path(__file__).resolve().parents[3] / "manifests" / "crds"
@@ -29,3 +30,4 @@ def test_the_schema_offers_exactly_the_presets_and_policies_the_controller_knows
     metric = ANALYSIS["properties"]["metrics"]["items"]
     assert set(metric["properties"]["preset"]["enum"]) == set(PRESETS)
     assert set(ANALYSIS["properties"]["onInconclusive"]["enum"]) == {p.value for p in InconclusivePolicy}
+    assert set(ANALYSIS["properties"]["promoteWhen"]["enum"]) == {p.value for p in PromoteWhen}

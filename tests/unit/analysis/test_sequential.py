@@ -108,7 +108,9 @@ def test_a_proportion_interval_covers_the_truth_at_every_look() -> None:
     for _ in range(300):
         correct = np.cumsum(rng.random(2000) < 0.9)
         looks = range(39, 2000, 40)
-        if any(not (lo <= 0.9 <= hi) for lo, hi in (proportion_interval(correct[i], i + 1, alpha=ALPHA) for i in looks)):
+        if any(
+            not (lo <= 0.9 <= hi) for lo, hi in (proportion_interval(correct[i], i + 1, alpha=ALPHA) for i in looks)
+        ):
             missed += 1
     # Then the interval missed the truth at any look in fewer than alpha of them
     assert missed / 300 <= ALPHA
@@ -134,7 +136,9 @@ def test_divergence_bounds_are_zero_when_intervals_overlap_and_bracket_the_truth
 
 
 def test_power_figures_shrink_with_traffic_and_grow_with_the_tolerance() -> None:
-    few = smallest_detectable_ratio(candidate_trials=500, baseline_trials=9500, baseline_rate=0.01, null=1.0, alpha=0.05)
+    few = smallest_detectable_ratio(
+        candidate_trials=500, baseline_trials=9500, baseline_rate=0.01, null=1.0, alpha=0.05
+    )
     many = smallest_detectable_ratio(
         candidate_trials=50_000, baseline_trials=950_000, baseline_rate=0.01, null=1.0, alpha=0.05
     )

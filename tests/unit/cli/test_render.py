@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,7 +176,7 @@ def test_get_shows_every_section_a_person_needs() -> None:
 def test_get_of_a_new_rollout_has_no_empty_sections() -> None:
     text = render_get(rollout(), events=[], now=NOW, style=PLAIN)
     assert header_fields(text)["Phase"] == "<none>"
-    for absent in ("Analysis", "Gates:", "Conditions:"):
+    for absent in ("Analysis", "Evidence", "Gates:", "Conditions:"):
         assert absent not in text
     assert text.endswith("Events:\n  <none>")
 
@@ -277,22 +278,266 @@ def test_serialize_json_and_yaml_round_trip() -> None:
     assert yaml.safe_load(serialize(document, output="yaml")) == document
 
 
-MODEL_CHECKS = {
-    **PROGRESSING,
-    "analysis": {
-        "measurements": [
-            {"metric": "slices", "baselineValue": 0.8636, "candidateValue": 0.6818, "verdict": "Failed",
-             "time": "2025-03-01T11:59:30Z", "reason": "slice borderline: drop 0.1818 > 0.02",
-             "slices": [{"slice": "borderline", "baselineValue": 0.8636, "candidateValue": 0.6818,
-                         "baselineSamples": 44, "candidateSamples": 44, "verdict": "Failed"}]},
-            {"metric": "drift", "baselineValue": None, "candidateValue": None, "verdict": "Successful",
-             "time": "2025-03-01T11:59:30Z", "reason": "within limits",
-             "drift": {"psi": 0.0419, "jsDistance": 0.0863, "maxPSI": 0.2, "maxJSDistance": 0.2}},
-            {"metric": "online", "baselineValue": None, "candidateValue": 0.96, "verdict": "Successful",
-             "time": "2025-03-01T11:59:30Z", "reason": "gap within",
-             "offline": {"declared": 0.965, "online": 0.96, "gap": 0.005, "maxGap": 0.03}},
+def section_rows(text: str, title: str) -> list[dict[str, str]]:
+    """The rows of the titled table in `get`'s output, keyed by column header; cells are cut at the
+    headers' column starts (headers and cells may hold single spaces)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    header, *rows = lines[start + 1 : lines.index("", start)]
+    columns = [(match.group(), match.start()) for match in re.finditer(r"\S+(?: \S+)*", header)]
+    ends = [start for _, start in columns[1:]] + [None]
+    return [{name: row[begin:end].strip() for (name, begin), end in zip(columns, ends, strict=True)} for row in rows]
+
+
+# The latest looks of sequential metrics as controller.analysis.judges summarises them in
+# status.analysis.evidence[].latest, with the figures real looks at such counts gave.
+ERRORS_LOOK = {
+    "look": 12, "verdict": "Failed", "test": "rate",
+    "candidate": {"samples": 5120, "events": 48, "value": 0.009375},
+    "baseline": {"samples": 48210, "events": 101, "value": 0.002095},
+    "ratio": 4.4749, "interval": [2.3784, 8.7241], "tolerance": "0%", "nullRatio": 1.0,
+    "eValue": 497958055898.1927, "threshold": 80.0, "safetyEValue": 0.0022, "safetyThreshold": 80.0,
+    "smallestDetectableRatio": 2.556, "secondsToResolveTolerance": None, "secondsToDetectTwiceTolerated": 1126.0,
+}  # fmt: skip
+LATENCY_LOOK = {
+    "look": 12, "verdict": "Successful", "test": "slow-requests", "thresholdSeconds": 0.25,
+    "candidate": {"samples": 5120, "events": 50, "value": 0.009766},
+    "baseline": {"samples": 48210, "events": 510, "value": 0.010579},
+    "ratio": 0.9231, "interval": [0.5221, None], "tolerance": "20%", "nullRatio": 1.2,
+    "eValue": 0.0678, "threshold": 80.0, "safetyEValue": 81.3, "safetyThreshold": 80.0,
+    "smallestDetectableRatio": 1.943, "secondsToResolveTolerance": 3746.0, "secondsToDetectTwiceTolerated": 224.0,
+}  # fmt: skip
+REFUSALS_LOOK = {
+    "look": 3, "verdict": "Successful", "test": "rate",
+    "candidate": {"samples": 900, "events": 9, "value": 0.01},
+    "baseline": {"samples": 9000, "events": 80, "value": 0.008889},
+    "ratio": 1.125, "interval": [0.2446, 3.2915], "tolerance": "0.002", "nullRatio": 1.1426,
+    "eValue": 0.3065, "threshold": 160.0, "safetyEValue": 0.3546, "safetyThreshold": 160.0,
+    "smallestDetectableRatio": 3.207, "secondsToResolveTolerance": 52205.0, "secondsToDetectTwiceTolerated": 1640.0,
+    "maxInterval": [0.001656, 0.030659],
+}  # fmt: skip
+SLICES_LOOK = {
+    "look": 12, "verdict": "Failed", "test": "slices", "worstSlice": "borderline",
+    "slices": [
+        {"slice": "borderline", "verdict": "Failed",
+         "candidate": {"samples": 440, "events": 140, "value": 0.681818},
+         "baseline": {"samples": 4400, "events": 600, "value": 0.863636},
+         "ratio": 2.3333, "interval": [1.7186, 3.2915], "tolerance": "0.02", "nullRatio": 1.125,
+         "eValue": 24849132060.0776, "threshold": 160.0, "safetyEValue": 0.0408, "safetyThreshold": 160.0,
+         "smallestDetectableRatio": 1.831, "secondsToResolveTolerance": 9073.0, "secondsToDetectTwiceTolerated": 220.0},
+        {"slice": "large", "verdict": "Successful",
+         "candidate": {"samples": 900, "events": 40, "value": 0.955556},
+         "baseline": {"samples": 9000, "events": 390, "value": 0.956667},
+         "ratio": 1.0256, "interval": [0.5221, 1.7186], "tolerance": "0.02", "nullRatio": 1.3736,
+         "eValue": 0.1157, "threshold": 160.0, "safetyEValue": 1.3707, "safetyThreshold": 160.0,
+         "smallestDetectableRatio": 2.36, "secondsToResolveTolerance": 1738.0, "secondsToDetectTwiceTolerated": 338.0},
+    ],
+}  # fmt: skip
+DRIFT_LOOK = {
+    "look": 12, "verdict": "Failed", "test": "drift",
+    "psi": 0.4026, "psiInterval": [0.2262, 0.658], "maxPSI": 0.2,
+    "jsDistance": 0.2641, "jsDistanceInterval": [0.1994, 0.3346], "maxJSDistance": 0.2,
+    "buckets": [
+        {"le": "0.25", "baseline": 8700.0, "candidate": 300.0}, {"le": "0.5", "baseline": 6300.0, "candidate": 600.0},
+        {"le": "0.75", "baseline": 6300.0, "candidate": 900.0}, {"le": "+Inf", "baseline": 5700.0, "candidate": 1200.0},
+    ],
+}  # fmt: skip
+ONLINE_LOOK = {
+    "look": 12, "verdict": "Successful", "test": "offline-online",
+    "declared": 0.965, "online": 0.96, "interval": [0.9202, 0.984], "gap": 0.005, "maxGap": 0.05, "samples": 600,
+}  # fmt: skip
+
+SKEW_LOOK = {
+    "look": 5, "verdict": "Failed", "test": "training-skew", "maxPSI": 0.2, "worstFeature": "mean radius",
+    "features": [
+        {"feature": "mean radius", "samples": 480.0, "psi": 6.8112, "psiInterval": [6.52, 7.4], "verdict": "Failed"},
+        {"feature": "mean texture", "samples": 480.0, "psi": 0.05, "psiInterval": [0.0, 0.31], "verdict": "Successful"},
+    ],
+}  # fmt: skip
+
+
+def measured(metric: str, look: dict[str, Any]) -> dict[str, Any]:
+    """The measurement a look records: its values, verdict and summary without the per-slice rows,
+    the buckets and the verdict (status.analysis.measurements)."""
+    evidence = {k: v for k, v in look.items() if k not in ("slices", "buckets", "verdict")}
+    return {"metric": metric, "verdict": look["verdict"], "time": "2025-03-01T11:59:30Z",
+            "reason": f"look {look['look']}: ...", "evidence": evidence}  # fmt: skip
+
+
+def judged(looks: dict[str, dict[str, Any]], *, with_evidence: bool = True) -> dict[str, Any]:
+    """A status whose sequential metrics took these latest looks; `with_evidence` False leaves out
+    status.analysis.evidence, so only the measurements carry the looks."""
+    analysis: dict[str, Any] = {
+        "verdict": "Running",
+        "falseRollbackRate": 0.05,
+        "measurements": [measured(metric, look) for metric, look in looks.items()],
+    }
+    if with_evidence:
+        analysis["evidence"] = [
+            {"metric": metric, "looks": look["look"], "segments": [], "latest": look} for metric, look in looks.items()
         ]
-    },
+    return {**PROGRESSING, "analysis": analysis}
+
+
+EVIDENCE = "Evidence (latest look per metric"
+
+
+def shown_evidence(status: dict[str, Any]) -> list[dict[str, str]]:
+    """The Evidence section of `get`, uncoloured, as rows keyed by column header."""
+    return section_rows(render_get(rollout(status=status), events=[], now=NOW, style=PLAIN), EVIDENCE)
+
+
+def test_get_shows_the_evidence_each_rate_rests_on_against_its_threshold_and_what_it_can_detect() -> None:
+    # given the latest looks of error-rate (harm shown) and latency-p99 (no harm, the interval open above)
+    status = judged({"errors": ERRORS_LOOK, "p99": LATENCY_LOOK})
+
+    # when the rollout is shown
+    rows = shown_evidence(status)
+
+    # then each metric shows the look, samples and values per version, the ratio with its interval,
+    # the tolerance (as a ratio too), the evidence against its threshold, and what it can detect so far
+    assert rows == [
+        {"METRIC": "errors", "LOOK": "12", "VERDICT": "Failed",
+         "BASELINE (v1)": "0.21% of 48210", "CANDIDATE (v2)": "0.938% of 5120",
+         "ESTIMATE [INTERVAL]": "ratio 4.47 [2.38, 8.72]", "TOLERANCE": "0% (≤1x)",
+         "EVIDENCE": "4.98e+11 of 80", "DETECTABLE SO FAR": "2.56x; tolerance out of reach"},
+        {"METRIC": "p99 (>0.25s)", "LOOK": "12", "VERDICT": "Successful",
+         "BASELINE (v1)": "1.06% of 48210", "CANDIDATE (v2)": "0.977% of 5120",
+         "ESTIMATE [INTERVAL]": "ratio 0.923 [0.522, ∞]", "TOLERANCE": "20% (≤1.2x)",
+         "EVIDENCE": "0.0678 of 80", "DETECTABLE SO FAR": "1.94x; tolerance needs 62m"},
+    ]  # fmt: skip
+
+
+def test_get_titles_the_evidence_with_the_rollouts_false_rollback_budget() -> None:
+    text = render_get(rollout(status=judged({"errors": ERRORS_LOOK})), events=[], now=NOW, style=PLAIN)
+    assert "Evidence (latest look per metric; falseRollbackRate 0.05 for the whole rollout):" in text.splitlines()
+
+
+def test_get_shows_a_guardrail_under_its_metric_as_the_candidates_interval() -> None:
+    # given counts of one's own with comparison.max, whose look carries the candidate's interval
+    status = judged({"refusals": REFUSALS_LOOK})
+
+    # when the rollout is shown
+    rows = shown_evidence(status)
+
+    # then the guardrail follows the metric, its interval in events per trial
+    assert [(r["METRIC"], r["TOLERANCE"], r["ESTIMATE [INTERVAL]"]) for r in rows] == [
+        ("refusals", "0.002 (≤1.14x)", "ratio 1.12 [0.245, 3.29]"),
+        ("guardrail max", "", "candidate [0.166%, 3.07%]"),
+    ]
+
+
+def test_get_shows_each_important_slice_with_its_own_evidence() -> None:
+    # given the look of two slices, one of them failed
+    status = judged({"slices": SLICES_LOOK})
+
+    # when the rollout is shown
+    rows = shown_evidence(status)
+
+    # then the metric names the worst slice, and each slice has its own row and verdict
+    assert [(r["METRIC"], r["LOOK"], r["VERDICT"], r["ESTIMATE [INTERVAL]"]) for r in rows] == [
+        ("slices", "12", "Failed", "worst slice borderline"),
+        ("slice borderline", "", "Failed", "ratio 2.33 [1.72, 3.29]"),
+        ("slice large", "", "Successful", "ratio 1.03 [0.522, 1.72]"),
+    ]
+    borderline = rows[1]
+    assert (borderline["BASELINE (v1)"], borderline["CANDIDATE (v2)"]) == ("86.4% of 4400", "68.2% of 440")
+    assert (borderline["TOLERANCE"], borderline["EVIDENCE"]) == ("0.02 (≤1.12x)", "2.48e+10 of 160")
+    assert borderline["DETECTABLE SO FAR"] == "1.83x; tolerance needs 151m"
+
+
+def test_get_shows_psi_and_js_distance_with_their_intervals_against_their_tolerances() -> None:
+    rows = shown_evidence(judged({"drift": DRIFT_LOOK}))
+    assert [(r["METRIC"], r["BASELINE (v1)"], r["CANDIDATE (v2)"], r["ESTIMATE [INTERVAL]"], r["TOLERANCE"])
+            for r in rows] == [
+        ("drift", "27000 predictions", "3000 predictions", "", ""),
+        ("PSI", "", "", "0.403 [0.226, 0.658]", "0.2"),
+        ("JS distance", "", "", "0.264 [0.199, 0.335]", "0.2"),
+    ]  # fmt: skip
+
+
+def test_get_shows_each_skewed_feature_with_psi_against_the_training_profile() -> None:
+    rows = shown_evidence(judged({"skew": SKEW_LOOK}))
+    assert [(r["METRIC"], r["VERDICT"], r["CANDIDATE (v2)"], r["ESTIMATE [INTERVAL]"], r["TOLERANCE"])
+            for r in rows] == [
+        ("skew", "Failed", "", "worst feature mean radius", ""),
+        ("feature mean radius", "Failed", "480 rows", "PSI 6.81 [6.52, 7.4]", "0.2"),
+    ]  # fmt: skip
+
+
+def test_get_shows_the_online_quality_against_the_declared_offline_quality() -> None:
+    rows = shown_evidence(judged({"online": ONLINE_LOOK}))
+    assert rows == [
+        {"METRIC": "online", "LOOK": "12", "VERDICT": "Successful",
+         "BASELINE (v1)": "", "CANDIDATE (v2)": "0.96 of 600",
+         "ESTIMATE [INTERVAL]": "online 0.96 [0.92, 0.984]", "TOLERANCE": "declared 0.965 ± 0.05",
+         "EVIDENCE": "gap 0.005", "DETECTABLE SO FAR": ""},
+    ]  # fmt: skip
+
+
+def test_with_promote_when_evidence_of_safety_get_also_shows_the_evidence_of_safety() -> None:
+    # given a rollout that promotes on evidence of safety, and a look that reached it
+    waiting = rollout(status=judged({"p99": LATENCY_LOOK}))
+    waiting["spec"]["analysis"] = {"promoteWhen": "evidenceOfSafety"}
+
+    # when it is shown, coloured
+    text = render_get(waiting, events=[], now=NOW, style=COLOUR)
+
+    # then the evidence of safety stands next to the evidence of harm, painted good
+    assert "\x1b[32m0.0678 of 80; safety 81.3 of 80\x1b[0m" in text
+
+
+def test_evidence_that_reached_its_threshold_is_painted_bad() -> None:
+    text = render_get(rollout(status=judged({"errors": ERRORS_LOOK})), events=[], now=NOW, style=COLOUR)
+    assert "\x1b[31m4.98e+11 of 80\x1b[0m" in text
+
+
+def test_a_drift_statistic_whose_interval_lies_above_its_tolerance_is_painted_bad() -> None:
+    # given a look whose PSI interval lies above 0.2 and whose JS distance interval reaches below it
+    status = judged({"drift": DRIFT_LOOK})
+
+    # when it is shown, coloured
+    text = render_get(rollout(status=status), events=[], now=NOW, style=COLOUR)
+
+    # then only the PSI is painted bad
+    assert "\x1b[31m0.403 [0.226, 0.658]\x1b[0m" in text
+    assert "\x1b[31m0.264" not in text
+
+
+def test_without_evidence_in_status_get_shows_the_summary_the_latest_measurement_carries() -> None:
+    # given a status whose measurements carry the looks' summaries but without status.analysis.evidence
+    status = judged({"errors": ERRORS_LOOK, "slices": SLICES_LOOK}, with_evidence=False)
+
+    # when it is shown
+    rows = shown_evidence(status)
+
+    # then each metric's row comes from its measurement (which keeps no per-slice rows)
+    assert [(r["METRIC"], r["VERDICT"], r["ESTIMATE [INTERVAL]"]) for r in rows] == [
+        ("errors", "Failed", "ratio 4.47 [2.38, 8.72]"),
+        ("slices", "Failed", "worst slice borderline"),
+    ]
+
+
+def test_the_analysis_table_keeps_one_row_per_metric_and_leaves_slices_and_statistics_to_the_evidence() -> None:
+    # given the looks of a slices metric and a drift metric
+    status = judged({"slices": SLICES_LOOK, "drift": DRIFT_LOOK})
+
+    # when the rollout is shown
+    text = render_get(rollout(status=status), events=[], now=NOW, style=PLAIN)
+
+    # then the Analysis table has a row per metric, and the Evidence section the rest
+    analysis = section_rows(text, "Analysis (latest per metric)")
+    assert [(r["METRIC"], r["VERDICT"], r["REASON"]) for r in analysis] == [
+        ("slices", "Failed", "look 12: ..."),
+        ("drift", "Failed", "look 12: ..."),
+    ]
+    assert [r["METRIC"] for r in section_rows(text, EVIDENCE)] == [
+        "slices", "slice borderline", "slice large", "drift", "PSI", "JS distance"
+    ]  # fmt: skip
+
+
+GATES_AND_RUBRIC = {
+    **PROGRESSING,
     "gates": {
         "verdict": "Failed", "message": "contract mismatch",
         "contract": {"passed": False, "expectedFrom": "baseline v1 metadata", "mismatches": [
@@ -305,20 +550,8 @@ MODEL_CHECKS = {
 }  # fmt: skip
 
 
-def test_get_shows_each_important_slice_the_drift_statistics_and_the_declared_offline_value() -> None:
-    lines = render_get(rollout(status=MODEL_CHECKS), events=[], now=NOW, style=PLAIN).splitlines()
-    analysis = lines.index("Analysis (latest per metric):")
-    rows = [line.split() for line in lines[analysis + 2 : analysis + 10]]
-    assert rows[0][:4] == ["slices", "0.8636", "0.6818", "Failed"]
-    assert rows[1][:6] == ["slice", "borderline", "0.8636", "0.6818", "Failed", "labelled"]
-    assert rows[2][:4] == ["drift", "-", "-", "Successful"]
-    assert rows[3] == ["PSI", "-", "0.0419", "limit", "0.2"]
-    assert rows[4] == ["JS", "distance", "-", "0.0863", "limit", "0.2"]
-    assert rows[6][:5] == ["declared", "offline", "-", "0.965", "gap"]
-
-
 def test_get_lists_the_rubric_items_verified_and_what_each_gate_found() -> None:
-    lines = render_get(rollout(status=MODEL_CHECKS), events=[], now=NOW, style=PLAIN).splitlines()
+    lines = render_get(rollout(status=GATES_AND_RUBRIC), events=[], now=NOW, style=PLAIN).splitlines()
     rubric = lines.index("Rubric (ML Test Score items verified):")
     assert lines[rubric + 1].split() == ["ITEM", "CHECK", "STAGE", "VERDICT"]
     assert lines[rubric + 2].split() == ["Infra", "2", "contract", "pre-traffic", "Successful"]
