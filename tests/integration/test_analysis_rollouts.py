@@ -178,7 +178,7 @@ REGRESSIONS = [
             "beyond tolerance 20%",
         ],
         id="latency",
-    ),  # fmt: skip
+    ),
     pytest.param(
         Behaviour(accuracy=0.75),
         "accuracy",
