@@ -190,7 +190,8 @@ class AnalysisChecker:
         )
 
     def _states(self, plan: _Plan, run: Run, *, now: datetime) -> list[MetricState]:
-        window_over = plan.window_end is not None and now >= plan.window_end
+        # The window is over once a look was taken at its end: the last interval's traffic counts.
+        window_over = _looked_at_window_end(plan, run)
         extension_over = plan.extension_end is not None and now >= plan.extension_end
         return [
             metric_state(
@@ -512,11 +513,19 @@ class _Stored:
         return next((r for r in self.runs if r.name == name), None)
 
 
+def _looked_at_window_end(plan: _Plan, run: Run) -> bool:
+    return plan.window_end is not None and run.last_measured_at is not None and run.last_measured_at >= plan.window_end
+
+
 def _next_look(run: Run, plan: _Plan, interval: timedelta) -> datetime:
     """One interval after the last look, and at least one interval into the segment: counts over
     a shorter range would hold too few scrapes to say anything (background analysis looks across
-    step changes)."""
-    return max(run.last_measured_at or run.started_at, plan.segment_start) + interval
+    step changes). An analyze step's last look is at its window's end, so that its last interval
+    counts too."""
+    due = max(run.last_measured_at or run.started_at, plan.segment_start) + interval
+    if plan.window_end is not None and not _looked_at_window_end(plan, run):
+        due = min(due, plan.window_end)
+    return due
 
 
 def _requeue_after(

@@ -131,6 +131,20 @@ def test_an_analyze_step_measures_each_interval_and_succeeds_when_its_window_is_
     assert second.requeue_after is None
 
 
+def test_the_last_look_of_an_analyze_step_is_at_its_end_so_its_last_interval_counts() -> None:
+    # Given a 45 s analyze step measured every 30 s
+    answers = Answers(GOOD)
+    run = checker(answers)
+    analysis = {"interval": "30s", "metrics": [ERRORS]}
+    first = run(context=context(analysis, now=T0 + timedelta(seconds=30), step=analyze_step(45)))
+    # Then after the first look the next one is due at the window's end, not 30 s later
+    assert first is not None and first.verdict == Verdict.RUNNING and first.requeue_after == 15
+    # and at the window's end the step is measured once more before it succeeds
+    last = run(context=context(analysis, now=T0 + timedelta(seconds=45), status=then(first), step=analyze_step(45)))
+    assert last is not None and last.verdict == Verdict.SUCCESSFUL
+    assert answers.asked == ["errv2", "errv1"] * 2
+
+
 def test_status_records_each_measurement_and_the_run() -> None:
     outcome = checker(Answers(BAD))(
         context=context({"interval": "30s", "metrics": [ERRORS]}, now=T0 + timedelta(seconds=30), step=analyze_step())
