@@ -33,7 +33,8 @@ test: lint ## the whole suite: lint, unit and integration tests
 unit: ## unit tests only (no server)
 	$(PY) -m pytest tests/unit
 
-bench: setup ## the benchmarks: scale (1000 rollouts in one process) and rollback latency
+bench: setup ## the benchmarks: the judge's error rates (about 10 min), scale (1000 rollouts), rollback latency
+	$(PY) bench/judge.py --runs 300
 	$(PY) bench/scale.py --rollouts 1000
 	$(PY) bench/rollback_latency.py --runs 5 --interval 5
 
