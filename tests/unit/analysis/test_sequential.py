@@ -7,10 +7,13 @@ each) looked at after every interval, many times over.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from controller.analysis.evidence import Evidence, Segment
+from controller.analysis.judges import Budget, Versions, judge_evidence
 from controller.analysis.sequential import (
     RatioSegment,
     divergence_lower_bound,
@@ -20,6 +23,7 @@ from controller.analysis.sequential import (
     seconds_to_resolve,
     smallest_detectable_ratio,
 )
+from controller.analysis.spec import PredictionDrift
 
 ALPHA = 0.05
 STEPS = (0.05, 0.2, 0.5)
@@ -149,3 +153,44 @@ def test_power_figures_shrink_with_traffic_and_grow_with_the_tolerance() -> None
     assert seconds_to_resolve(candidate_rate=5, baseline_rate=45, event_rate=0.01, tolerance_ratio=1.0, alpha=0.05) == (
         math.inf
     )
+
+
+def drift_looks(rng: np.random.Generator, shares: list[float], *, shift: float, looks: int = 30) -> bool:
+    """Whether the drift judge, with no tolerance at all, ever called identical predictions drift
+    over `looks` looks at 50 more predictions per version each (`shift` moves candidate mass)."""
+    candidate_shares = [shares[0] + shift, shares[1] - shift, *shares[2:]]
+    counts = {"baseline": np.zeros(len(shares)), "candidate": np.zeros(len(shares))}
+    for _ in range(looks):
+        counts["baseline"] += rng.multinomial(50, shares)
+        counts["candidate"] += rng.multinomial(50, candidate_shares)
+        cumulative = {role: np.cumsum(c) for role, c in counts.items()}
+        bounds = [*(f"{(i + 1) / len(shares):g}" for i in range(len(shares) - 1)), "+Inf"]
+        segment = Segment(
+            step=1,
+            started_at=datetime(2024, 5, 1, tzinfo=UTC),
+            seconds=60,
+            candidate={f"bucket:{le}": float(v) for le, v in zip(bounds, cumulative["candidate"], strict=True)},
+            baseline={f"bucket:{le}": float(v) for le, v in zip(bounds, cumulative["baseline"], strict=True)},
+        )
+        look = judge_evidence(
+            PredictionDrift(max_psi=0.0, max_js_distance=0.0),
+            Evidence(metric="drift", segments=(segment,)),
+            budget=Budget(false_rollback=ALPHA, false_promotion=ALPHA),
+            versions=Versions(baseline="v1", candidate="v2"),
+        )
+        if look.judgement.result == "Failed":
+            return True
+    return False
+
+
+def test_identical_prediction_histograms_are_rarely_called_drift_even_with_no_tolerance_and_many_looks() -> None:
+    rng = np.random.default_rng(17)
+    shares = [0.3, 0.25, 0.2, 0.15, 0.1]
+    called = sum(drift_looks(rng, shares, shift=0.0, looks=20) for _ in range(120))
+    assert called / 120 <= ALPHA
+
+
+def test_a_real_shift_in_predictions_is_called_drift() -> None:
+    rng = np.random.default_rng(19)
+    shares = [0.3, 0.25, 0.2, 0.15, 0.1]
+    assert sum(drift_looks(rng, shares, shift=0.15) for _ in range(50)) / 50 >= 0.9
