@@ -5,11 +5,15 @@ plays no part) with a generated config scraping the given targets every second a
 data directory. `stop()` and `start()` again keep port and data, so a test can take Prometheus
 away mid-analysis and bring it back. `ModelMetricsExporter` serves the model-metrics convention
 (docs/model-metrics.md) from a `prometheus_client` registry whose values the test sets, so a test
-can make a candidate look good or bad.
+can make a candidate look good or bad; `MetricsPlayer` moves them steadily from a thread, exactly
+or with the noise of real traffic, and can restart a version's counters from 0 as a restarted model
+server would.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import shutil
 import socket
 import subprocess
@@ -176,13 +180,24 @@ class ModelMetricsExporter:
             ["model", "version", "slice"],
             registry=self.registry,
         )
+        self._slices: dict[tuple[str, str], set[str]] = {}
+        """Slices labelled per (model, version), to forget them on restart()."""
         server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
         self._server = server
         self.target = f"127.0.0.1:{server.server_port}"
         """host:port for a Prometheus scrape config."""
 
-    def serve(self, *, model: str, version: str, requests: int, errors: int = 0, latency_seconds: float = 0.02) -> None:
-        """Count `requests` answered requests, `errors` of them failed, each taking `latency_seconds`.
+    def serve(
+        self,
+        *,
+        model: str,
+        version: str,
+        requests: int,
+        errors: int = 0,
+        latency_seconds: float | Sequence[float] = 0.02,
+    ) -> None:
+        """Count `requests` answered requests, `errors` of them failed, each taking `latency_seconds`
+        (or the given latency of each request).
 
         Every series is touched even when it does not grow, as a well-behaved model server
         initialises its counters: rate() cannot see the first value of a series that appears late.
@@ -191,13 +206,27 @@ class ModelMetricsExporter:
         self.requests.labels(model=model, version=version, code="500").inc(errors)
         self.errors.labels(model=model, version=version).inc(errors)
         histogram = self.duration.labels(model=model, version=version)
-        for _ in range(requests):
-            histogram.observe(latency_seconds)
+        latencies = [latency_seconds] * requests if isinstance(latency_seconds, float | int) else latency_seconds
+        for latency in latencies:
+            histogram.observe(latency)
 
     def label(self, *, model: str, version: str, total: int, correct: int, slice: str = "all") -> None:
         """Count `total` labelled feedback events, `correct` of them matching the prediction."""
+        self._slices.setdefault((model, version), set()).add(slice)
         self.feedback.labels(model=model, version=version, slice=slice).inc(total)
         self.feedback_correct.labels(model=model, version=version, slice=slice).inc(correct)
+
+    def restart(self, *, model: str, version: str) -> None:
+        """Forget every series of this model version, as a restarted model server does: its
+        counters start again from 0 with the next serve() or label(), and Prometheus sees them drop
+        (a counter reset)."""
+        for code in ("200", "500"):
+            self.requests.remove(model, version, code)
+        self.errors.remove(model, version)
+        self.duration.remove(model, version)
+        for slice in self._slices.pop((model, version), set()):
+            self.feedback.remove(model, version, slice)
+            self.feedback_correct.remove(model, version, slice)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -214,26 +243,46 @@ class Behaviour:
     """Time every request takes."""
     accuracy: float = 0.95
     """Share of labelled feedback that matches the prediction."""
+    slices: tuple[tuple[str, float], ...] = ()
+    """Named data slices with their own accuracy, e.g. `(("borderline", 0.7),)`: each gets as much
+    labelled feedback per tick as slice "all" (which keeps `accuracy`)."""
+    noisy: bool = False
+    """False: every tick counts exactly `round(n * rate)` errors and right answers, and every
+    request takes `latency_seconds`. True: like real traffic, each request fails and each label
+    matches at random with those chances (binomial counts), and latencies spread around
+    `latency_seconds` (log-normal, sigma NOISY_LATENCY_SIGMA), drawn from the player's seeded
+    generator."""
 
 
 GOOD = Behaviour()
+NOISY_LATENCY_SIGMA = 0.3
+"""Log-normal spread of a noisy request's latency: the p99 is about twice the median."""
 
 
 class MetricsPlayer:
     """Plays steady traffic of one model's versions on the exporter, from a thread, until stopped.
 
     Every tick counts REQUESTS_PER_TICK requests and FEEDBACK_PER_TICK feedback events per
-    version, so a 10 s window holds hundreds of samples, far above the presets' minSamples (50).
+    version (and per named slice), so a 10 s window holds hundreds of samples.
     """
 
     TICK_SECONDS = 0.2
     REQUESTS_PER_TICK = 10
     FEEDBACK_PER_TICK = 20
 
-    def __init__(self, exporter: ModelMetricsExporter, *, model: str, versions: tuple[str, ...] = ("v1", "v2")) -> None:
+    def __init__(
+        self,
+        exporter: ModelMetricsExporter,
+        *,
+        model: str,
+        versions: tuple[str, ...] = ("v1", "v2"),
+        seed: int = 0,
+    ) -> None:
         self.exporter = exporter
         self.model = model
         self._behaviours = dict.fromkeys(versions, GOOD)
+        self._random = random.Random(seed)
+        """Draws of noisy behaviours: the same seed plays the same counts, tick after tick."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -248,24 +297,47 @@ class MetricsPlayer:
         with self._lock:
             self._behaviours[version] = behaviour
 
+    def restart(self, version: str) -> None:
+        """The version's model server restarts between two ticks: its counters start again from 0."""
+        with self._lock:
+            self.exporter.restart(model=self.model, version=version)
+
+    def _count(self, trials: int, chance: float, *, noisy: bool) -> int:
+        """How many of `trials` events happen: exactly the expected number, or a binomial draw."""
+        if not noisy:
+            return round(trials * chance)
+        return sum(self._random.random() < chance for _ in range(trials))
+
+    def _latencies(self, behaviour: Behaviour) -> float | list[float]:
+        if not behaviour.noisy:
+            return behaviour.latency_seconds
+        spread = (math.exp(self._random.gauss(0.0, NOISY_LATENCY_SIGMA)) for _ in range(self.REQUESTS_PER_TICK))
+        return [behaviour.latency_seconds * factor for factor in spread]
+
     def _run(self) -> None:
         while not self._stop.wait(self.TICK_SECONDS):
+            # Held for the whole tick: a restart() falls between two ticks, never inside one.
             with self._lock:
-                behaviours = dict(self._behaviours)
-            for version, behaviour in behaviours.items():
-                self.exporter.serve(
-                    model=self.model,
-                    version=version,
-                    requests=self.REQUESTS_PER_TICK,
-                    errors=round(self.REQUESTS_PER_TICK * behaviour.error_rate),
-                    latency_seconds=behaviour.latency_seconds,
-                )
-                self.exporter.label(
-                    model=self.model,
-                    version=version,
-                    total=self.FEEDBACK_PER_TICK,
-                    correct=round(self.FEEDBACK_PER_TICK * behaviour.accuracy),
-                )
+                for version, behaviour in self._behaviours.items():
+                    self._tick(version, behaviour)
+
+    def _tick(self, version: str, behaviour: Behaviour) -> None:
+        noisy = behaviour.noisy
+        self.exporter.serve(
+            model=self.model,
+            version=version,
+            requests=self.REQUESTS_PER_TICK,
+            errors=self._count(self.REQUESTS_PER_TICK, behaviour.error_rate, noisy=noisy),
+            latency_seconds=self._latencies(behaviour),
+        )
+        for slice, accuracy in (("all", behaviour.accuracy), *behaviour.slices):
+            self.exporter.label(
+                model=self.model,
+                version=version,
+                total=self.FEEDBACK_PER_TICK,
+                correct=self._count(self.FEEDBACK_PER_TICK, accuracy, noisy=noisy),
+                slice=slice,
+            )
 
     def wait_until_seen(self, prometheus: LocalPrometheus, *, window: str) -> None:
         """Until Prometheus' `window` holds enough requests and feedback of every version to judge."""

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from localenv.supervisor import hold_until_signalled, live_state, stop_supervisor
-from sandbox.environment import EXAMPLE_ROLLOUT, NAMESPACE, REPO_ROOT, VERSIONS, Sandbox, SandboxSettings
+from sandbox.environment import (
+    DEFAULT_TRAFFIC_PER_SECOND,
+    EXAMPLE_ROLLOUT,
+    NAMESPACE,
+    REPO_ROOT,
+    VERSIONS,
+    Sandbox,
+    SandboxSettings,
+)
 
 DEFAULT_DIR = REPO_ROOT / "out" / "sandbox"
 POLL_SECONDS = 0.2
@@ -61,7 +69,8 @@ Try it:
   kubectl apply -f {EXAMPLE_ROLLOUT.relative_to(REPO_ROOT)}       # roll out v2 (a good model)
   kubectl -n {NAMESPACE} get mro -w                                       # watch it walk the steps
   kubectl -n {NAMESPACE} patch mro breast-cancer --type=merge -p '{{"spec":{{"candidate":"v3"}}}}'  # then v3 (bad)
-  kubectl -n {NAMESPACE} get mro breast-cancer -o jsonpath='{{.status.analysis.measurements}}'
+  .venv/bin/kubectl-modelrollout -n {NAMESPACE} get breast-cancer          # each metric's evidence so far
+  kubectl -n {NAMESPACE} get mro breast-cancer -o jsonpath='{{.status.analysis.evidence[*].latest}}'
   curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(version)(rate(model_requests_total[30s]))'
 
 Stop it:   make sandbox-down      (or: python -m sandbox down)
@@ -100,7 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "serve"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state and logs (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=40.0, help="inference requests per second of the traffic")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_TRAFFIC_PER_SECOND,
+        help="inference requests per second of the traffic (default: %(default)g)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds `up` waits, first builds included")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

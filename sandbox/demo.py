@@ -4,9 +4,11 @@
 2. v2 -> v3, better on average but broken on the 'borderline' slice: metric analysis catches it
    and the controller rolls it back on its own.
 
-Prints progress while it waits, says which metric caught the bad candidate and when, saves a PNG
-per rollout and a summary.json under --out, stops everything at the end (or on Ctrl-C), and
-exits non-zero if either rollout ends in the wrong phase.
+Prints progress while it waits; for a rollback, which metric caught the bad candidate, when, and
+the evidence it decided on (samples per version, the ratio of their bad-event rates and its
+interval, the e-value against its threshold); for a promotion, what each metric's evidence could
+see at the end. Saves a PNG per rollout and a summary.json under --out, stops everything at the end
+(or on Ctrl-C), and exits non-zero if either rollout ends in the wrong phase.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from sandbox.environment import (
+    DEFAULT_TRAFFIC_PER_SECOND,
     EXAMPLE_ROLLOUT,
     MODEL,
     NAMESPACE,
@@ -45,6 +48,7 @@ POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 10.0
 """Progress is printed on every change, and at least this often while nothing changes."""
 ROLLOUT_TIMEOUT_SECONDS = 240.0
+"""Longer than the example's steps (75 s and 20 s of analysis) plus its scale-down delay."""
 SCALE_DOWN_TIMEOUT_SECONDS = 60.0
 DEFAULT_OUT = REPO_ROOT / "out" / "demo"
 
@@ -77,7 +81,12 @@ class Outcome:
     message: str = ""
     seconds_to_decision: float | None = None
     caught_by: dict[str, Any] | None = None
-    """The failed measurement that decided a rollback: metric, values, time."""
+    """The failed measurement that decided a rollback: metric, values, time, look and its `evidence`."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Per metric, the summary of its latest look (status.analysis.evidence[].latest): samples per
+    version, ratio and interval, e-value and threshold, what it could detect so far."""
+    false_rollback_rate: float | None = None
+    """The rollout's error budget the thresholds come from (status.analysis.falseRollbackRate)."""
     scaled_down: str | None = None
     """The losing version whose Deployment was scaled to zero (and its Pods deleted)."""
     picture: str | None = None
@@ -149,6 +158,107 @@ def _failed_measurements(status: Mapping[str, Any], candidate: str) -> list[dict
     return [m for m in measurements if m.get("verdict") == "Failed" and m.get("candidateVersion") == candidate]
 
 
+def _latest_evidence(status: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per metric, the summary of its latest look, from status.analysis.evidence."""
+    entries = (status.get("analysis") or {}).get("evidence") or []
+    return {e["metric"]: dict(e["latest"]) for e in entries if isinstance(e, Mapping) and e.get("latest")}
+
+
+def _deciding_evidence(status: Mapping[str, Any], failed: Mapping[str, Any]) -> dict[str, Any]:
+    """The evidence of the look that failed: status.analysis.evidence keeps it in full (with every
+    slice); the measurement carries the same figures without the per-slice rows."""
+    latest = _latest_evidence(status).get(failed["metric"], {})
+    measured = dict(failed.get("evidence") or {})
+    return latest if latest.get("look") == measured.get("look") else measured
+
+
+def _figure(value: object) -> str:
+    """A statistic to three significant figures; `-` when absent."""
+    return f"{value:.3g}" if isinstance(value, int | float) else "-"
+
+
+def _share(value: object) -> str:
+    return f"{value * 100:.3g}%" if isinstance(value, int | float) else "-"
+
+
+def _samples(side: object) -> str:
+    samples = side.get("samples") if isinstance(side, Mapping) else None
+    return f"{samples:.0f}" if isinstance(samples, int | float) else "-"
+
+
+def _interval(bounds: object) -> str:
+    """A ratio's confidence interval; an end not bounded yet (null in status) is `inf`."""
+    if not isinstance(bounds, Sequence) or len(bounds) != 2:
+        return "-"
+    low, high = bounds
+    return f"{_figure(low)}-{'inf' if high is None else _figure(high)}"
+
+
+def _reached(summary: Mapping[str, Any]) -> bool:
+    value, threshold = summary.get("eValue"), summary.get("threshold")
+    return isinstance(value, int | float) and isinstance(threshold, int | float) and value >= threshold
+
+
+def _compared(summary: Mapping[str, Any], versions: tuple[str, str]) -> list[str]:
+    """One comparison of bad-event rates (a metric's, or one slice's) as the judge saw it: both
+    versions' values and samples, the ratio and its interval against the tolerance, the evidence
+    against its threshold, and the smallest ratio the samples so far would catch."""
+    baseline, candidate = versions
+    cand, base = summary.get("candidate") or {}, summary.get("baseline") or {}
+    relation = ">=" if _reached(summary) else "of"
+    return [
+        f"candidate {candidate} {_share(cand.get('value'))} of {_samples(cand)}, "
+        f"baseline {baseline} {_share(base.get('value'))} of {_samples(base)}",
+        f"ratio of bad-event rates {_figure(summary.get('ratio'))} (interval {_interval(summary.get('interval'))}), "
+        f"tolerance {summary.get('tolerance', '-')} (at most {_figure(summary.get('nullRatio'))}x)",
+        f"evidence {_figure(summary.get('eValue'))} {relation} threshold {_figure(summary.get('threshold'))}; "
+        f"smallest ratio detectable so far {_figure(summary.get('smallestDetectableRatio'))}x",
+    ]
+
+
+def _label(metric: str, summary: Mapping[str, Any]) -> str:
+    threshold = summary.get("thresholdSeconds")
+    return f"{metric} (slower than {threshold:g}s)" if isinstance(threshold, int | float) else metric
+
+
+def evidence_lines(metric: str, summary: Mapping[str, Any], versions: tuple[str, str]) -> list[str]:
+    """A sequential metric's look in full, for the rollback: one block per comparison (the metric's,
+    or each slice's), the failing slice first."""
+    look = f"look {summary.get('look', '-')}"
+    if summary.get("test") in ("rate", "slow-requests"):
+        return [f"{_label(metric, summary)}, {look}:", *(f"  {line}" for line in _compared(summary, versions))]
+    if summary.get("test") == "slices":
+        slices = sorted(summary.get("slices") or [], key=lambda entry: entry.get("verdict") != "Failed")
+        lines = [f"{metric}, {look}:"]
+        for entry in slices:
+            lines.append(f"  slice {entry.get('slice')} ({entry.get('verdict', '-')}, quality = right answers):")
+            lines.extend(f"    {line}" for line in _compared(entry, versions))
+        if not slices:  # the measurement's copy names only the worst slice
+            lines.append(f"  worst slice {summary.get('worstSlice', '-')}")
+        return lines
+    return [f"{metric}, {look}: {summary.get('verdict', '-')}"]
+
+
+def summary_lines(metric: str, summary: Mapping[str, Any], versions: tuple[str, str]) -> list[str]:
+    """A sequential metric's latest look in one line per comparison, for the promotion: samples
+    per version, the evidence of harm against its threshold, the smallest ratio it would catch."""
+    baseline, candidate = versions
+
+    def line(label: str, figures: Mapping[str, Any]) -> str:
+        return (
+            f"{label:<36} samples {candidate} {_samples(figures.get('candidate')):>6} / {baseline} "
+            f"{_samples(figures.get('baseline')):>6}   evidence {_figure(figures.get('eValue')):>8} of "
+            f"{_figure(figures.get('threshold'))}   detectable so far "
+            f"{_figure(figures.get('smallestDetectableRatio'))}x"
+        )
+
+    if summary.get("test") in ("rate", "slow-requests"):
+        return [line(_label(metric, summary), summary)]
+    if summary.get("test") == "slices":
+        return [line(f"{metric}: slice {e.get('slice')}", e) for e in summary.get("slices") or []]
+    return [f"{metric:<36} look {summary.get('look', '-')}: {summary.get('verdict', '-')}"]
+
+
 def _wait_scaled_down(apps: client.AppsV1Api, core: client.CoreV1Api, version: str, clock: Clock) -> bool:
     """Waits until the loser's Deployment has 0 replicas and KWOK has deleted its Pods."""
     name = f"{MODEL}-{version}"
@@ -197,16 +307,26 @@ def run_scenario(
     outcome.phase = status.get("phase", outcome.phase)
     outcome.message = status.get("message", "")
     outcome.seconds_to_decision = _decision(status, started=started)
+    outcome.evidence = _latest_evidence(status)
+    outcome.false_rollback_rate = (status.get("analysis") or {}).get("falseRollbackRate")
+    versions = (baseline, scenario.candidate)
     failed = _failed_measurements(status, scenario.candidate)
     if failed:
         first = failed[0]
-        outcome.caught_by = first
+        outcome.caught_by = {**first, "evidence": _deciding_evidence(status, first)}
         caught_at = datetime.fromisoformat(first["time"].replace("Z", "+00:00")).timestamp() - started
+        clock.say(f"  caught by {first['metric']} at {first['time']} ({caught_at:.0f}s into the rollout):")
+        for line in evidence_lines(first["metric"], outcome.caught_by["evidence"], versions):
+            clock.say(f"    {line}")
+    elif outcome.evidence:
+        budget = outcome.false_rollback_rate
         clock.say(
-            f"  caught by {first['metric']} at {first['time']} ({caught_at:.0f}s into the rollout): "
-            f"{first['reason']} (samples: candidate {first.get('candidateSamples', 0):.0f}, "
-            f"baseline {first.get('baselineSamples', 0):.0f})"
+            f"  evidence at each metric's last look (a metric fails once its evidence reaches its threshold: "
+            f"1 / its share of falseRollbackRate {_figure(budget)}):"
         )
+        for metric, summary in outcome.evidence.items():
+            for line in summary_lines(metric, summary, versions):
+                clock.say(f"    {line}")
     verdict = "as expected" if outcome.phase == scenario.expected_phase else f"EXPECTED {scenario.expected_phase}"
     when = f" after {outcome.seconds_to_decision:.0f}s" if outcome.seconds_to_decision is not None else ""
     clock.say(f"  {outcome.phase}{when}: {outcome.message} -- {verdict}")
@@ -270,7 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="pictures, summary and logs (default: %(default)s)"
     )
-    parser.add_argument("--rate", type=float, default=40.0, help="inference requests per second of the traffic")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_TRAFFIC_PER_SECOND,
+        help="inference requests per second of the traffic (default: %(default)g)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     # Ctrl-C and SIGTERM both unwind through the `with Sandbox` block, which stops everything.

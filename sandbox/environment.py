@@ -48,6 +48,12 @@ HTTPROUTE = "breast-cancer"
 ROUTE_RULE = "predict"
 SERVICE_PORT = 8080
 """The port Services declare; only the proxy's loopback mapping is ever dialled."""
+DEFAULT_TRAFFIC_PER_SECOND = 100.0
+"""Inference requests per second (each followed by its labelled feedback). The example rollout's
+analysis is sized for it: about a tenth of the rows are 'borderline', so at 100 requests/s with
+half on the candidate each version gets about 5 labelled borderline answers a second, enough for
+the slice's test to catch v3 within the first analyze step (at 40 requests/s, the earlier rate, it
+would miss it about one run in four). One replaying thread keeps this rate on a 2-core machine."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +98,7 @@ class SandboxSettings:
     """Versions to serve; the first takes all traffic at start."""
     replicas: int = 2
     """Replicas of each version's Deployment (Pods KWOK pretends to run)."""
-    traffic_per_second: float = 40.0
+    traffic_per_second: float = DEFAULT_TRAFFIC_PER_SECOND
     """Inference requests per second through the proxy, each followed by its labelled feedback."""
     control_plane_work_dir: Path | None = None
     """Where the control plane keeps its files; None means a temporary directory."""

@@ -223,9 +223,17 @@ def test_a_candidate_worse_than_the_baseline_is_rolled_back_naming_the_metric_an
     assert all(part in message for part in why), message
     assert re.search(r"evidence [0-9.e+]+ >= 60", message), "a third of the 5 % budget: 1 / (0.05 / 3)"
     assert [m for m in ("errors", "p99", "accuracy") if f"{m} failed" in message] == [failing]
-    assert [m for m in ("errors", "p99", "accuracy") if f"{m} failed" in message] == [failing]
     assert condition(status, "AnalysisHealthy")["status"] == "False"
     assert measurements_of(status, failing)[-1]["verdict"] == "Failed"
+    # and status.analysis.evidence keeps the failed look: samples per version, the ratio's interval
+    # wholly beyond the tolerated ratio, the evidence past its threshold
+    evidence = next(e for e in status["analysis"]["evidence"] if e["metric"] == failing)
+    latest = evidence["latest"]
+    assert (latest["look"], latest["verdict"], latest["threshold"]) == (1, "Failed", 60), latest
+    assert latest["eValue"] >= latest["threshold"] and latest["interval"][0] > latest["nullRatio"]
+    assert latest["candidate"]["samples"] >= 50 and latest["baseline"]["samples"] >= 50
+    assert [segment["step"] for segment in evidence["segments"]] == [1]
+    assert measurements_of(status, failing)[-1]["evidence"]["eValue"] == latest["eValue"]
     # and a Warning Event tells the same
     warnings = [e for e in world.events() if e["type"] == "Warning" and e["reason"] == "AnalysisFailed"]
     assert len(warnings) == 1

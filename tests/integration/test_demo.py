@@ -2,9 +2,9 @@
 servers, nginx following the HTTPRoute, Prometheus, the controller and labelled traffic.
 
 Given the sandbox, when the demo rolls out a better model (v2) and then a model that is better on
-average but broken on the 'borderline' slice (v3), then v2 is promoted, v3 is rolled back by the
-borderline metric with the candidate measured below the baseline, each loser's Deployment is
-scaled to zero with its Pods gone, and a picture is saved per rollout.
+average but broken on the 'borderline' slice (v3), then v2 is promoted with no evidence of harm on
+any metric, v3 is rolled back in its first analyze step by the borderline slice's evidence, each
+loser's Deployment is scaled to zero with its Pods gone, and a picture is saved per rollout.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def test_the_demo_exits_zero_and_reports_both_rollouts(demo_run: DemoRun) -> Non
     assert "ok   v1 -> v2 (good candidate): Promoted" in finished.stdout
     assert "ok   v2 -> v3 (bad candidate): RolledBack, caught by" in finished.stdout
     assert [r["as_expected"] for r in summary["rollouts"]] == [True, True]
+    # and prints the evidence: at the promotion per metric, at the rollback the deciding slice's
+    assert "evidence at each metric's last look" in finished.stdout
+    assert "borderline-accuracy: slice borderline samples v2 " in finished.stdout
+    assert "slice borderline (Failed" in finished.stdout
+    assert ">= threshold 80" in finished.stdout, "a quarter of the 5 % budget: 1 / (0.05 / 4)"
 
 
 def test_the_good_candidate_is_promoted_and_the_old_version_scaled_down(
@@ -56,6 +61,15 @@ def test_the_good_candidate_is_promoted_and_the_old_version_scaled_down(
     assert good["caught_by"] is None
     assert good["scaled_down"] == "v1"
     assert [weight for _, weight in good["weights"]][-1] == 100
+    # and every metric's evidence stayed below its threshold, on samples of both versions
+    assert good["false_rollback_rate"] == 0.05
+    assert sorted(good["evidence"]) == ["accuracy", "borderline-accuracy", "error-rate", "latency-p99"]
+    comparisons = [*(good["evidence"][m] for m in ("accuracy", "error-rate", "latency-p99")),
+                   *good["evidence"]["borderline-accuracy"]["slices"]]  # fmt: skip
+    for figures in comparisons:
+        assert figures["eValue"] < figures["threshold"] == 80, figures
+        assert figures["candidate"]["samples"] > 0 and figures["baseline"]["samples"] > 0
+        assert "smallestDetectableRatio" in figures
 
 
 def test_the_bad_candidate_is_rolled_back_by_a_failed_measurement(
@@ -64,11 +78,19 @@ def test_the_bad_candidate_is_rolled_back_by_a_failed_measurement(
     bad = demo_run[1]["rollouts"][1]
     assert (bad["baseline"], bad["candidate"], bad["phase"]) == ("v2", "v3", "RolledBack")
     caught = bad["caught_by"]
-    # The overall accuracy guard may see the drop too, but the candidate must measure worse.
-    assert caught["metric"] in ("borderline-accuracy", "accuracy")
+    # The slice check decides (the overall accuracy guard tolerates v3's two points), v3 measured worse
+    assert caught["metric"] == "borderline-accuracy"
     assert caught["candidateValue"] < caught["baselineValue"]
+    # with the deciding look's evidence: the slice's samples, its ratio of wrong answers wholly
+    # beyond the tolerated one, the evidence past its threshold
+    assert caught["evidence"]["look"] >= 1 and caught["reason"].startswith(f"look {caught['evidence']['look']}: ")
+    (borderline,) = caught["evidence"]["slices"]
+    assert (borderline["slice"], borderline["verdict"]) == ("borderline", "Failed")
+    assert borderline["eValue"] >= borderline["threshold"] == 80
+    assert borderline["interval"][0] > borderline["nullRatio"]
+    assert borderline["candidate"]["samples"] > 0 and borderline["baseline"]["samples"] > 0
     assert bad["scaled_down"] == "v3"
-    assert max(weight for _, weight in bad["weights"]) == 40, "never went past the first analysis step"
+    assert max(weight for _, weight in bad["weights"]) == 50, "never went past the first analysis step"
     assert bad["weights"][-1][1] == 0
 
 

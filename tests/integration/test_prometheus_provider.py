@@ -7,6 +7,7 @@ then measure.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from controller.analysis.providers import InvalidQuery, ProviderSettings, Provid
 from controller.analysis.providers.prometheus import PrometheusProvider
 from controller.analysis.spec import PrometheusSource
 from controller.api import ModelRolloutStatus, parse_spec
-from controller.checks import CheckContext, InconclusivePolicy, StepWindow, Verdict
+from controller.checks import CheckContext, CheckOutcome, InconclusivePolicy, StepWindow, Verdict
 from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,18 @@ def preset(name: str, metric: str) -> dict[str, Any]:
 
 
 STEP_STARTED = datetime.now(UTC) - timedelta(seconds=20)
+
+
+def harm_shown(outcome: CheckOutcome, metric: str, *, threshold: float) -> dict[str, Any]:
+    """The metric's latest look in status.analysis.evidence, which must show harm: the evidence
+    at or past its threshold, and the ratio's whole interval above the tolerated ratio."""
+    entry = next(e for e in outcome.status_fields["analysis"]["evidence"] if e["metric"] == metric)
+    latest: dict[str, Any] = entry["latest"]
+    assert (latest["look"], latest["verdict"], latest["threshold"]) == (1, "Failed", threshold), latest
+    assert latest["eValue"] >= latest["threshold"]
+    assert latest["interval"][0] > latest["nullRatio"]
+    assert latest["candidate"]["samples"] >= 100 and latest["baseline"]["samples"] >= 100
+    return latest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +189,12 @@ def test_a_candidate_with_a_higher_error_rate_fails_naming_both_values(
     outcome = checker_for(prometheus)(context=context_for(preset("error-rate", "error-rate"), prefix="bad"))
     assert outcome is not None
     assert outcome.verdict == Verdict.FAILED
-    assert "error-rate" in outcome.message and "candidate bad-v2 0.2 vs baseline bad-v1 0" in outcome.message
-    assert "more than maxDifference 0.01" in outcome.message
+    assert outcome.message.startswith("error-rate failed 1 time(s), more than failureLimit 0: look 1: ")
+    assert "candidate bad-v2 20% of " in outcome.message and "vs baseline bad-v1 0% of " in outcome.message
+    assert "rate ratio inf" in outcome.message and "beyond tolerance 0%" in outcome.message
+    # one metric: the whole 5 % budget, a threshold of 1 / 0.05
+    latest = harm_shown(outcome, "error-rate", threshold=20)
+    assert latest["candidate"]["value"] == pytest.approx(0.2, abs=0.005) and latest["baseline"]["value"] == 0
 
 
 def test_a_candidate_with_worse_latency_fails(exporter: ModelMetricsExporter, prometheus: LocalPrometheus) -> None:
@@ -186,7 +203,11 @@ def test_a_candidate_with_worse_latency_fails(exporter: ModelMetricsExporter, pr
     outcome = checker_for(prometheus)(context=context_for(preset("latency-p99", "p99"), prefix="slow"))
     assert outcome is not None
     assert outcome.verdict == Verdict.FAILED
-    assert "p99" in outcome.message and "more than maxRatio 1.2" in outcome.message
+    # every baseline request took 20 ms: its p99 bucket ends at 25 ms, and every candidate request is slower
+    assert "candidate slow-v2 100% of " in outcome.message and "vs baseline slow-v1 0% of " in outcome.message
+    assert "share slower than 0.025s (the baseline's p99) ratio inf" in outcome.message
+    assert "beyond tolerance 20%" in outcome.message
+    assert harm_shown(outcome, "p99", threshold=20)["thresholdSeconds"] == 0.025
 
 
 def test_a_candidate_with_worse_feedback_accuracy_fails(
@@ -200,8 +221,13 @@ def test_a_candidate_with_worse_feedback_accuracy_fails(
     outcome = checker_for(prometheus)(context=context_for(preset("feedback-accuracy", "accuracy"), prefix="acc"))
     assert outcome is not None
     assert outcome.verdict == Verdict.FAILED
-    assert "candidate acc-v2 0.75 vs baseline acc-v1 0.95" in outcome.message
-    assert "0.2 lower than the baseline" in outcome.message
+    # (increase() extrapolates each counter to the window's edges: the shares are near, not at, 75 % and 95 %)
+    found = re.search(r"candidate acc-v2 ([\d.]+)% of \d+ vs baseline acc-v1 ([\d.]+)% of \d+", outcome.message)
+    assert found, outcome.message
+    assert float(found[1]) == pytest.approx(75, abs=1) and float(found[2]) == pytest.approx(95, abs=1)
+    assert "beyond tolerance 0.02" in outcome.message
+    latest = harm_shown(outcome, "accuracy", threshold=20)
+    assert latest["ratio"] == pytest.approx(5, rel=0.1), "a quarter of the answers wrong against a twentieth"
 
 
 def test_no_data_for_the_candidate_is_inconclusive_and_holds(prometheus: LocalPrometheus) -> None:
@@ -209,7 +235,7 @@ def test_no_data_for_the_candidate_is_inconclusive_and_holds(prometheus: LocalPr
     assert outcome is not None
     assert outcome.verdict == Verdict.INCONCLUSIVE
     assert outcome.on_inconclusive == InconclusivePolicy.HOLD
-    assert "candidate absent-v2: no data" in outcome.message
+    assert "no data for candidate absent-v2, baseline absent-v1" in outcome.message
 
 
 def test_a_promql_syntax_error_is_inconclusive_at_once_with_a_clear_message(prometheus: LocalPrometheus) -> None:
