@@ -313,7 +313,9 @@ class AnalysisChecker:
                     context, test.queries, test.address, versions.baseline, test.lookback_seconds
                 )
                 threshold = slow_threshold(
-                    {float(k.partition(":")[2]): v for k, v in lookback.items()}, quantile=test.quantile
+                    {float(k.partition(":")[2]): v for k, v in lookback.items()},
+                    quantile=test.quantile,
+                    minimum=test.threshold_requests,
                 )
             for reading, version in roles.items():
                 numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds)

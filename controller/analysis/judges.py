@@ -168,6 +168,9 @@ def _judge_rates(
     def value(rate: float) -> float:
         return rate if bad_events else 1 - rate
 
+    def shown(rate: float, trials: float) -> float | None:
+        return _rounded(value(rate)) if trials > 0 else None
+
     harm: list[str] = []
     if evidence.harm >= 1 / alpha:
         harm.append(
@@ -180,12 +183,12 @@ def _judge_rates(
         "candidate": {
             "samples": _rounded(total.candidate_trials, 3),
             "events": _rounded(total.candidate_events, 3),
-            "value": _rounded(value(candidate_rate)),
+            "value": shown(candidate_rate, total.candidate_trials),
         },
         "baseline": {
             "samples": _rounded(total.baseline_trials, 3),
             "events": _rounded(total.baseline_events, 3),
-            "value": _rounded(value(baseline_rate)),
+            "value": shown(baseline_rate, total.baseline_trials),
         },
         "ratio": _rounded(candidate_rate / baseline_rate if baseline_rate > 0 else None, 4),
         "interval": [_rounded(evidence.low, 4), _rounded(evidence.high, 4)],
@@ -232,6 +235,13 @@ def _power(segments: Sequence[RatioSegment], *, total: RatioSegment, null: float
     """What the evidence can see: the smallest ratio detectable with 80 % power so far, and how
     long a step at the latest segment's traffic would need to resolve the tolerance (null) and to
     catch a candidate twice as bad as tolerated."""
+    if total.baseline_events + total.candidate_events <= 0:
+        # Without a single event there is no rate to reckon power from.
+        return {
+            "smallestDetectableRatio": None,
+            "secondsToResolveTolerance": None,
+            "secondsToDetectTwiceTolerated": None,
+        }
     baseline_rate = (total.baseline_events + 0.5) / (total.baseline_trials + 1)
     current = segments[-1] if segments else None
     per_second = (
@@ -292,6 +302,16 @@ def _readings(summary: JSON, versions: Versions) -> tuple[Reading, Reading]:
     )
 
 
+def _not_yet(versions: Versions, why: str) -> Look:
+    """Series exist but hold nothing to judge yet: hold, as with no data."""
+    return Look(
+        judgement=Judgement(result=Result.INCONCLUSIVE, reason=f"candidate {versions.candidate} vs baseline "
+                            f"{versions.baseline}: {why}"),
+        baseline=Reading(version=versions.baseline),
+        candidate=Reading(version=versions.candidate, samples=0),
+    )  # fmt: skip
+
+
 def _floor(versions: Versions, *, have: float, need: float, what: str) -> Look:
     return Look(
         judgement=Judgement(
@@ -337,10 +357,12 @@ def _judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, version
         maximum=test.max,
         minimum=test.min,
         versions=versions,
-        noun="rate",
+        noun="rate" if test.events_are_bad else "miss rate",
     )
     summary = {"test": "rate", **outcome.summary}
     candidate_trials = pooled(segments).candidate_trials
+    if candidate_trials <= 0:
+        return _not_yet(versions, "no samples of the candidate since the step began")
     if test.min_trials is not None and candidate_trials < test.min_trials and not outcome.harm:
         return _floor(versions, have=candidate_trials, need=test.min_trials, what="samples (minSamples.count)")
     return _rate_look(
@@ -362,14 +384,14 @@ def _buckets(numbers: Numbers, query: str = "bucket") -> dict[float, float]:
         raise HistogramMismatch(f"a bucket bound is not a number: {error}") from error
 
 
-def slow_threshold(buckets: Mapping[float, float], *, quantile: float) -> float | None:
+def slow_threshold(buckets: Mapping[float, float], *, quantile: float, minimum: float) -> float | None:
     """The smallest finite bucket bound holding at least `quantile` of the observations: requests
-    above it are slower than the version's quantile. None without observations."""
+    above it are slower than the version's quantile. None with fewer than `minimum` observations."""
     if not buckets:
         return None
     total = max(buckets.values())
     finite = sorted(b for b in buckets if math.isfinite(b))
-    if total <= 0 or not finite:
+    if total < max(minimum, 1) or not finite:
         return None
     return next((bound for bound in finite if buckets[bound] >= quantile * total), finite[-1])
 
@@ -386,8 +408,14 @@ def _slow_and_total(numbers: Numbers, threshold: float) -> tuple[float, float]:
 def _judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
     latest = evidence.segments[-1] if evidence.segments else None
     missing = _missing_roles(latest, versions, lambda numbers: bool(by_label(numbers, "bucket")))
-    if missing or evidence.threshold is None:
-        return _no_data(versions, missing or [f"baseline {versions.baseline} (its latency histogram)"])
+    if missing:
+        return _no_data(versions, missing)
+    if evidence.threshold is None:
+        return _not_yet(
+            versions,
+            f"fewer than {test.threshold_requests:.0f} baseline requests in the last "
+            f"{test.lookback_seconds / 3600:g}h to set the slow-request bound at its p{test.quantile * 100:g}",
+        )
     assert latest is not None
     threshold = evidence.threshold
     try:
@@ -452,7 +480,7 @@ def _judge_slices(test: ImportantSlices, evidence: Evidence, budget: Budget, ver
             bad_events=False,
             minimum=test.min_quality,
             versions=versions,
-            noun=f"slice {name} quality",
+            noun=f"slice {name} wrong-answer rate",
         )
         results.append((name, outcome, pooled(segments)))
     failed = [(name, outcome) for name, outcome, _ in results if outcome.harm]
@@ -548,8 +576,10 @@ def _judge_drift(test: PredictionDrift, evidence: Evidence, budget: Budget, vers
         Reading(version=versions.baseline, samples=base_total),
         Reading(version=versions.candidate, samples=cand_total),
     )
-    if cand_total < test.min_count or base_total <= 0 or cand_total <= 0:
-        return _floor(versions, have=cand_total, need=max(test.min_count, 1), what="predictions (minCount)")
+    if base_total <= 0 or cand_total <= 0:
+        return _not_yet(versions, "no predictions of a version since the step began")
+    if cand_total < test.min_count:
+        return _floor(versions, have=cand_total, need=test.min_count, what="predictions (minCount)")
     # Every bucket's share, both versions, holds at once: split the budget over all intervals.
     count = 2 * len(bounds)
     alpha, beta = budget.false_rollback / count, budget.false_promotion / count

@@ -48,8 +48,11 @@ DEFAULT_MEASUREMENT_HISTORY_LIMIT = 20
 DEFAULT_WEB_TIMEOUT_SECONDS = 10.0
 DEFAULT_FALSE_ROLLBACK_RATE = 0.05
 DEFAULT_FALSE_PROMOTION_RATE = 0.05
-DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 600.0
-"""Latency: the baseline's last ten minutes give the slow-request threshold."""
+DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 3600.0
+"""Latency: the baseline's last hour gives the slow-request bound."""
+THRESHOLD_TAIL_REQUESTS = 10
+"""Latency: the baseline requests expected above its quantile before the bound is set (1000 for
+p99): fewer, and the bucket holding the quantile is a guess."""
 DEFAULT_MAX_PSI = 0.2
 """Prediction drift tolerance: PSI 0.2 is the usual line for a significant shift."""
 DEFAULT_MAX_JS_DISTANCE = 0.2
@@ -231,12 +234,17 @@ class SlowRequestsTest:
     quantile: float
     tolerance: Tolerance
     lookback_seconds: float = DEFAULT_THRESHOLD_LOOKBACK_SECONDS
-    """The baseline traffic the slow-request threshold is read from, up to the first look."""
+    """The baseline traffic the slow-request bound is read from, at the first look with enough."""
     address: str | None = None
 
     @property
     def queries(self) -> tuple[CountQuery, ...]:
         return (CountQuery(name="bucket", query=self.buckets_query, by="le"),)
+
+    @property
+    def threshold_requests(self) -> float:
+        """Baseline requests in the lookback needed before the slow-request bound is set."""
+        return THRESHOLD_TAIL_REQUESTS / (1 - self.quantile)
 
 
 @dataclass(frozen=True, kw_only=True)
