@@ -177,6 +177,11 @@ def _figure(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, int | float) else "-"
 
 
+def _times(value: object) -> str:
+    """A ratio as `2.06x`; `-` when there is none (no event yet to reckon it from)."""
+    return f"{value:.3g}x" if isinstance(value, int | float) else "-"
+
+
 def _share(value: object) -> str:
     return f"{value * 100:.3g}%" if isinstance(value, int | float) else "-"
 
@@ -212,7 +217,7 @@ def _compared(summary: Mapping[str, Any], versions: tuple[str, str]) -> list[str
         f"ratio of bad-event rates {_figure(summary.get('ratio'))} (interval {_interval(summary.get('interval'))}), "
         f"tolerance {summary.get('tolerance', '-')} (at most {_figure(summary.get('nullRatio'))}x)",
         f"evidence {_figure(summary.get('eValue'))} {relation} threshold {_figure(summary.get('threshold'))}; "
-        f"smallest ratio detectable so far {_figure(summary.get('smallestDetectableRatio'))}x",
+        f"smallest ratio detectable so far {_times(summary.get('smallestDetectableRatio'))}",
     ]
 
 
@@ -249,7 +254,7 @@ def summary_lines(metric: str, summary: Mapping[str, Any], versions: tuple[str, 
             f"{label:<36} samples {candidate} {_samples(figures.get('candidate')):>6} / {baseline} "
             f"{_samples(figures.get('baseline')):>6}   evidence {_figure(figures.get('eValue')):>8} of "
             f"{_figure(figures.get('threshold'))}   detectable so far "
-            f"{_figure(figures.get('smallestDetectableRatio'))}x"
+            f"{_times(figures.get('smallestDetectableRatio'))}"
         )
 
     if summary.get("test") in ("rate", "slow-requests"):

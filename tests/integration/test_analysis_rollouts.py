@@ -182,7 +182,7 @@ REGRESSIONS = [
     pytest.param(
         Behaviour(accuracy=0.75),
         "accuracy",
-        ["candidate v2 75% of ", "vs baseline v1 95% of ", "rate ratio 5 ", "beyond tolerance 0.02"],
+        ["candidate v2 75% of ", "vs baseline v1 95% of ", "miss rate ratio 5 ", "beyond tolerance 0.02"],
         id="feedback-accuracy",
     ),
 ]
