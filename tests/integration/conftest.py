@@ -11,7 +11,7 @@ from kubernetes import client
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from localenv.prometheus import LocalPrometheus, ModelMetricsExporter
-from tests.integration.rollout_world import World
+from tests.integration.rollout_world import World, controller_reading
 
 
 @pytest.fixture
@@ -47,3 +47,14 @@ def prometheus(exporter: ModelMetricsExporter) -> Iterator[LocalPrometheus]:
     """A real Prometheus scraping `exporter` every second (a module may scrape other targets)."""
     with LocalPrometheus(scrape_targets=[exporter.target]) as server:
         yield server
+
+
+@pytest.fixture
+def analysis_controller(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, prometheus: LocalPrometheus
+) -> Iterator[RunningController]:
+    """The real controller process, measuring from the `prometheus` the module uses."""
+    with controller_reading(
+        prometheus, control_plane=control_plane, namespace=namespace, log_file=tmp_path / "controller.log"
+    ) as running:
+        yield running

@@ -10,15 +10,20 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import urllib3
 import yaml
 from kubernetes import client, watch
 
+from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
+from localenv.modelserver import RunningServer, Variant, start_model_server
+from localenv.prometheus import LocalPrometheus
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -190,3 +195,34 @@ class WeightRecorder:
 
     def stop(self) -> None:
         self._watch.stop()  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def controller_reading(
+    prometheus: LocalPrometheus, *, control_plane: ControlPlane, namespace: str, log_file: Path
+) -> Iterator[RunningController]:
+    """The real controller process, watching `namespace` and measuring from `prometheus`."""
+    running = start_controller(
+        kubeconfig=control_plane.kubeconfig,
+        namespace=namespace,
+        log_file=log_file,
+        extra_args=["--prometheus-address", prometheus.url],
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+        print(running.log()[-5000:])
+
+
+@contextmanager
+def model_servers(variants: Mapping[str, Variant], *, model: str) -> Iterator[dict[str, RunningServer]]:
+    """A real model server per version, each serving its variant, stopped at the end."""
+    started: dict[str, RunningServer] = {}
+    try:
+        for version, variant in variants.items():
+            started[version] = start_model_server(variant=variant, model_name=model, version=version)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,17 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from localenv.controller import RunningController, start_controller
+from localenv.controller import RunningController
 from localenv.controlplane import ControlPlane
 from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
-from tests.integration.rollout_world import JSON, WeightRecorder, World, rollout_manifest, wait_for
+from tests.integration.rollout_world import (
+    JSON,
+    WeightRecorder,
+    World,
+    controller_reading,
+    rollout_manifest,
+    wait_for,
+)
 from tests.integration.test_crd_validation import CRD, INVALID_MANIFESTS, expected_messages, fixed_cel_messages
 
 pytestmark = pytest.mark.integration
@@ -43,35 +49,6 @@ def player(exporter: ModelMetricsExporter, namespace: str) -> Iterator[MetricsPl
     playing = MetricsPlayer(exporter, model=f"iris-{namespace}")
     yield playing
     playing.stop()
-
-
-@contextmanager
-def controller_reading(
-    prometheus: LocalPrometheus, *, control_plane: ControlPlane, namespace: str, log_file: Path
-) -> Iterator[RunningController]:
-    """The real controller process, watching `namespace` and measuring from `prometheus`."""
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=log_file,
-        extra_args=["--prometheus-address", prometheus.url],
-    )
-    try:
-        yield running
-    finally:
-        running.stop()
-        print(running.log()[-5000:])
-
-
-@pytest.fixture
-def analysis_controller(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path, prometheus: LocalPrometheus
-) -> Iterator[RunningController]:
-    """The real controller process, measuring from the module's Prometheus."""
-    with controller_reading(
-        prometheus, control_plane=control_plane, namespace=namespace, log_file=tmp_path / "controller.log"
-    ) as running:
-        yield running
 
 
 def analysed_rollout(model: str, *, steps: list[JSON], metrics: list[JSON], **analysis: Any) -> JSON:

@@ -12,13 +12,11 @@ regression and counters that reset mid-step.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from localenv.controller import RunningController, start_controller
-from localenv.controlplane import ControlPlane
+from localenv.controller import RunningController
 from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
 from tests.integration.rollout_world import JSON, WeightRecorder, World, rollout_manifest, wait_for
 
@@ -45,22 +43,6 @@ def player(exporter: ModelMetricsExporter, namespace: str) -> Iterator[MetricsPl
     playing = MetricsPlayer(exporter, model=f"iris-{namespace}", seed=7)
     yield playing
     playing.stop()
-
-
-@pytest.fixture
-def judging_controller(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path, prometheus: LocalPrometheus
-) -> Iterator[RunningController]:
-    """The real controller process, watching the test's namespace and measuring from Prometheus."""
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=tmp_path / "controller.log",
-        extra_args=["--prometheus-address", prometheus.url],
-    )
-    yield running
-    running.stop()
-    print(running.log()[-5000:])
 
 
 def play(player: MetricsPlayer, prometheus: LocalPrometheus, *, baseline: Behaviour, candidate: Behaviour) -> None:
@@ -92,7 +74,7 @@ def analysis_failures(world: World) -> list[JSON]:
 
 
 def test_a_candidate_identical_to_the_baseline_under_noisy_traffic_is_promoted_with_the_evidence_in_status(
-    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, judging_controller: RunningController
+    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, analysis_controller: RunningController
 ) -> None:
     # Given v1 and v2 alike: 2 % errors, 90 % right answers, drawn at random for each request
     play(player, prometheus, baseline=TWIN, candidate=TWIN)
@@ -146,7 +128,7 @@ def test_a_candidate_identical_to_the_baseline_under_noisy_traffic_is_promoted_w
 
 
 def test_a_candidate_worse_on_one_slice_is_rolled_back_with_that_slice_s_evidence_in_status(
-    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, judging_controller: RunningController
+    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, analysis_controller: RunningController
 ) -> None:
     # Given v2 as good as v1 on large tumours (95 %) but wrong on 40 % of borderline ones (v1: 10 %)
     baseline = Behaviour(error_rate=0.02, slices=(("borderline", 0.9), ("large", 0.95)), noisy=True)
@@ -196,7 +178,7 @@ def test_a_candidate_worse_on_one_slice_is_rolled_back_with_that_slice_s_evidenc
 
 
 def test_counters_that_reset_mid_step_do_not_decide_and_the_evidence_keeps_growing(
-    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, judging_controller: RunningController
+    world: World, prometheus: LocalPrometheus, player: MetricsPlayer, analysis_controller: RunningController
 ) -> None:
     # Given v1 and v2 alike under noisy traffic, in an analyze step of 16 s at 50 %
     play(player, prometheus, baseline=TWIN, candidate=TWIN)

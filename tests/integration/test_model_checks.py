@@ -26,13 +26,12 @@ import pytest
 from kubernetes import client
 
 from controller.api import TERMINAL_PHASES
-from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
-from localenv.modelserver import RunningServer, Variant, start_model_server
+from localenv.modelserver import RunningServer, Variant
 from localenv.modelserver.dataset import SLICE_BANDS, load_dataset
 from localenv.prometheus import LocalPrometheus
 from localenv.traffic import TrafficSettings, replay
-from tests.integration.rollout_world import World, wait_for
+from tests.integration.rollout_world import World, model_servers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +84,8 @@ def golden_set(rows: int = 20) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, RunningServer]]:
-    started: dict[str, RunningServer] = {}
-    try:
-        for version, variant in VARIANTS.items():
-            started[version] = start_model_server(variant=variant, model_name=MODEL, version=version)
+    with model_servers(VARIANTS, model=MODEL) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -148,21 +141,6 @@ def replaying(servers: dict[str, RunningServer], versions: tuple[str, ...], *, r
             stop.set()
         for thread in threads:
             thread.join()
-
-
-@pytest.fixture
-def controller(
-    control_plane: ControlPlane, namespace: str, prometheus: LocalPrometheus, tmp_path: Path
-) -> Iterator[RunningController]:
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=tmp_path / "controller.log",
-        extra_args=["--prometheus-address", prometheus.url],
-    )
-    yield running
-    running.stop()
-    print(running.log()[-5000:])
 
 
 @pytest.fixture
@@ -267,7 +245,7 @@ def inference_requests(server: RunningServer) -> float:
 # The tests
 
 
-@pytest.mark.usefixtures("traffic", "controller")
+@pytest.mark.usefixtures("traffic", "analysis_controller")
 def test_a_good_candidate_passes_every_check_and_is_promoted(
     cluster: World, servers: dict[str, RunningServer], control_plane: ControlPlane, namespace: str
 ) -> None:
@@ -313,7 +291,7 @@ def test_a_good_candidate_passes_every_check_and_is_promoted(
     assert "Rubric" in shown and "Model 6" in shown and "slice borderline" in shown
 
 
-@pytest.mark.usefixtures("traffic", "controller")
+@pytest.mark.usefixtures("traffic", "analysis_controller")
 def test_a_candidate_better_on_average_but_worse_on_an_important_slice_is_rolled_back(
     cluster: World, servers: dict[str, RunningServer]
 ) -> None:
@@ -340,7 +318,7 @@ def test_a_candidate_better_on_average_but_worse_on_an_important_slice_is_rolled
     assert rubric(status)[("Model 6", "slices")] == "Failed"
 
 
-@pytest.mark.usefixtures("traffic", "controller")
+@pytest.mark.usefixtures("traffic", "analysis_controller")
 def test_a_drifted_prediction_distribution_is_rolled_back(cluster: World, servers: dict[str, RunningServer]) -> None:
     # given: v4 shifts every score up (+2 log-odds), PSI about 0.4 and JS distance about 0.26 against
     # v1, and a drift check that tolerates a JS distance of 0.1 (the default 0.2 would need about
@@ -357,7 +335,7 @@ def test_a_drifted_prediction_distribution_is_rolled_back(cluster: World, server
     assert rubric(status)[("Monitor 7", "prediction-drift")] == "Failed"
 
 
-@pytest.mark.usefixtures("traffic", "controller")
+@pytest.mark.usefixtures("traffic", "analysis_controller")
 def test_nan_outputs_in_live_traffic_are_rolled_back(cluster: World, servers: dict[str, RunningServer]) -> None:
     # given: v5 answers NaN for tumours without concavity (5 of the 228 test rows)
     roll_out(cluster, servers, candidate="v5", metrics=[NONFINITE, DRIFT])
@@ -371,7 +349,7 @@ def test_nan_outputs_in_live_traffic_are_rolled_back(cluster: World, servers: di
     assert latest(status, "prediction-drift")["verdict"] == "Successful"
 
 
-@pytest.mark.usefixtures("controller")
+@pytest.mark.usefixtures("analysis_controller")
 def test_a_contract_mismatch_is_rolled_back_before_any_traffic(
     cluster: World, servers: dict[str, RunningServer]
 ) -> None:

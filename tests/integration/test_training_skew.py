@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from localenv.controller import RunningController, start_controller
-from localenv.controlplane import ControlPlane
-from localenv.modelserver import RunningServer, Variant, start_model_server
+from localenv.modelserver import RunningServer, Variant
 from localenv.prometheus import LocalPrometheus
 from localenv.traffic import TrafficSettings, replay
-from tests.integration.rollout_world import World, rollout_manifest, wait_for
+from tests.integration.rollout_world import World, model_servers, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,35 +32,14 @@ SKEW: dict[str, Any] = {"name": "skew", "trainingSkew": {"profile": {"configMap"
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, RunningServer]]:
-    started: dict[str, RunningServer] = {}
-    try:
-        for version, variant in VARIANTS.items():
-            started[version] = start_model_server(variant=variant, model_name=MODEL, version=version)
+    with model_servers(VARIANTS, model=MODEL) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(servers: dict[str, RunningServer]) -> Iterator[LocalPrometheus]:
     with LocalPrometheus(scrape_targets=[f"127.0.0.1:{s.port}" for s in servers.values()]) as server:
         yield server
-
-
-@pytest.fixture
-def controller(
-    control_plane: ControlPlane, namespace: str, prometheus: LocalPrometheus, tmp_path: Path
-) -> Iterator[RunningController]:
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=tmp_path / "controller.log",
-        extra_args=["--prometheus-address", prometheus.url],
-    )
-    yield running
-    running.stop()
-    print(running.log()[-5000:])
 
 
 @pytest.fixture
@@ -121,7 +97,7 @@ def rubric(status: dict[str, Any]) -> dict[tuple[str, str], str]:
     return {(entry["item"], entry["check"]): entry["verdict"] for entry in status.get("rubric", [])}
 
 
-@pytest.mark.usefixtures("controller", "traffic")
+@pytest.mark.usefixtures("analysis_controller", "traffic")
 def test_a_candidate_served_without_its_scaler_is_rolled_back_naming_the_skewed_features(
     world: World, servers: dict[str, RunningServer]
 ) -> None:
@@ -144,7 +120,7 @@ def test_a_candidate_served_without_its_scaler_is_rolled_back_naming_the_skewed_
     assert rubric(status)[("Monitor 3", "skew")] == "Failed"
 
 
-@pytest.mark.usefixtures("controller", "traffic")
+@pytest.mark.usefixtures("analysis_controller", "traffic")
 def test_a_candidate_whose_inputs_look_like_its_training_data_is_promoted(
     world: World, servers: dict[str, RunningServer]
 ) -> None:
@@ -162,7 +138,7 @@ def test_a_candidate_whose_inputs_look_like_its_training_data_is_promoted(
     assert rubric(status)[("Monitor 3", "skew")] == "Successful"
 
 
-@pytest.mark.usefixtures("controller")
+@pytest.mark.usefixtures("analysis_controller")
 def test_a_missing_profile_holds_the_rollout_naming_the_configmap(world: World) -> None:
     # Given no ConfigMap for the profile
     # When a rollout names it
