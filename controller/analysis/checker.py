@@ -301,22 +301,20 @@ class AnalysisChecker:
         if test.compares_baseline:
             roles["baseline"] = versions.baseline
         seconds = max((context.now - plan.segment_start).total_seconds(), 1.0)
-        threshold = evidence.threshold
         numbers: dict[str, dict[str, float]] = {"candidate": {}, "baseline": {}}
         reading = "candidate"
         try:
             if isinstance(test, TrainingSkew):
                 evidence = replace(evidence, reference=self._training_profile(context.namespace, test))
             reading = "baseline"
-            if isinstance(test, SlowRequestsTest) and threshold is None:
+            if isinstance(test, SlowRequestsTest) and evidence.threshold_basis < test.threshold_requests:
                 lookback = self._read_counts(
                     context, test.queries, test.address, versions.baseline, test.lookback_seconds
                 )
-                threshold = slow_threshold(
-                    {float(k.partition(":")[2]): v for k, v in lookback.items()},
-                    quantile=test.quantile,
-                    minimum=test.threshold_requests,
-                )
+                buckets = {float(k.partition(":")[2]): v for k, v in lookback.items()}
+                bound = slow_threshold(buckets, quantile=test.quantile)
+                if bound is not None:
+                    evidence = replace(evidence, threshold=bound, threshold_basis=max(buckets.values()))
             for reading, version in roles.items():
                 numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds)
         except (TemporaryError, PermanentError) as error:
@@ -334,7 +332,7 @@ class AnalysisChecker:
             candidate=numbers["candidate"],
             baseline=numbers["baseline"],
         )
-        evidence = replace(evidence.with_segment(segment), threshold=threshold, looks=evidence.looks + 1)
+        evidence = replace(evidence.with_segment(segment), looks=evidence.looks + 1)
         look = judge_evidence(test, evidence, budget=plan.budget, versions=versions)
         judgement = replace(look.judgement, reason=f"look {evidence.looks}: {look.judgement.reason}")
         summary = {"look": evidence.looks, "verdict": judgement.result.value, **look.summary}

@@ -83,7 +83,11 @@ class Evidence:
     metric: str
     segments: tuple[Segment, ...] = ()
     threshold: float | None = None
-    """Latency: the bound (seconds) above which a request counts as slow, fixed at the first look."""
+    """Latency: the bound (seconds) above which a request counts as slow."""
+    threshold_basis: float = 0.0
+    """Latency: the baseline requests the bound was read from; it is read again at each look until
+    they are enough, then kept. Segments keep their buckets, so their slow requests are counted
+    again at the bound in force."""
     looks: int = 0
     """Looks taken at this evidence: the one that decides is named in status and Events."""
     summary: Mapping[str, Any] | None = None
@@ -100,6 +104,7 @@ class Evidence:
         body: JSON = {"metric": self.metric, "looks": self.looks, "segments": [s.to_json() for s in self.segments]}
         if self.threshold is not None:
             body["thresholdSeconds"] = self.threshold
+            body["thresholdBasis"] = round(self.threshold_basis, 3)
         if self.summary is not None:
             body["latest"] = dict(self.summary)
         return body
@@ -111,10 +116,12 @@ class Evidence:
             return None
         segments = (Segment.from_json(s) for s in raw.get("segments") or [] if isinstance(s, Mapping))
         threshold = raw.get("thresholdSeconds")
+        basis = raw.get("thresholdBasis")
         return Evidence(
             metric=metric,
             segments=tuple(s for s in segments if s is not None),
             threshold=float(threshold) if isinstance(threshold, int | float) else None,
+            threshold_basis=float(basis) if isinstance(basis, int | float) else 0.0,
             looks=int(raw.get("looks", 0)),
             summary=raw.get("latest") if isinstance(raw.get("latest"), Mapping) else None,
         )

@@ -384,14 +384,14 @@ def _buckets(numbers: Numbers, query: str = "bucket") -> dict[float, float]:
         raise HistogramMismatch(f"a bucket bound is not a number: {error}") from error
 
 
-def slow_threshold(buckets: Mapping[float, float], *, quantile: float, minimum: float) -> float | None:
+def slow_threshold(buckets: Mapping[float, float], *, quantile: float) -> float | None:
     """The smallest finite bucket bound holding at least `quantile` of the observations: requests
-    above it are slower than the version's quantile. None with fewer than `minimum` observations."""
+    above it are slower than the version's quantile. None without observations."""
     if not buckets:
         return None
     total = max(buckets.values())
     finite = sorted(b for b in buckets if math.isfinite(b))
-    if total < max(minimum, 1) or not finite:
+    if total <= 0 or not finite:
         return None
     return next((bound for bound in finite if buckets[bound] >= quantile * total), finite[-1])
 
@@ -413,8 +413,7 @@ def _judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Bud
     if evidence.threshold is None:
         return _not_yet(
             versions,
-            f"fewer than {test.threshold_requests:.0f} baseline requests in the last "
-            f"{test.lookback_seconds / 3600:g}h to set the slow-request bound at its p{test.quantile * 100:g}",
+            f"no baseline request in the last {test.lookback_seconds / 3600:g}h to set the slow-request bound from",
         )
     assert latest is not None
     threshold = evidence.threshold

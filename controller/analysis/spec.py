@@ -51,8 +51,8 @@ DEFAULT_FALSE_PROMOTION_RATE = 0.05
 DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 3600.0
 """Latency: the baseline's last hour gives the slow-request bound."""
 THRESHOLD_TAIL_REQUESTS = 10
-"""Latency: the baseline requests expected above its quantile before the bound is set (1000 for
-p99): fewer, and the bucket holding the quantile is a guess."""
+"""Latency: the baseline requests expected above its quantile before the bound is kept (1000 for
+p99); with fewer the bucket holding the quantile is a guess, read again at the next look."""
 DEFAULT_MAX_PSI = 0.2
 """Prediction drift tolerance: PSI 0.2 is the usual line for a significant shift."""
 DEFAULT_MAX_JS_DISTANCE = 0.2
@@ -243,7 +243,7 @@ class SlowRequestsTest:
 
     @property
     def threshold_requests(self) -> float:
-        """Baseline requests in the lookback needed before the slow-request bound is set."""
+        """Baseline requests in the lookback the slow-request bound must rest on to be kept."""
         return THRESHOLD_TAIL_REQUESTS / (1 - self.quantile)
 
 

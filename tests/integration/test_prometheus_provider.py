@@ -190,7 +190,8 @@ def test_a_candidate_with_a_higher_error_rate_fails_naming_both_values(
     assert outcome is not None
     assert outcome.verdict == Verdict.FAILED
     assert outcome.message.startswith("error-rate failed 1 time(s), more than failureLimit 0: look 1: ")
-    assert "candidate bad-v2 20% of " in outcome.message and "vs baseline bad-v1 0% of " in outcome.message
+    # increase() extrapolates to the window's edges: about a fifth, not exactly
+    assert re.search(r"candidate bad-v2 (19\.\d|20(\.\d)?)% of \d+ vs baseline bad-v1 0% of ", outcome.message)
     assert "rate ratio inf" in outcome.message and "beyond tolerance 0%" in outcome.message
     # one metric: the whole 5 % budget, a threshold of 1 / 0.05
     latest = harm_shown(outcome, "error-rate", threshold=20)

@@ -319,3 +319,40 @@ def test_measured_values_are_exported_per_version() -> None:
     labels = {"namespace": "ml", "rollout": "iris", "metric": "errors"}
     assert REGISTRY.get_sample_value("model_rollouts_measurement_value", {**labels, "version": "v2"}) == 0.2
     assert REGISTRY.get_sample_value("model_rollouts_measurement_value", {**labels, "version": "v1"}) == 0.01
+
+
+class LatencyBuckets:
+    """Answers the latency histogram per version; the baseline's hour holds `baseline_hour` requests."""
+
+    def __init__(self) -> None:
+        self.baseline_hour = 100.0
+        self.lookbacks = 0
+
+    def measure(self, *, source: MetricSource, namespace: str) -> float | None:
+        raise AssertionError("latency reads buckets only")
+
+    def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
+        if "[3600s]" in source.query:
+            self.lookbacks += 1
+            # Few requests put the p99 in a low bucket; many show the real one.
+            low = 0.99 if self.baseline_hour < 1000 else 0.9
+            return {"0.01": self.baseline_hour * low, "0.1": self.baseline_hour, "+Inf": self.baseline_hour}
+        return {"0.01": 90.0, "0.1": 100.0, "+Inf": 100.0}
+
+
+def test_the_slow_request_bound_is_read_again_until_it_rests_on_enough_baseline_requests_then_kept() -> None:
+    latency = LatencyBuckets()
+    run = AnalysisChecker(providers={"prometheus": latency}, template_lookup=lambda *, namespace, name: None)
+    analysis = {"interval": "30s", "metrics": [{"name": "p99", "preset": "latency-p99"}]}
+    status: ModelRolloutStatus | None = None
+    bounds = []
+    for look, hour in enumerate((100.0, 5000.0, 9000.0), start=1):
+        latency.baseline_hour = hour
+        outcome = run(context=context(analysis, now=T0 + timedelta(seconds=30 * look), status=status,
+                                      step=analyze_step(600)))  # fmt: skip
+        status = then(outcome)
+        [evidence] = status.extra["analysis"]["evidence"]
+        bounds.append((evidence["thresholdSeconds"], evidence["thresholdBasis"]))
+    # From 100 requests the bound is a guess (0.01 s); from 5000 it is the real p99 bucket, and kept.
+    assert bounds == [(0.01, 100.0), (0.1, 5000.0), (0.1, 5000.0)]
+    assert latency.lookbacks == 2
