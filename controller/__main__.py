@@ -57,6 +57,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--namespace", default="", help="watch one namespace; empty watches all")
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once")
     parser.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile every rollout this often")
+    parser.add_argument(
+        "--queue-stall-seconds",
+        type=float,
+        default=300.0,
+        help="/healthz fails when keys are due this long and no worker takes one",
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz, /readyz")
     parser.add_argument(
@@ -105,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ),
         settings=ManagerSettings(
-            namespace=args.namespace or None, workers=args.workers, resync_seconds=args.resync_seconds
+            namespace=args.namespace or None,
+            workers=args.workers,
+            resync_seconds=args.resync_seconds,
+            queue_stall_seconds=args.queue_stall_seconds,
         ),
     )
     stop = threading.Event()
@@ -123,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.metrics_host,
         port=args.metrics_port,
         ready=lambda: manager.synced or (elector is not None and not elector.is_leader.is_set()),
+        live_problem=manager.health_problem,
     )
 
     def shutdown(signum: int, frame: object) -> None:

@@ -236,9 +236,28 @@ def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
     )
 
 
+def _refuse_ambiguous_version(version: ModelVersion, earlier: Sequence[ModelVersion], path: str) -> None:
+    """A version must be told apart from the earlier entries by a person (its label, whatever the
+    letter case) and by the route (its backend): two versions on one backend cannot get different
+    weights, so any split between them would land as something else, possibly no traffic at all."""
+    for index, other in enumerate(earlier):
+        if other.version.lower() == version.version.lower():
+            raise SpecError(
+                f"{path}.version",
+                f"{version.version!r} differs from {other.version!r} (spec.versions[{index}]) only in letter case; "
+                "rename one so that each reads differently",
+            )
+        if other.backend == version.backend:
+            raise SpecError(
+                f"{path}.backend",
+                f"Service {version.backend.service} port {version.backend.port} already serves version "
+                f"{other.version} (spec.versions[{index}]); give each version its own Service (or port)",
+            )
+
+
 def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
     """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch."""
-    versions = []
+    versions: list[ModelVersion] = []
     seen: set[str] = set()
     for i, item in enumerate(_require(raw, "versions", "spec")):
         path = f"spec.versions[{i}]"
@@ -254,6 +273,7 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
         )
         if version.version in seen:
             raise SpecError(f"{path}.version", f"{version.version!r} appears twice; version labels must be unique")
+        _refuse_ambiguous_version(version, versions, path)
         seen.add(version.version)
         versions.append(version)
     routing_raw = _require(raw, "trafficRouting", "spec")

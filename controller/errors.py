@@ -4,7 +4,8 @@ Exception
  └── ReconcileError           anything a reconcile pass can raise on purpose
       ├── TemporaryError      try again after `delay` seconds (API hiccup, conflict, timeout)
       └── PermanentError      retrying will not help until a person changes something
-           └── ReferenceProblem   a referenced object is missing or does not fit
+           ├── ReferenceProblem   a referenced object is missing or does not fit
+           └── UnsafeTrafficSplit a route write that would break the traffic split, refused
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ DEFAULT_TEMPORARY_DELAY_SECONDS = 5.0
 
 class ReconcileError(Exception):
     """Base of the errors a reconcile pass raises on purpose."""
+
+    reason = "ReconcileFailed"
+    """The reason of the condition and Warning Event that report the error on the rollout."""
 
 
 class TemporaryError(ReconcileError):
@@ -28,3 +32,9 @@ class PermanentError(ReconcileError):
 
 class ReferenceProblem(PermanentError):
     """A route, backend, Service or Deployment that does not exist or does not fit."""
+
+
+class UnsafeTrafficSplit(PermanentError):
+    """A route write refused before it was sent: it would not give the versions 100 % between them."""
+
+    reason = "UnsafeSplitRefused"

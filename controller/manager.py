@@ -1,16 +1,15 @@
 """Runs the pieces together: informers feed the work queue, a fixed pool of workers reconciles.
 
 Informer(ModelRollouts) ──┐
-Informer(HTTPRoutes) ─────┼──> WorkQueue ──> N workers ──> Reconciler.reconcile(key)
-resync timer ─────────────┘        ^                          │
-                                   └──── requeue-after / backoff ┘
+Informer(HTTPRoutes) ─────┼──> WorkQueue ──> WorkerPool (N threads) ──> Reconciler.reconcile(key)
+resync timer ─────────────┘        ^                                       │
+                                   └──────────── requeue-after / backoff ───┘
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,13 +17,12 @@ from typing import Any
 
 from kubernetes import client
 
-from controller import telemetry
 from controller.api import GROUP, PLURAL, VERSION
-from controller.errors import TemporaryError
 from controller.reconcile import Reconciler
 from controller.routers import gatewayapi
 from controller.watch import Informer, Resource
-from controller.workqueue import Key, ShutDown, WorkQueue
+from controller.workers import WorkerPool
+from controller.workqueue import Key, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,8 @@ class ManagerSettings:
     """Reconcile passes running at once (each on a different rollout)."""
     resync_seconds: float = 300.0
     """Every rollout is reconciled at least this often, even with no event."""
+    queue_stall_seconds: float = 300.0
+    """The liveness check fails when keys are due this long and no worker takes one."""
 
 
 class Manager:
@@ -46,6 +46,12 @@ class Manager:
         self.settings = settings
         self.reconciler = reconciler
         self.queue = WorkQueue()
+        self.workers = WorkerPool(
+            queue=self.queue,
+            reconciler=reconciler,
+            workers=settings.workers,
+            stall_seconds=settings.queue_stall_seconds,
+        )
         self._lock = threading.Lock()
         self._route_of: dict[Key, tuple[str, str]] = {}
         self._rollouts_of_route: dict[tuple[str, str], set[Key]] = defaultdict(set)
@@ -81,8 +87,11 @@ class Manager:
         spawn("watch-modelrollouts", self.rollouts.run, stop)
         spawn("watch-httproutes", self.routes.run, stop)
         spawn("resync", self._resync, stop)
-        for i in range(self.settings.workers):
-            spawn(f"worker-{i}", self._work)
+        self.workers.start()
+
+    def health_problem(self) -> str | None:
+        """Why this replica should be restarted, or None; before start() there is none."""
+        return self.workers.health_problem()
 
     def stop(self) -> None:
         self.queue.shut_down()
@@ -139,32 +148,3 @@ class Manager:
                 keys = list(self._route_of)
             for key in keys:
                 self.queue.add(key)
-
-    # Processing ----------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while True:
-            try:
-                key = self.queue.get()
-            except ShutDown:
-                return
-            telemetry.QUEUE_DEPTH.set(len(self.queue))
-            started = time.monotonic()
-            try:
-                requeue = self.reconciler.reconcile(namespace=key[0], name=key[1])
-            except TemporaryError as error:
-                telemetry.RECONCILES.labels(result="retry").inc()
-                log.info("reconcile will be retried", extra={"key": "/".join(key), "error": str(error)})
-                self.queue.add_after(key, error.delay)
-            except Exception:
-                telemetry.RECONCILES.labels(result="error").inc()
-                delay = self.queue.add_rate_limited(key)
-                log.exception("reconcile failed", extra={"key": "/".join(key), "retry_in": delay})
-            else:
-                telemetry.RECONCILES.labels(result="success").inc()
-                self.queue.forget(key)
-                if requeue is not None:
-                    self.queue.add_after(key, requeue)
-            finally:
-                telemetry.RECONCILE_SECONDS.observe(time.monotonic() - started)
-                self.queue.done(key)

@@ -27,16 +27,49 @@ from controller.api import (
     SpecError,
     now_utc,
     parse_spec,
+    set_condition,
 )
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
-from controller.errors import ReferenceProblem
+from controller.errors import ReconcileError, ReferenceProblem
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
-from controller.plan import Event, Observed, Plan, TrafficSplit, analyze_window, decide, stage_to_check
+from controller.plan import Event, EventType, Observed, Plan, TrafficSplit, analyze_window, decide, stage_to_check
 from controller.routers import ROUTERS, Router, RouterFactory
+from controller.routers.safety import refuse_unsafe_split
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+
+RECONCILED_CONDITION = "Reconciled"
+"""False while passes fail (the reason and message say why); True again after the next pass that
+completes. Absent on a rollout whose passes never failed."""
+FAILURE_REASON = "ReconcileFailed"
+"""Reason of a failure that is not a ReconcileError, i.e. a bug or an unexpected fault."""
+FAILURE_MESSAGE_LIMIT = 1024
+"""Characters of an error kept in the condition (an Event keeps as many)."""
+
+
+def failure_message(error: Exception) -> str:
+    """What a person reads about a failed pass: the error, named by type when it is unexpected."""
+    text = str(error) if isinstance(error, ReconcileError) else f"{type(error).__name__}: {error}"
+    return f"{text}; retried with backoff"[:FAILURE_MESSAGE_LIMIT]
+
+
+def with_reconciled(status: ModelRolloutStatus, *, generation: int, now: datetime) -> ModelRolloutStatus:
+    """`status` with a Reconciled=False condition turned True: the pass that writes it completed."""
+    previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
+    if previous is None or previous.status == "True":
+        return status
+    conditions = set_condition(
+        status.conditions,
+        type=RECONCILED_CONDITION,
+        status=True,
+        reason="Reconciled",
+        message="",
+        generation=generation,
+        now=now,
+    )
+    return replace(status, conditions=conditions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +116,9 @@ class Reconciler:
                 spec, spec_error = None, str(error)
 
         plan = self._decide_and_route(namespace, spec, spec_error, status, observed, router)
-        final_status = self._scale_down(namespace, spec, plan)
+        final_status = with_reconciled(
+            self._scale_down(namespace, spec, plan), generation=observed.generation, now=observed.now
+        )
         if final_status.to_json() != ModelRolloutStatus.from_json(rollout.get("status")).to_json():
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
@@ -96,6 +131,35 @@ class Reconciler:
         else:
             telemetry.record_rollout(namespace=namespace, name=name, status=final_status)
         return plan.requeue_after
+
+    def report_failure(self, *, namespace: str, name: str, error: Exception) -> None:
+        """Reconciled=False quoting the error, and a Warning Event when that is news (a failure
+        retried with backoff repeats the same message, which is reported once)."""
+        rollout = self.kube.get_rollout(namespace=namespace, name=name)
+        if rollout is None:
+            return
+        status = ModelRolloutStatus.from_json(rollout.get("status"))
+        reason = error.reason if isinstance(error, ReconcileError) else FAILURE_REASON
+        message = failure_message(error)
+        previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
+        if previous is not None and (previous.status, previous.reason, previous.message) == ("False", reason, message):
+            return
+        now = self.clock()
+        conditions = set_condition(
+            status.conditions,
+            type=RECONCILED_CONDITION,
+            status=False,
+            reason=reason,
+            message=message,
+            generation=int(rollout["metadata"].get("generation", 0)),
+            now=now,
+        )
+        rollout = self.kube.replace_rollout_status(
+            rollout=rollout, status=replace(status, conditions=conditions).to_json()
+        )
+        self.kube.emit_event(
+            about=self._about(rollout), type=EventType.WARNING.value, reason=reason, message=message, now=now
+        )
 
     # Steps ---------------------------------------------------------------------------------------
 
@@ -274,6 +338,9 @@ class Reconciler:
             if not self._needs_route_write(plan.traffic, observed) or spec is None or router is None:
                 break
             assert plan.traffic is not None
+            refuse_unsafe_split(
+                spec=spec, weights=plan.traffic.weights, route=f"spec.trafficRouting.{spec.traffic_routing.router}"
+            )
             weights = router.write_weights(namespace=namespace, spec=spec, weights=plan.traffic.weights)
             log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
             status, observed = plan.status, replace(observed, route_weights=weights, action=None)
@@ -303,15 +370,19 @@ class Reconciler:
                 )
         return replace(plan.status, scale_down_at=None, scale_down_target=None)
 
-    def _emit(self, rollout: JSON, plan: Plan) -> None:
+    @staticmethod
+    def _about(rollout: JSON) -> ObjectRef:
         meta = rollout["metadata"]
-        about = ObjectRef(
+        return ObjectRef(
             api_version=rollout["apiVersion"],
             kind=rollout["kind"],
             namespace=meta["namespace"],
             name=meta["name"],
             uid=meta["uid"],
         )
+
+    def _emit(self, rollout: JSON, plan: Plan) -> None:
+        about = self._about(rollout)
         for event in plan.events:
             self.kube.emit_event(
                 about=about, type=event.type.value, reason=event.reason, message=event.message, now=self.clock()

@@ -3,7 +3,8 @@
 * a key is in the queue at most once (events deduplicate);
 * a key being processed is never handed to a second worker; if it is added meanwhile, it is
   queued again when the first worker is done (one reconcile in flight per object);
-* `add_after` schedules a key for later (timed steps); the earliest schedule wins;
+* `add_after` schedules a key for later (timed steps); the earliest schedule wins, and no
+  schedule is further away than MAX_DELAY_SECONDS;
 * `add_rate_limited` backs off exponentially per key until `forget`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -19,6 +21,17 @@ from dataclasses import dataclass
 
 Key = tuple[str, str]
 """(namespace, name)"""
+
+MAX_DELAY_SECONDS = 3600.0
+"""The furthest a key is ever scheduled: one hour. A pass is cheap and works out from the stored
+status how long its timer still has to run, so a longer wait costs only a look each hour; and
+without a bound a typo such as `pause: {duration: 9999999h}` exceeds what a lock can wait for
+(`threading.TIMEOUT_MAX`, about 292 years), which once raised OverflowError in every worker."""
+
+
+def bounded_delay(seconds: float) -> float:
+    """`seconds`, at most MAX_DELAY_SECONDS (also for NaN, which compares false with any bound)."""
+    return MAX_DELAY_SECONDS if math.isnan(seconds) else min(seconds, MAX_DELAY_SECONDS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +62,9 @@ class WorkQueue:
         self._sequence = itertools.count()
         self._failures: dict[Key, int] = {}
         self._shut_down = False
+        self._handed_out_at = clock()
+        self._ready_since = clock()
+        """When the ready deque last went from empty to not empty."""
 
     def __len__(self) -> int:
         with self._cond:
@@ -64,10 +80,16 @@ class WorkQueue:
         self._dirty.add(key)
         self._due.pop(key, None)
         if key not in self._processing:
-            self._queue.append(key)
-            self._cond.notify()
+            self._make_ready_locked(key)
+
+    def _make_ready_locked(self, key: Key) -> None:
+        if not self._queue:
+            self._ready_since = self._clock()
+        self._queue.append(key)
+        self._cond.notify()
 
     def add_after(self, key: Key, delay: float) -> None:
+        delay = bounded_delay(delay)
         if delay <= 0:
             self.add(key)
             return
@@ -100,6 +122,7 @@ class WorkQueue:
                 self._promote_due_locked()
                 if self._queue:
                     key = self._queue.popleft()
+                    self._handed_out_at = self._clock()
                     self._processing.add(key)
                     self._dirty.discard(key)
                     return key
@@ -118,8 +141,18 @@ class WorkQueue:
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue.append(key)
-                self._cond.notify()
+                self._make_ready_locked(key)
+
+    def stalled_seconds(self) -> float:
+        """How long keys have been due while none was handed to a worker; 0 when none is due.
+
+        A healthy queue hands a due key out within one pass; a queue whose workers are gone or
+        stuck does not, and the health check tells the kubelet so."""
+        with self._cond:
+            self._promote_due_locked()
+            if not self._queue:
+                return 0.0
+            return max(self._clock() - max(self._handed_out_at, self._ready_since), 0.0)
 
     def shut_down(self) -> None:
         with self._cond:

@@ -1,7 +1,7 @@
 """Gateway API: backendRef weights of an HTTPRoute's rules.
 
-The controller owns the `weight` of the backendRefs that point at the Services of
-spec.versions, in the rules it manages (all rules, or those named in `ruleNames`). It adds a
+The controller owns the `weight` of the backendRefs that point at the backends (Service and port)
+of spec.versions, in the rules it manages (all rules, or those named in `ruleNames`). It adds a
 backendRef for a version that must get traffic and has none yet, so shipping a new version needs
 no edit of the route. Any other backendRef with a non-zero weight is a reference problem: the
 split would not be the one the rollout decided.
@@ -15,6 +15,7 @@ from typing import Any
 from controller.api import ModelRolloutSpec
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
+from controller.routers.safety import refuse_unsafe_split
 
 GROUP = "gateway.networking.k8s.io"
 VERSION = "v1"
@@ -51,15 +52,25 @@ def managed_rules(route: JSON, spec: ModelRolloutSpec) -> list[JSON]:
     return named
 
 
+def _version_of(ref: Mapping[str, Any], spec: ModelRolloutSpec) -> str | None:
+    """The version whose backend (Service and port) a backendRef points at, if any. A ref without a
+    port (the Gateway API requires one for a Service) is matched by its Service alone."""
+    if not _is_service_ref(ref):
+        return None
+    for version in spec.versions:
+        if ref.get("name") == version.backend.service and ref.get("port", version.backend.port) == version.backend.port:
+            return version.version
+    return None
+
+
 def rule_weights(rule: JSON, spec: ModelRolloutSpec, route_name: str) -> dict[str, int]:
     """Percent per version in one rule."""
-    by_service = {v.backend.service: v.version for v in spec.versions}
     raw: dict[str, int] = {v.version: 0 for v in spec.versions}
     total = 0
     for ref in rule.get("backendRefs", []):
         weight = int(ref.get("weight", GATEWAY_DEFAULT_WEIGHT))
         total += weight
-        version = by_service.get(ref.get("name", "")) if _is_service_ref(ref) else None
+        version = _version_of(ref, spec)
         if version is None:
             if weight:
                 raise ReferenceProblem(
@@ -75,14 +86,14 @@ def rule_weights(rule: JSON, spec: ModelRolloutSpec, route_name: str) -> dict[st
 
 def set_rule_weights(rule: JSON, spec: ModelRolloutSpec, weights: Mapping[str, int]) -> None:
     refs: list[JSON] = rule.setdefault("backendRefs", [])
-    present = {ref.get("name") for ref in refs if _is_service_ref(ref)}
+    present = {_version_of(ref, spec) for ref in refs}
     for version in spec.versions:
-        if version.backend.service not in present and weights.get(version.version, 0) > 0:
+        if version.version not in present and weights.get(version.version, 0) > 0:
             refs.append({"name": version.backend.service, "port": version.backend.port})
     for ref in refs:
-        for version in spec.versions:
-            if _is_service_ref(ref) and ref.get("name") == version.backend.service:
-                ref["weight"] = weights.get(version.version, 0)
+        version_name = _version_of(ref, spec)
+        if version_name is not None:
+            ref["weight"] = weights.get(version_name, 0)
 
 
 class GatewayAPIRouter:
@@ -114,6 +125,10 @@ class GatewayAPIRouter:
         route = self._get(namespace, spec)
         for rule in managed_rules(route, spec):
             set_rule_weights(rule, spec, weights)
+        # Checked on the body about to be sent, so that a mistake in building it is refused too.
+        refuse_unsafe_split(
+            spec=spec, weights=self._weights(route, spec), route=f"HTTPRoute {namespace}/{route['metadata']['name']}"
+        )
         stored = self.kube.replace_custom(group=GROUP, version=VERSION, plural=PLURAL, body=route)
         return self._weights(stored, spec)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
 
-from controller.workqueue import Backoff, ShutDown, WorkQueue
+from controller.workqueue import MAX_DELAY_SECONDS, Backoff, ShutDown, WorkQueue
 
 
 class FakeClock:
@@ -71,3 +72,46 @@ def test_shut_down_wakes_a_blocked_worker() -> None:
     queue.shut_down()
     thread.join(timeout=5)
     assert raised.is_set()
+
+
+def test_a_delay_longer_than_the_bound_is_clamped_and_a_worker_can_still_wait() -> None:
+    # given a key scheduled 9999999h ahead (a typo in a pause), beyond what a lock can wait for
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add_after(("ns", "far"), 9_999_999 * 3600.0)
+
+    # when a worker waits for it, then it is handed out after MAX_DELAY_SECONDS, not never
+    clock.now += MAX_DELAY_SECONDS
+    assert queue.get() == ("ns", "far")
+
+
+def test_a_delay_that_is_not_a_number_waits_the_longest_delay() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add_after(("ns", "a"), math.nan)
+    assert len(queue) == 1
+    clock.now += MAX_DELAY_SECONDS - 1
+    assert queue.stalled_seconds() == 0, "not due yet"
+
+
+def test_a_queue_with_keys_due_and_none_handed_out_counts_as_stalled() -> None:
+    # given a key due now and no worker taking it
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add(("ns", "a"))
+
+    # when time passes, then the queue counts it as stalled since the key became due
+    clock.now += 40
+    assert queue.stalled_seconds() == 40
+
+    # and a worker taking the key resets it
+    queue.get()
+    assert queue.stalled_seconds() == 0
+
+
+def test_an_idle_queue_is_never_stalled() -> None:
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add_after(("ns", "a"), 600)
+    clock.now += 500
+    assert queue.stalled_seconds() == 0
