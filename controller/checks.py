@@ -8,7 +8,8 @@ Two stages judge a candidate:
   and in `analyze` steps.
 
 Each stage is a `Checker`: a callable doing its own I/O at the edge and returning a
-`CheckOutcome`, which the pure planner (`controller.plan`) turns into a decision. Checkers keep
+`CheckOutcome`, which the pure planner (`controller.plan`) turns into a decision. Before any
+traffic moves, each checker also validates its part of the spec (`Checker.validate`). Checkers keep
 what they need between passes in their own status field (`CheckOutcome.status_fields`), so a
 restarted controller resumes from the stored status.
 """
@@ -111,3 +112,10 @@ class Checker(Protocol):
     """Judges the candidate at one stage; returns None when the spec configures nothing for it."""
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None: ...
+
+    def validate(self, *, context: CheckContext) -> None:
+        """Finds every mistake in this checker's part of the spec that a later call could find,
+        measuring nothing. The reconciler calls it while the rollout is Pending, so that a mistake
+        stops the rollout before the first weight moves. Raises `SpecError` naming the field, or
+        `controller.errors.ReferenceProblem` for an object the spec names that does not exist."""
+        ...

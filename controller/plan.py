@@ -216,7 +216,7 @@ def decide(
     elif spec is None:
         _invalid_spec(d, spec_error or "invalid spec", stable)
     else:
-        d.condition("SpecValid", True, "Valid", "")
+        _mark_spec_valid(d)
         _run(d, spec)
     d.update(current_weight=_candidate_share(d, spec))
     _progressing_condition(d)
@@ -260,6 +260,16 @@ def _invalid_spec(d: _Decision, error: str, stable: str | None) -> None:
         d.event(EventType.WARNING, "InvalidSpec", error)
     d.update(phase=Phase.FAILED, message=error, observed_generation=d.observed.generation)
     _handle_action_not_applicable(d, _parse_action(d))
+
+
+def _mark_spec_valid(d: _Decision) -> None:
+    """SpecValid=True, unless the rollout failed on a mistake its checkers found: parsing alone
+    cannot tell that it is fixed, so it stays False until the rollout starts over (a new spec or a
+    retry) and is validated again while Pending."""
+    previous = next((c for c in d.status.conditions if c.type == "SpecValid"), None)
+    if d.status.phase == Phase.FAILED and previous is not None and previous.status == "False":
+        return
+    d.condition("SpecValid", True, "Valid", "")
 
 
 def _run(d: _Decision, spec: ModelRolloutSpec) -> None:

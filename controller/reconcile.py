@@ -1,8 +1,9 @@
 """One reconcile pass of one ModelRollout: a flat list of small steps.
 
-    fetch -> ensure finalizer -> parse spec -> observe route and references -> run the checker
-    of the current stage -> decide (pure) and move traffic until the plan holds -> scale down ->
-    emit Events -> write status once -> clear the handled action -> release the finalizer
+    fetch -> ensure finalizer -> parse spec -> observe route and references -> while Pending,
+    let every checker validate its part of the spec -> run the checker of the current stage ->
+    decide (pure) and move traffic until the plan holds -> scale down -> emit Events -> write
+    status once -> clear the handled action -> release the finalizer
 
 Every step that talks to the API server is idempotent, so a pass cut short anywhere (crash,
 conflict, lost leadership) is simply run again.
@@ -112,8 +113,11 @@ class Reconciler:
             try:
                 observed = self._run_checker(namespace, name, spec, status, observed)
             except SpecError as error:
-                # Only a checker can tell that (say) an AnalysisTemplate is missing.
+                # Only a checker can tell that (say) a query names an unknown variable.
                 spec, spec_error = None, str(error)
+            except ReferenceProblem as error:
+                # Only a checker can tell that (say) an AnalysisTemplate is missing.
+                observed = replace(observed, reference_problem=str(error))
 
         plan = self._decide_and_route(namespace, spec, spec_error, status, observed, router)
         final_status = with_reconciled(
@@ -280,11 +284,18 @@ class Reconciler:
             step=analyze_window(spec, status),
         )
         if stage == "gates":
+            self._validate(context)
             waiting = self._candidate_not_ready(namespace, spec)
             gates = waiting or (self.checkers.gates(context=context) if self.checkers.gates else None)
             return replace(observed, gates=gates)
         analysis = self.checkers.analysis(context=context) if self.checkers.analysis else None
         return replace(observed, analysis=analysis)
+
+    def _validate(self, context: CheckContext) -> None:
+        """Every checker's part of the spec, before the gates and before any traffic moves."""
+        for checker in (self.checkers.gates, self.checkers.analysis):
+            if checker is not None:
+                checker.validate(context=context)
 
     def _candidate_not_ready(self, namespace: str, spec: ModelRolloutSpec) -> CheckOutcome | None:
         """The candidate's Deployment (restored if we scaled it down) must be Available first."""

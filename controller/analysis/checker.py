@@ -53,7 +53,7 @@ from controller.analysis.spec import (
 from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
-from controller.errors import PermanentError, TemporaryError
+from controller.errors import PermanentError, ReferenceProblem, TemporaryError
 
 STATUS_FIELD = "analysis"
 """The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
@@ -139,6 +139,21 @@ class AnalysisChecker:
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
 
+    def validate(self, *, context: CheckContext) -> None:
+        """Plans every pass the rollout can make, measuring nothing: each analyze step's and, from
+        `startingStep` on, background analysis. Whatever `_plan` would raise once traffic is
+        shared (a spec mistake, a missing or invalid AnalysisTemplate) is raised now instead."""
+        analysis = parse_analysis(context.spec.analysis)
+        steps = context.spec.steps
+        for index, step in enumerate(steps):
+            if isinstance(step, AnalyzeStep):
+                window = StepWindow(index=index, started_at=context.now, seconds=step.seconds, templates=step.templates)
+                self._plan(replace(context, step=window))
+        if analysis is not None and analysis.starting_step is not None:
+            _check_starting_step(analysis.starting_step, step_count=len(steps))
+            at_start = replace(context.status, current_step_index=analysis.starting_step)
+            self._plan(replace(context, status=at_start, step=None))
+
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         plan = self._plan(context)
         if plan is None:
@@ -209,8 +224,7 @@ class AnalysisChecker:
         step: StepWindow | None = context.step
         if step is not None:
             analysis = analysis or AnalysisSpec()
-            templates = analysis.templates + step.templates
-            metrics = analysis.metrics + self._template_metrics(context.namespace, templates)
+            metrics = self._metrics(context.namespace, analysis, step)
             if not metrics:
                 raise SpecError(
                     f"spec.steps[{step.index}].analyze",
@@ -232,7 +246,7 @@ class AnalysisChecker:
             return None
         if context.status.current_step_index < analysis.starting_step:
             return None
-        metrics = analysis.metrics + self._template_metrics(context.namespace, analysis.templates)
+        metrics = self._metrics(context.namespace, analysis, None)
         if not metrics:
             raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
         previous = _Stored.of(context).run(BACKGROUND_RUN)
@@ -251,17 +265,25 @@ class AnalysisChecker:
             budget=self._budget(context, analysis),
         )
 
-    def _template_metrics(self, namespace: str, names: tuple[str, ...]) -> tuple[AnalysisMetric, ...]:
+    def _metrics(self, namespace: str, analysis: AnalysisSpec, step: StepWindow | None) -> tuple[AnalysisMetric, ...]:
+        """spec.analysis.metrics and the metrics of every template the run names, each name once:
+        a run keeps one tally per name, so two metrics of one name would be judged as one."""
+        metrics = analysis.metrics + self._template_metrics(namespace, _templates_named_in(analysis, step))
+        check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
+        return metrics
+
+    def _template_metrics(self, namespace: str, named_in: Mapping[str, str]) -> tuple[AnalysisMetric, ...]:
+        """The metrics of the AnalysisTemplates in `named_in` (template name -> the field naming it)."""
         metrics: list[AnalysisMetric] = []
-        for name in dict.fromkeys(names):
+        for name, field_path in named_in.items():
             template = self._template_lookup(namespace=namespace, name=name)
             if template is None:
-                raise SpecError(
-                    "spec.analysis.templates",
-                    f"AnalysisTemplate {name!r} does not exist in namespace {namespace}; create it or fix the name",
+                # A missing object, not a mistake in the spec: creating it lets the rollout go on.
+                raise ReferenceProblem(
+                    f"{field_path}: AnalysisTemplate {name!r} does not exist in namespace {namespace}; "
+                    "create it or fix the name"
                 )
             metrics.extend(parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"))
-        check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
         return tuple(metrics)
 
     def _budget(self, context: CheckContext, analysis: AnalysisSpec) -> Budget:
@@ -401,6 +423,24 @@ class AnalysisChecker:
         except PermanentError as error:
             return Reading(version=version, error=str(error), permanent=True)
         return Reading(version=version, value=value, samples=samples)
+
+
+def _templates_named_in(analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, str]:
+    """Each AnalysisTemplate a run measures, in order and once, with the field that names it."""
+    named_in = dict.fromkeys(analysis.templates, "spec.analysis.templates")
+    if step is not None:
+        for name in step.templates:
+            named_in.setdefault(name, f"spec.steps[{step.index}].analyze.templates")
+    return named_in
+
+
+def _check_starting_step(starting_step: int, *, step_count: int) -> None:
+    """Background analysis from a step the rollout never reaches would silently never run."""
+    if starting_step >= step_count:
+        raise SpecError(
+            "spec.analysis.startingStep",
+            f"{starting_step} is beyond the last step; give a step index from 0 to {step_count - 1}",
+        )
 
 
 def _extension_end(context: CheckContext, analysis: AnalysisSpec, step: StepWindow) -> datetime | None:

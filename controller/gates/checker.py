@@ -87,6 +87,10 @@ class GatesChecker:
         self._transport = transport
         self._sleep = sleep
 
+    def validate(self, *, context: CheckContext) -> None:
+        """Nothing to do ahead: the gates themselves run before any traffic, and a mistake in
+        spec.gates fails them (GateFailed) naming the field."""
+
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         raw = context.spec.gates
         if not configures_gates(raw):

@@ -261,3 +261,41 @@ def test_an_invalid_spec_fails_and_returns_traffic_to_the_stable_version() -> No
     assert plan.status.phase == Phase.FAILED
     assert plan.traffic == TrafficSplit.all_to("v1")
     assert "InvalidSpec" in reasons(plan)
+
+
+ANALYSIS_MISTAKE = "spec.analysis.metrics[0].comparison: give at least one of max, min, maxRatio or maxDifference"
+
+
+def test_a_spec_mistake_a_checker_finds_while_pending_fails_with_no_candidate_traffic() -> None:
+    # given a Pending rollout whose analysis the reconciler found invalid
+    pending = progressing_at(0, phase=Phase.PENDING)
+
+    # when deciding
+    plan = decide(spec=None, spec_error=ANALYSIS_MISTAKE, status=pending, observed=observed())
+
+    # then it fails, naming the field, and the route stays all on the stable version
+    assert plan.status.phase == Phase.FAILED
+    assert plan.traffic == TrafficSplit.all_to("v1")
+    spec_valid = next(c for c in plan.status.conditions if c.type == "SpecValid")
+    assert (spec_valid.status, spec_valid.message) == ("False", ANALYSIS_MISTAKE)
+
+
+def test_a_rollout_failed_on_a_checker_found_mistake_keeps_spec_valid_false_until_it_starts_over() -> None:
+    # given the rollout failed on that mistake; on later passes the spec parses (no checker runs when Failed)
+    spec = spec_of([{"setWeight": 10}])
+    failed = decide(
+        spec=None, spec_error=ANALYSIS_MISTAKE, status=progressing_at(0, phase=Phase.PENDING), observed=observed()
+    ).status
+
+    # when deciding again, then SpecValid still says what is wrong
+    later = run(spec, failed, observed(at=10))
+    assert later.status.phase == Phase.FAILED
+    assert [(c.status, c.message) for c in later.status.conditions if c.type == "SpecValid"] == [
+        ("False", ANALYSIS_MISTAKE)
+    ]
+
+    # when a person retries, then it starts over Pending (validated again) and SpecValid turns True after that
+    retried = run(spec, later.status, observed(at=20, action="retry"))
+    assert retried.status.phase == Phase.PENDING
+    validated = run(spec, retried.status, observed(at=21))
+    assert [c.status for c in validated.status.conditions if c.type == "SpecValid"] == ["True"]

@@ -18,6 +18,7 @@ from controller.analysis.providers import ProviderUnavailable
 from controller.analysis.spec import MetricSource, PrometheusSource
 from controller.api import ModelRolloutStatus, SpecError, parse_spec
 from controller.checks import CheckContext, CheckOutcome, InconclusivePolicy, StepWindow, Verdict
+from controller.errors import ReferenceProblem
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 ERRORS = {
@@ -291,8 +292,8 @@ def test_templates_add_their_metrics() -> None:
     assert outcome.message.startswith("p99 failed 1 time(s)") and "2.5x worse than the baseline" in outcome.message
 
 
-def test_a_missing_template_or_an_analyze_step_without_metrics_is_a_spec_error() -> None:
-    with pytest.raises(SpecError, match="AnalysisTemplate 'nope' does not exist in namespace ml"):
+def test_a_missing_template_is_a_reference_problem_and_an_analyze_step_without_metrics_a_spec_error() -> None:
+    with pytest.raises(ReferenceProblem, match="AnalysisTemplate 'nope' does not exist in namespace ml"):
         checker(Answers({}))(context=context({"templates": [{"name": "nope"}]}, now=T0, step=analyze_step()))
     empty = checker(Answers({}), templates={"empty": {"metrics": []}})
     with pytest.raises(SpecError, match="has no metrics to measure"):
