@@ -96,6 +96,20 @@ def parse_duration(text: str, *, field_path: str) -> float:
     return total
 
 
+_HTTP_URL = re.compile(r"(?i:https?)://[^/?#\s]+")
+
+
+def check_http_url(text: object, *, field_path: str, example: str) -> str:
+    """`text` when it is a URL starting with http:// or https:// and naming a host (template
+    variables such as `{{version}}` may follow); otherwise SpecError naming the field and an example.
+    Without a scheme, an HTTP client refuses the URL at every call, which would read as an outage."""
+    if not isinstance(text, str) or _HTTP_URL.match(text) is None:
+        raise SpecError(
+            field_path, f"{text!r} is not an http:// or https:// URL with a host; write the whole URL, e.g. {example}"
+        )
+    return text
+
+
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC to the millisecond: timed steps and measurement intervals may be sub-second."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -255,6 +269,10 @@ def _refuse_ambiguous_version(version: ModelVersion, earlier: Sequence[ModelVers
             )
 
 
+def _endpoint(raw: object, field_path: str) -> str | None:
+    return None if raw is None else check_http_url(raw, field_path=field_path, example="http://iris-v2.models.svc:8080")
+
+
 def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
     """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch."""
     versions: list[ModelVersion] = []
@@ -269,7 +287,7 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
                 port=int(_require(backend, "port", f"{path}.backend")),
             ),
             deployment=item.get("deployment"),
-            endpoint=item.get("endpoint"),
+            endpoint=_endpoint(item.get("endpoint"), f"{path}.endpoint"),
         )
         if version.version in seen:
             raise SpecError(f"{path}.version", f"{version.version!r} appears twice; version labels must be unique")
@@ -379,6 +397,34 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecordedEvent:
+    """An Event of the last pass that had any, kept in status under the name it is created with.
+
+    A controller that crashed after writing the status and before creating the Event creates it
+    after the restart; the API server refuses a second Event of the same name, so none is lost
+    and none is doubled."""
+
+    name: str
+    type: str
+    reason: str
+    message: str
+    time: str
+
+    def to_json(self) -> JSON:
+        return {"name": self.name, "type": self.type, "reason": self.reason, "message": self.message, "time": self.time}
+
+    @staticmethod
+    def from_json(raw: Mapping[str, Any]) -> RecordedEvent:
+        return RecordedEvent(
+            name=str(raw.get("name", "")),
+            type=str(raw.get("type", "")),
+            reason=str(raw.get("reason", "")),
+            message=str(raw.get("message", "")),
+            time=str(raw.get("time", "")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelRolloutStatus:
     phase: Phase | None = None
     message: str = ""
@@ -401,6 +447,14 @@ class ModelRolloutStatus:
     scale_down_target: str | None = None
     conditions: tuple[Condition, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    route_weights: Mapping[str, int] | None = None
+    """Percent per version last seen on the route as the controller set it; a route found
+    otherwise was edited by someone else (reported, then restored)."""
+    route_backends: Mapping[str, Backend] = field(default_factory=dict)
+    """Backend of each version with traffic in route_weights: a version removed from
+    spec.versions while it has traffic is still known, and drained."""
+    recent_events: tuple[RecordedEvent, ...] = ()
+    """The Events of the last pass that had any (see RecordedEvent)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Status fields owned by other parts (analysis measurements, gate reports), kept verbatim."""
 
@@ -423,6 +477,13 @@ class ModelRolloutStatus:
                 "scaleDownTarget": self.scale_down_target,
                 "conditions": [c.to_json() for c in self.conditions],
                 "history": [h.to_json() for h in self.history],
+                "routeWeights": dict(self.route_weights) if self.route_weights is not None else None,
+                "routeBackends": {
+                    version: {"service": backend.service, "port": backend.port}
+                    for version, backend in self.route_backends.items()
+                }
+                or None,
+                "recentEvents": [e.to_json() for e in self.recent_events] or None,
             }
         )
         return {k: v for k, v in body.items() if v is not None}
@@ -433,7 +494,8 @@ class ModelRolloutStatus:
         known = {
             "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
-            "scaleDownAt", "scaleDownTarget", "conditions", "history",
+            "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
+            "recentEvents",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -452,6 +514,9 @@ class ModelRolloutStatus:
             scale_down_target=raw.get("scaleDownTarget"),
             conditions=tuple(Condition.from_json(c) for c in raw.get("conditions", [])),
             history=tuple(HistoryEntry.from_json(h) for h in raw.get("history", [])),
+            route_weights=_route_weights(raw.get("routeWeights")),
+            route_backends=_route_backends(raw.get("routeBackends")),
+            recent_events=tuple(RecordedEvent.from_json(e) for e in raw.get("recentEvents", []) or []),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -481,6 +546,22 @@ def set_condition(
         observed_generation=generation,
     )
     return (*(c for c in conditions if c.type != type), updated)
+
+
+def _route_weights(raw: object) -> dict[str, int] | None:
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(version): int(weight) for version, weight in raw.items() if isinstance(weight, int)}
+
+
+def _route_backends(raw: object) -> dict[str, Backend]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(version): Backend(service=str(backend["service"]), port=int(backend["port"]))
+        for version, backend in raw.items()
+        if isinstance(backend, Mapping) and "service" in backend and isinstance(backend.get("port"), int)
+    }
 
 
 def with_history(status: ModelRolloutStatus, entry: HistoryEntry) -> ModelRolloutStatus:

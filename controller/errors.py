@@ -3,6 +3,7 @@
 Exception
  └── ReconcileError           anything a reconcile pass can raise on purpose
       ├── TemporaryError      try again after `delay` seconds (API hiccup, conflict, timeout)
+      │    └── RouteWriteLoop one route written too often: something fights the controller
       └── PermanentError      retrying will not help until a person changes something
            ├── ReferenceProblem   a referenced object is missing or does not fit
            └── UnsafeTrafficSplit a route write that would break the traffic split, refused
@@ -24,6 +25,12 @@ class TemporaryError(ReconcileError):
     def __init__(self, message: str, *, delay: float = DEFAULT_TEMPORARY_DELAY_SECONDS) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class RouteWriteLoop(TemporaryError):
+    """Writes to one route stopped for a while: too many within a minute."""
+
+    reason = "RouteWriteLoop"
 
 
 class PermanentError(ReconcileError):

@@ -188,9 +188,17 @@ class Kube:
 
     # Events ------------------------------------------------------------------------------------
 
-    def emit_event(self, *, about: ObjectRef, type: str, reason: str, message: str, now: datetime) -> None:
+    def emit_event(
+        self, *, about: ObjectRef, type: str, reason: str, message: str, now: datetime, name: str | None = None
+    ) -> None:
+        """Creates an Event; with a `name`, an Event of that name already there counts as created."""
+        metadata = (
+            client.V1ObjectMeta(name=name, namespace=about.namespace)
+            if name
+            else client.V1ObjectMeta(generate_name=f"{about.name}.", namespace=about.namespace)
+        )
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{about.name}.", namespace=about.namespace),
+            metadata=metadata,
             involved_object=client.V1ObjectReference(
                 api_version=about.api_version,
                 kind=about.kind,
@@ -208,8 +216,16 @@ class Kube:
             reporting_component=self.component,
             reporting_instance=self.instance,
         )
+
+        def create() -> None:
+            try:
+                self.core.create_namespaced_event(about.namespace, event)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+
         try:
-            _call(f"emit Event {reason}", lambda: self.core.create_namespaced_event(about.namespace, event))
+            _call(f"emit Event {reason}", create)
         except (TemporaryError, ApiException) as error:
             # An Event is a courtesy: losing one must not fail the pass that already acted.
             log.warning("could not emit event", extra={"reason": reason, "error": str(error)})

@@ -21,12 +21,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from controller.api import (
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
     TERMINAL_PHASES,
     Action,
     AnalyzeStep,
+    Backend,
     HistoryEntry,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    ModelVersion,
     PauseStep,
     Phase,
     SetWeightStep,
@@ -87,6 +90,8 @@ class Observed:
     now: datetime
     generation: int
     deleting: bool = False
+    deletion_requested_at: datetime | None = None
+    """metadata.deletionTimestamp: returning traffic on deletion is given this long."""
     action: str | None = None
     """Raw value of the action annotation, if present."""
     route_weights: Mapping[str, int] | None = None
@@ -144,11 +149,25 @@ class _Decision:
 
     status: ModelRolloutStatus
     observed: Observed
-    traffic: TrafficSplit | None = None
     events: list[Event] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
     scale_down_version: str | None = None
     remove_finalizer: bool = False
+    asked: list[TrafficSplit] = field(default_factory=list)
+    """Every split this decision asked for on its way (a step done, the next one entered): a
+    route that shows one of them shows the controller's own doing."""
+
+    @property
+    def traffic(self) -> TrafficSplit | None:
+        """The split the route must have when the decision is made; None leaves the route alone."""
+        return self.asked[-1] if self.asked else None
+
+    @traffic.setter
+    def traffic(self, split: TrafficSplit | None) -> None:
+        if split is None:
+            self.asked.clear()
+        else:
+            self.asked.append(split)
 
     @property
     def now(self) -> datetime:
@@ -212,15 +231,69 @@ def decide(
     d = _Decision(status=status, observed=observed)
     stable = status.stable_version or (spec.baseline if spec else None)
     if observed.deleting:
-        _finalize(d, stable)
+        deadline = spec.progress_deadline_seconds if spec else DEFAULT_PROGRESS_DEADLINE_SECONDS
+        _finalize(d, stable, deadline_seconds=deadline)
     elif spec is None:
         _invalid_spec(d, spec_error or "invalid spec", stable)
     else:
         _mark_spec_valid(d)
         _run(d, spec)
+    _track_route(d, spec)
     d.update(current_weight=_candidate_share(d, spec))
     _progressing_condition(d)
     return d.to_plan(original=status)
+
+
+def describe_weights(weights: Mapping[str, int]) -> str:
+    """`v1 90%, v2 10%`: the versions with traffic, for messages."""
+    shares = [f"{version} {weight}%" for version, weight in sorted(weights.items()) if weight]
+    return ", ".join(shares) or "no traffic anywhere"
+
+
+def _track_route(d: _Decision, spec: ModelRolloutSpec | None) -> None:
+    """Remembers the route as the controller set it, and reports a route someone else changed.
+
+    Found otherwise than recorded and otherwise than asked, the route was edited by hand (or by
+    another tool): the plan restores it, and the Event says what was found and what is restored.
+    Found as asked (by this decision, on its way) but not as recorded is no edit: a crash between
+    a route write and the status write leaves exactly that, and it is simply recorded."""
+    found = d.observed.route_weights
+    planned = d.traffic
+    if found is None:
+        return
+    if planned is None or any(split.satisfied_by(found) for split in d.asked):
+        d.update(route_weights=dict(found), route_backends=_backends_with_traffic(d.status, spec, found))
+        return
+    recorded = d.status.route_weights
+    if recorded is not None and not TrafficSplit(weights=recorded).satisfied_by(found):
+        d.event(
+            EventType.WARNING,
+            "TrafficDrift",
+            f"the route was changed outside the controller: found {describe_weights(found)} where it had set "
+            f"{describe_weights(recorded)}; restoring {describe_weights(planned.weights)}",
+        )
+
+
+def _backends_with_traffic(
+    status: ModelRolloutStatus, spec: ModelRolloutSpec | None, weights: Mapping[str, int]
+) -> dict[str, Backend]:
+    known = dict(status.route_backends)
+    if spec is not None:
+        known.update({version.version: version.backend for version in spec.versions})
+    return {version: known[version] for version, weight in weights.items() if weight > 0 and version in known}
+
+
+def route_spec(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> ModelRolloutSpec:
+    """The spec as the router must see it: spec.versions plus each version removed from them while
+    the route still gives it traffic (recorded in status), so that its share can be drained."""
+    labels = {version.version for version in spec.versions}
+    backends = {version.backend for version in spec.versions}
+    retired = tuple(
+        ModelVersion(version=version, backend=backend)
+        for version, backend in status.route_backends.items()
+        if version not in labels and backend not in backends and (status.route_weights or {}).get(version, 0) > 0
+    )
+    return replace(spec, versions=spec.versions + retired) if retired else spec
 
 
 def _progressing_condition(d: _Decision) -> None:
@@ -240,7 +313,7 @@ def _candidate_share(d: _Decision, spec: ModelRolloutSpec | None) -> int:
     return weights.get(spec.candidate, 0)
 
 
-def _finalize(d: _Decision, stable: str | None) -> None:
+def _finalize(d: _Decision, stable: str | None, *, deadline_seconds: float) -> None:
     """On deletion: all traffic back to the stable version, then let the object go."""
     if stable is None or d.observed.route_weights is None:
         d.remove_finalizer = True
@@ -248,8 +321,21 @@ def _finalize(d: _Decision, stable: str | None) -> None:
     d.traffic = TrafficSplit.all_to(stable)
     if d.traffic.satisfied_by(d.observed.route_weights):
         d.remove_finalizer = True
-    else:
-        d.after(WAIT_FOR_ROUTE_SECONDS)
+        return
+    since = d.observed.deletion_requested_at
+    waited = (d.now - since).total_seconds() if since is not None else 0.0
+    if waited <= deadline_seconds:
+        d.after(min(WAIT_FOR_ROUTE_SECONDS, deadline_seconds - waited + 0.5))
+        return
+    # Holding the object longer would only block its deletion (and its namespace's) for ever.
+    d.event(
+        EventType.WARNING,
+        "DrainAbandoned",
+        f"deleted, but the route still shows {describe_weights(d.observed.route_weights)} after {waited:.0f}s "
+        f"(spec.progressDeadlineSeconds); send all traffic to {stable} by hand",
+    )
+    d.traffic = None
+    d.remove_finalizer = True
 
 
 def _invalid_spec(d: _Decision, error: str, stable: str | None) -> None:
@@ -284,8 +370,11 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
         return
     if _must_start_over(d, spec, action):
         d.traffic = TrafficSplit.all_to(stable)
-        if not d.traffic.satisfied_by(d.observed.route_weights) and status.candidate_hash is not None:
+        readable = d.observed.route_weights is not None
+        if readable and not d.traffic.satisfied_by(d.observed.route_weights) and status.candidate_hash is not None:
             # The previous rollout's traffic goes home first; the new one starts on the next plan.
+            # (An unreadable route does not wait here: the new rollout waits while Pending, where
+            # the progress deadline applies.)
             _reference_condition(d)
             d.after(WAIT_FOR_ROUTE_SECONDS)
             return
@@ -571,6 +660,9 @@ def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
     if not d.traffic.satisfied_by(d.observed.route_weights):
         d.update(phase=Phase.PROGRESSING, message=f"promoting {spec.candidate}: sending it all traffic")
         d.after(WAIT_FOR_ROUTE_SECONDS)
+        _check_deadline(
+            d, spec, d.status.stable_version or spec.baseline, waiting_for="the route to show the promotion"
+        )
         return
     d.update(
         phase=Phase.PROMOTED,

@@ -11,6 +11,8 @@ conflict, lost leadership) is simply run again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -25,17 +27,32 @@ from controller.api import (
     FINALIZER,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    RecordedEvent,
     SpecError,
+    format_time,
     now_utc,
     parse_spec,
+    parse_time,
     set_condition,
 )
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
 from controller.errors import ReconcileError, ReferenceProblem
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
-from controller.plan import Event, EventType, Observed, Plan, TrafficSplit, analyze_window, decide, stage_to_check
+from controller.plan import (
+    Event,
+    EventType,
+    Observed,
+    Plan,
+    TrafficSplit,
+    analyze_window,
+    decide,
+    describe_weights,
+    route_spec,
+    stage_to_check,
+)
 from controller.routers import ROUTERS, Router, RouterFactory
-from controller.routers.safety import refuse_unsafe_split
+from controller.routers.ownership import RouteOwnedElsewhere
+from controller.routers.safety import RouteWriteBudget, refuse_unsafe_split
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +63,15 @@ RECONCILED_CONDITION = "Reconciled"
 completes. Absent on a rollout whose passes never failed."""
 FAILURE_REASON = "ReconcileFailed"
 """Reason of a failure that is not a ReconcileError, i.e. a bug or an unexpected fault."""
+RECORDED_EVENTS_LIMIT = 10
+"""Events of one pass kept in status.recentEvents (a pass rarely has more than three)."""
+EVENT_NAME_PREFIX_LIMIT = 200
+"""Characters of the rollout's name that start its Events' names (a name has at most 253)."""
 FAILURE_MESSAGE_LIMIT = 1024
+ROUTE_WRITE_REFUSED = "RouteWriteRefused"
+"""Reason of the condition and Event when the API server refuses a route write."""
+REFUSED_WRITE_RETRY_SECONDS = 10.0
+"""Look again this soon after a refused route write (the progress deadline still runs)."""
 """Characters of an error kept in the condition (an Event keeps as many)."""
 
 
@@ -54,6 +79,77 @@ def failure_message(error: Exception) -> str:
     """What a person reads about a failed pass: the error, named by type when it is unexpected."""
     text = str(error) if isinstance(error, ReconcileError) else f"{type(error).__name__}: {error}"
     return f"{text}; retried with backoff"[:FAILURE_MESSAGE_LIMIT]
+
+
+def event_name(*, rollout: JSON, index: int, event: Event, time: str) -> str:
+    """A name that is the same whenever the same pass's Event is created again."""
+    meta = rollout["metadata"]
+    identity = "\x00".join((meta.get("uid", ""), time, str(index), event.reason, event.message))
+    return f"{meta['name'][:EVENT_NAME_PREFIX_LIMIT]}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def with_recorded_events(
+    status: ModelRolloutStatus, events: tuple[Event, ...], *, rollout: JSON, now: datetime
+) -> ModelRolloutStatus:
+    """`status` recording this pass's Events, each under its name; a pass without Events keeps
+    the previous record, so that the status does not change for nothing."""
+    if not events:
+        return status
+    time = format_time(now)
+    recorded = tuple(
+        RecordedEvent(
+            name=event_name(rollout=rollout, index=index, event=event, time=time),
+            type=event.type.value,
+            reason=event.reason,
+            message=event.message,
+            time=time,
+        )
+        for index, event in enumerate(events[-RECORDED_EVENTS_LIMIT:])
+    )
+    return replace(status, recent_events=recorded)
+
+
+def refusal_text(error: ApiException) -> str:
+    """The API server's own words (the Status message), never the whole response."""
+    try:
+        body = json.loads(error.body or "")
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.reason or "no reason given")[:FAILURE_MESSAGE_LIMIT]
+
+
+def with_refused_write(
+    status: ModelRolloutStatus, plan: Plan, *, refusal: str, now: datetime
+) -> tuple[ModelRolloutStatus, Plan]:
+    """Reconciled=False quoting a refused route write, with a Warning Event when that is news.
+
+    The rest of the plan stands (its status is still true: the route kept its weights), so the
+    progress deadline runs on, and a rollout whose route cannot take the next weight fails and
+    returns to the stable version instead of retrying for ever."""
+    previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
+    news = previous is None or (previous.status, previous.reason, previous.message) != (
+        "False",
+        ROUTE_WRITE_REFUSED,
+        refusal,
+    )
+    conditions = set_condition(
+        status.conditions,
+        type=RECONCILED_CONDITION,
+        status=False,
+        reason=ROUTE_WRITE_REFUSED,
+        message=refusal,
+        generation=status.observed_generation,
+        now=now,
+    )
+    retry = min(
+        plan.requeue_after if plan.requeue_after is not None else REFUSED_WRITE_RETRY_SECONDS,
+        REFUSED_WRITE_RETRY_SECONDS,
+    )
+    events = plan.events + (
+        (Event(type=EventType.WARNING, reason=ROUTE_WRITE_REFUSED, message=refusal),) if news else ()
+    )
+    return replace(status, conditions=conditions), replace(plan, events=events, requeue_after=retry)
 
 
 def with_reconciled(status: ModelRolloutStatus, *, generation: int, now: datetime) -> ModelRolloutStatus:
@@ -87,17 +183,21 @@ class Reconciler:
         checkers: Checkers = Checkers(),
         routers: Mapping[str, RouterFactory] = ROUTERS,
         clock: Callable[[], datetime] = now_utc,
+        route_writes: RouteWriteBudget | None = None,
     ) -> None:
         self.kube = kube
+        self.route_writes = route_writes or RouteWriteBudget()
         self.checkers = checkers
         self.routers = {name: factory(kube) for name, factory in routers.items()}
         self.clock = clock
+        self._created_events: dict[tuple[str, str], frozenset[str]] = {}
+        """Per rollout, the names of its recorded Events this process created."""
 
     def reconcile(self, *, namespace: str, name: str) -> float | None:
         """Runs one pass; returns seconds until the rollout wants another look, if any."""
         rollout = self.kube.get_rollout(namespace=namespace, name=name)
         if rollout is None:
-            telemetry.forget_rollout(namespace=namespace, name=name)
+            self._forget(namespace, name)
             return None
         meta = rollout["metadata"]
         deleting = bool(meta.get("deletionTimestamp"))
@@ -108,7 +208,7 @@ class Reconciler:
 
         status = ModelRolloutStatus.from_json(rollout.get("status"))
         spec, spec_error, router = self._parse(rollout)
-        observed = self._observe(rollout, spec, router, deleting=deleting)
+        observed = self._observe(rollout, spec, status, router, deleting=deleting)
         if spec is not None and not deleting:
             try:
                 observed = self._run_checker(namespace, name, spec, status, observed)
@@ -119,19 +219,24 @@ class Reconciler:
                 # Only a checker can tell that (say) an AnalysisTemplate is missing.
                 observed = replace(observed, reference_problem=str(error))
 
-        plan = self._decide_and_route(namespace, spec, spec_error, status, observed, router)
+        plan, refusal = self._decide_and_route(namespace, name, spec, spec_error, status, observed, router)
         final_status = with_reconciled(
             self._scale_down(namespace, spec, plan), generation=observed.generation, now=observed.now
         )
+        if refusal is not None:
+            final_status, plan = with_refused_write(final_status, plan, refusal=refusal, now=observed.now)
+        final_status = with_recorded_events(final_status, plan.events, rollout=rollout, now=self.clock())
         if final_status.to_json() != ModelRolloutStatus.from_json(rollout.get("status")).to_json():
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
-        self._emit(rollout, plan)
+        self._emit(rollout, final_status.recent_events)
         if plan.action_handled:
             self._clear_action(rollout, observed.action)
         if plan.remove_finalizer:
+            if spec is not None and router is not None:
+                router.release(namespace=namespace, spec=spec, owner=name)
             self._remove_finalizer(rollout)
-            telemetry.forget_rollout(namespace=namespace, name=name)
+            self._forget(namespace, name)
         else:
             telemetry.record_rollout(namespace=namespace, name=name, status=final_status)
         return plan.requeue_after
@@ -215,7 +320,13 @@ class Reconciler:
         return spec, None, router
 
     def _observe(
-        self, rollout: JSON, spec: ModelRolloutSpec | None, router: Router | None, *, deleting: bool
+        self,
+        rollout: JSON,
+        spec: ModelRolloutSpec | None,
+        status: ModelRolloutStatus,
+        router: Router | None,
+        *,
+        deleting: bool,
     ) -> Observed:
         meta = rollout["metadata"]
         namespace = meta["namespace"]
@@ -223,17 +334,28 @@ class Reconciler:
             now=self.clock(),
             generation=int(meta.get("generation", 0)),
             deleting=deleting,
+            deletion_requested_at=parse_time(meta.get("deletionTimestamp")),
             action=(meta.get("annotations") or {}).get(ACTION_ANNOTATION),
         )
         if spec is None or router is None:
             return observed
         try:
-            weights = router.read_weights(namespace=namespace, spec=spec)
+            weights = self._read_route(router, namespace, meta["name"], route_spec(spec, status))
             stable = (rollout.get("status") or {}).get("stableVersion") or spec.baseline
             problem = None if deleting else self._backend_problem(namespace, spec, stable)
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
         return replace(observed, route_weights=weights, reference_problem=problem)
+
+    def _read_route(self, router: Router, namespace: str, name: str, spec: ModelRolloutSpec) -> dict[str, int]:
+        """The route's weights; a route claimed by a rollout that no longer exists is taken over."""
+        try:
+            return router.read_weights(namespace=namespace, spec=spec, owner=name)
+        except RouteOwnedElsewhere as error:
+            if self.kube.get_rollout(namespace=namespace, name=error.owner) is not None:
+                raise
+            log.info("taking over a route whose owner is gone", extra={"namespace": namespace, "owner": error.owner})
+            return router.read_weights(namespace=namespace, spec=spec, owner=name, replacing=error.owner)
 
     def _backend_problem(self, namespace: str, spec: ModelRolloutSpec, stable: str) -> str | None:
         if stable not in {v.version for v in spec.versions}:
@@ -330,32 +452,61 @@ class Reconciler:
     def _decide_and_route(
         self,
         namespace: str,
+        name: str,
         spec: ModelRolloutSpec | None,
         spec_error: str | None,
         status: ModelRolloutStatus,
         observed: Observed,
         router: Router | None,
-    ) -> Plan:
-        """Decide, move traffic if the plan asks, and decide again on the new weights.
+    ) -> tuple[Plan, str | None]:
+        """Decide, move traffic if the plan asks, and decide once more on the weights now stored;
+        returns the plan, and what the API server said if it refused the write.
+
+        At most one route write per pass: the second decision records what the write achieved
+        (a step done, the next step entered) but the next write waits for the next pass, after
+        that status is stored. So the route never runs ahead of the stored status by more than
+        the one write the stored status asks for, and a crash anywhere cannot make a restarted
+        controller move traffic back. The clock is read again after the write: a step entered
+        then starts when the route shows its weight, not when a slow pass began.
 
         Only the first decision sees the action annotation, so that it acts once; it counts as
         handled (and is removed) whichever decision comes last."""
         action = observed.action
-        events: list[Event] = []
-        max_rounds = (len(spec.steps) if spec else 0) + 3
-        for _ in range(max_rounds):
-            plan = decide(spec=spec, spec_error=spec_error, status=status, observed=observed)
-            events.extend(plan.events)
-            if not self._needs_route_write(plan.traffic, observed) or spec is None or router is None:
-                break
-            assert plan.traffic is not None
-            refuse_unsafe_split(
-                spec=spec, weights=plan.traffic.weights, route=f"spec.trafficRouting.{spec.traffic_routing.router}"
+        plan = replace(
+            decide(spec=spec, spec_error=spec_error, status=status, observed=observed),
+            action_handled=action is not None,
+        )
+        if not self._needs_route_write(plan.traffic, observed) or spec is None or router is None:
+            return plan, None
+        assert plan.traffic is not None
+        routed = route_spec(spec, status)
+        route = f"spec.trafficRouting.{spec.traffic_routing.router}"
+        refuse_unsafe_split(spec=routed, weights=plan.traffic.weights, route=route)
+        watched = router.watched_route(spec=spec)
+        self.route_writes.spend(
+            (spec.traffic_routing.router, namespace, *(watched or ())), label=f"{route} in namespace {namespace}"
+        )
+        try:
+            weights = router.write_weights(namespace=namespace, spec=routed, weights=plan.traffic.weights, owner=name)
+        except ApiException as error:
+            # Transient failures were retried below as TemporaryError: this is a refusal.
+            refusal = (
+                f"the API server refused {describe_weights(plan.traffic.weights)} on {route}: "
+                f"HTTP {error.status}: {refusal_text(error)}"
             )
-            weights = router.write_weights(namespace=namespace, spec=spec, weights=plan.traffic.weights)
-            log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
-            status, observed = plan.status, replace(observed, route_weights=weights, action=None)
-        return replace(plan, events=tuple(events), action_handled=action is not None)
+            log.warning("route write refused", extra={"namespace": namespace, "error": refusal})
+            return plan, refusal
+        log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
+        observed = replace(observed, route_weights=weights, action=None, now=self.clock())
+        written = replace(plan.status, route_weights=weights)
+        after = decide(spec=spec, spec_error=spec_error, status=written, observed=observed)
+        requeue = 0.0 if self._needs_route_write(after.traffic, observed) else after.requeue_after
+        return (
+            replace(
+                after, events=plan.events + after.events, requeue_after=requeue, action_handled=plan.action_handled
+            ),
+            None,
+        )
 
     @staticmethod
     def _needs_route_write(traffic: TrafficSplit | None, observed: Observed) -> bool:
@@ -392,10 +543,26 @@ class Reconciler:
             uid=meta["uid"],
         )
 
-    def _emit(self, rollout: JSON, plan: Plan) -> None:
+    def _emit(self, rollout: JSON, events: tuple[RecordedEvent, ...]) -> None:
+        """Creates the recorded Events this process has not created yet: after a restart, all of
+        them (those created before the crash are refused as duplicates, and skipped)."""
         about = self._about(rollout)
-        for event in plan.events:
+        key = (about.namespace, about.name)
+        created = self._created_events.get(key, frozenset())
+        for event in events:
+            if event.name in created:
+                continue
             self.kube.emit_event(
-                about=about, type=event.type.value, reason=event.reason, message=event.message, now=self.clock()
+                about=about,
+                type=event.type,
+                reason=event.reason,
+                message=event.message,
+                now=parse_time(event.time) or self.clock(),
+                name=event.name,
             )
             telemetry.TRANSITIONS.labels(reason=event.reason).inc()
+        self._created_events[key] = frozenset(event.name for event in events)
+
+    def _forget(self, namespace: str, name: str) -> None:
+        self._created_events.pop((namespace, name), None)
+        telemetry.forget_rollout(namespace=namespace, name=name)

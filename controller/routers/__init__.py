@@ -1,7 +1,8 @@
 """Traffic routers: one module per router, found by the key used under spec.trafficRouting.
 
 A router reads and writes the share of traffic each model version gets, and nothing else on
-the objects it touches. Weights are percentages per version label of spec.versions.
+the objects it touches but the owner annotation (see `ownership`). Weights are percentages per
+version label of spec.versions. `owner` is the name of the ModelRollout acting.
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ from controller.routers.gatewayapi import GatewayAPIRouter
 
 
 class Router(Protocol):
-    def read_weights(self, *, namespace: str, spec: ModelRolloutSpec) -> dict[str, int]:
-        """Percent per version as the route has it; raises ReferenceProblem when it cannot."""
+    def read_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, owner: str, replacing: str | None = None
+    ) -> dict[str, int]:
+        """Percent per version as the route has it, claiming an unowned route for `owner` (or one
+        owned by `replacing`, an owner that is gone); raises ReferenceProblem when it cannot read,
+        RouteOwnedElsewhere when another rollout owns the route."""
         ...
 
-    def write_weights(self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int]) -> dict[str, int]:
+    def write_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int], owner: str
+    ) -> dict[str, int]:
         """Sets the split (versions not named get 0) and returns it as stored by the API server."""
+        ...
+
+    def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:
+        """Removes `owner`'s claim from the route, if it is there (the route may be gone)."""
         ...
 
     def watched_route(self, *, spec: ModelRolloutSpec) -> tuple[str, str] | None:

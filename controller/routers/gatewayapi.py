@@ -3,8 +3,11 @@
 The controller owns the `weight` of the backendRefs that point at the backends (Service and port)
 of spec.versions, in the rules it manages (all rules, or those named in `ruleNames`). It adds a
 backendRef for a version that must get traffic and has none yet, so shipping a new version needs
-no edit of the route. Any other backendRef with a non-zero weight is a reference problem: the
-split would not be the one the rollout decided.
+no edit of the route, and removes the backendRefs it added once they carry no traffic and belong
+to neither the candidate nor a version with traffic: a model can ship any number of versions
+through one route (the Gateway API allows 16 backendRefs per rule). What it added is listed in
+an annotation on the route; backendRefs the user wrote are never removed. Any other backendRef
+with a non-zero weight is a reference problem: the split would not be the one the rollout decided.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from controller.api import GROUP as ROLLOUTS_GROUP
 from controller.api import ModelRolloutSpec
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
+from controller.routers import ownership
 from controller.routers.safety import refuse_unsafe_split
 
 GROUP = "gateway.networking.k8s.io"
@@ -22,6 +27,8 @@ VERSION = "v1"
 PLURAL = "httproutes"
 GATEWAY_DEFAULT_WEIGHT = 1
 """Weight the Gateway API gives a backendRef that does not set one."""
+ADDED_BACKENDS_ANNOTATION = f"{ROLLOUTS_GROUP}/added-backends"
+"""`service:port` of each backendRef the controller added, comma-separated: only these are removed."""
 
 JSON = dict[str, Any]
 
@@ -84,16 +91,55 @@ def rule_weights(rule: JSON, spec: ModelRolloutSpec, route_name: str) -> dict[st
     return {version: round(weight * 100 / total) for version, weight in raw.items()}
 
 
-def set_rule_weights(rule: JSON, spec: ModelRolloutSpec, weights: Mapping[str, int]) -> None:
+Backend = tuple[str, int]
+
+
+def _backend_of(ref: Mapping[str, Any]) -> Backend:
+    return (str(ref.get("name")), int(ref.get("port", 0)))
+
+
+def set_rule_weights(rule: JSON, spec: ModelRolloutSpec, weights: Mapping[str, int], *, added: set[Backend]) -> None:
+    """Sets the weights of one rule; adds a backendRef (recorded in `added`) for a version that
+    must get traffic and has none, and removes a backendRef listed in `added` that is left with no
+    traffic, unless it is the candidate's."""
     refs: list[JSON] = rule.setdefault("backendRefs", [])
     present = {_version_of(ref, spec) for ref in refs}
     for version in spec.versions:
         if version.version not in present and weights.get(version.version, 0) > 0:
             refs.append({"name": version.backend.service, "port": version.backend.port})
+            added.add((version.backend.service, version.backend.port))
+    kept: list[JSON] = []
     for ref in refs:
         version_name = _version_of(ref, spec)
         if version_name is not None:
             ref["weight"] = weights.get(version_name, 0)
+            idle = ref["weight"] == 0 and version_name != spec.candidate
+            if idle and _backend_of(ref) in added:
+                continue
+        kept.append(ref)
+    rule["backendRefs"] = kept
+
+
+def _added_backends(route: JSON) -> set[Backend]:
+    raw = (route.get("metadata", {}).get("annotations") or {}).get(ADDED_BACKENDS_ANNOTATION, "")
+    backends: set[Backend] = set()
+    for entry in str(raw).split(","):
+        service, _, port = entry.strip().rpartition(":")
+        if service and port.isdigit():
+            backends.add((service, int(port)))
+    return backends
+
+
+def _record_added_backends(route: JSON, rules: list[JSON], added: set[Backend]) -> None:
+    """Keeps in the annotation the added backends that some managed rule still holds."""
+    held = {_backend_of(ref) for rule in rules for ref in rule.get("backendRefs", [])}
+    annotations = route.setdefault("metadata", {}).setdefault("annotations", {}) or {}
+    route["metadata"]["annotations"] = annotations
+    listed = sorted(added & held)
+    if listed:
+        annotations[ADDED_BACKENDS_ANNOTATION] = ",".join(f"{service}:{port}" for service, port in listed)
+    else:
+        annotations.pop(ADDED_BACKENDS_ANNOTATION, None)
 
 
 class GatewayAPIRouter:
@@ -107,6 +153,13 @@ class GatewayAPIRouter:
             raise ReferenceProblem(f"HTTPRoute {namespace}/{name} not found; create it or fix spec.trafficRouting")
         return route
 
+    def _replace(self, route: JSON) -> JSON:
+        return self.kube.replace_custom(group=GROUP, version=VERSION, plural=PLURAL, body=route)
+
+    @staticmethod
+    def _label(namespace: str, route: JSON) -> str:
+        return f"HTTPRoute {namespace}/{route['metadata']['name']}"
+
     @staticmethod
     def _weights(route: JSON, spec: ModelRolloutSpec) -> dict[str, int]:
         name = route["metadata"]["name"]
@@ -118,19 +171,39 @@ class GatewayAPIRouter:
         first = per_rule[0]
         return first if all(w == first for w in per_rule) else {v: -1 for v in first}
 
-    def read_weights(self, *, namespace: str, spec: ModelRolloutSpec) -> dict[str, int]:
-        return self._weights(self._get(namespace, spec), spec)
-
-    def write_weights(self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int]) -> dict[str, int]:
+    def read_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, owner: str, replacing: str | None = None
+    ) -> dict[str, int]:
         route = self._get(namespace, spec)
-        for rule in managed_rules(route, spec):
-            set_rule_weights(rule, spec, weights)
+        ownership.check_owner(route, route=self._label(namespace, route), owner=owner, replacing=replacing)
+        weights = self._weights(route, spec)
+        if ownership.claim(route, owner=owner):
+            self._replace(route)
+        return weights
+
+    def write_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int], owner: str
+    ) -> dict[str, int]:
+        route = self._get(namespace, spec)
+        label = self._label(namespace, route)
+        ownership.check_owner(route, route=label, owner=owner)
+        ownership.claim(route, owner=owner)
+        added = _added_backends(route)
+        rules = managed_rules(route, spec)
+        for rule in rules:
+            set_rule_weights(rule, spec, weights, added=added)
+        _record_added_backends(route, rules, added)
         # Checked on the body about to be sent, so that a mistake in building it is refused too.
-        refuse_unsafe_split(
-            spec=spec, weights=self._weights(route, spec), route=f"HTTPRoute {namespace}/{route['metadata']['name']}"
-        )
-        stored = self.kube.replace_custom(group=GROUP, version=VERSION, plural=PLURAL, body=route)
-        return self._weights(stored, spec)
+        refuse_unsafe_split(spec=spec, weights=self._weights(route, spec), route=label)
+        return self._weights(self._replace(route), spec)
+
+    def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:
+        try:
+            route = self._get(namespace, spec)
+        except ReferenceProblem:
+            return
+        if ownership.release(route, owner=owner):
+            self._replace(route)
 
     def watched_route(self, *, spec: ModelRolloutSpec) -> tuple[str, str] | None:
         name = spec.traffic_routing.config.get("httpRoute")

@@ -8,10 +8,13 @@ refused write, not as a route that sends every request nowhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 
 from controller.api import ModelRolloutSpec
-from controller.errors import UnsafeTrafficSplit
+from controller.errors import RouteWriteLoop, UnsafeTrafficSplit
 
 FULL_SHARE = 100
 """The managed weights are percentages: together they carry all of the route's traffic."""
@@ -50,3 +53,54 @@ def refuse_unsafe_split(*, spec: ModelRolloutSpec, weights: Mapping[str, int], r
     problem = split_problem(spec=spec, weights=weights)
     if problem is not None:
         raise UnsafeTrafficSplit(f"refused to write weights {dict(weights)} to {route}: {problem}")
+
+
+ROUTE_WRITE_LIMIT = 20
+"""Writes one route may take within ROUTE_WRITE_WINDOW_SECONDS. A rollout writes once per step,
+so only a fight (another tool restoring its own weights, say) reaches this."""
+ROUTE_WRITE_WINDOW_SECONDS = 60.0
+ROUTE_WRITE_LOOP_DELAY_SECONDS = 30.0
+"""How long a rollout stops writing a route found in a write loop before it tries again."""
+ROUTE_WRITE_KEYS_LIMIT = 10_000
+"""Routes remembered before those with no write in the window are forgotten."""
+
+
+class RouteWriteBudget:
+    """The backstop against write storms: writes per route within a sliding window, shared by
+    every worker of the process (so two rollouts fighting over one route are stopped too)."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = ROUTE_WRITE_LIMIT,
+        window_seconds: float = ROUTE_WRITE_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._writes: dict[tuple[str, ...], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def spend(self, route: tuple[str, ...], *, label: str) -> None:
+        """Counts one write to `route`; raises RouteWriteLoop when the budget is spent."""
+        now = self.clock()
+        with self._lock:
+            writes = self._writes.setdefault(route, deque())
+            while writes and writes[0] <= now - self.window_seconds:
+                writes.popleft()
+            if len(writes) >= self.limit:
+                raise RouteWriteLoop(
+                    f"{len(writes)} writes to {label} within {self.window_seconds:.0f}s: something else keeps "
+                    "changing its weights (see the TrafficDrift Events); writes stop for "
+                    f"{ROUTE_WRITE_LOOP_DELAY_SECONDS:.0f}s",
+                    delay=ROUTE_WRITE_LOOP_DELAY_SECONDS,
+                )
+            writes.append(now)
+            if len(self._writes) > ROUTE_WRITE_KEYS_LIMIT:
+                self._forget_idle(now)
+
+    def _forget_idle(self, now: float) -> None:
+        idle = [key for key, writes in self._writes.items() if not writes or writes[-1] <= now - self.window_seconds]
+        for key in idle:
+            del self._writes[key]

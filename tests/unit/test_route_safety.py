@@ -118,7 +118,7 @@ def test_the_router_refuses_a_write_that_would_send_every_request_nowhere() -> N
     with pytest.raises(
         UnsafeTrafficSplit, match=r"refused to write weights .* to HTTPRoute ns/iris: .*share"
     ) as refused:
-        router.write_weights(namespace="ns", spec=spec, weights={"v1": 100})
+        router.write_weights(namespace="ns", spec=spec, weights={"v1": 100}, owner="iris")
 
     # then nothing was sent, and the refusal says what and why
     assert store.writes == []
@@ -136,7 +136,9 @@ def test_the_router_tells_two_versions_on_one_service_apart_by_port() -> None:
     spec = parse_spec(raw_spec(("v1", "iris", 80), ("v2", "iris", 81)))
 
     # when 10 % goes to v2
-    written = GatewayAPIRouter(store).write_weights(namespace="ns", spec=spec, weights={"v1": 90, "v2": 10})  # type: ignore[arg-type]
+    written = GatewayAPIRouter(store).write_weights(
+        namespace="ns", spec=spec, weights={"v1": 90, "v2": 10}, owner="iris"
+    )  # type: ignore[arg-type]
 
     # then each port gets its own version's weight
     assert written == {"v1": 90, "v2": 10}
