@@ -37,10 +37,16 @@ from controller.analysis.presets import (
     Preset,
     SlowRequestsPreset,
 )
-from controller.api import SpecError, parse_duration
+from controller.api import SpecError, check_http_url, parse_duration
 from controller.checks import InconclusivePolicy
 
 DEFAULT_INTERVAL_SECONDS = 30.0
+MIN_INTERVAL_SECONDS = 1.0
+"""Faster than once a second writes status many times a second and measures nothing new."""
+MAX_INTERVAL_SECONDS = 168 * 3600.0
+"""A week, like the other timers: a longer interval is a typo."""
+PROMETHEUS_URL_EXAMPLE = "http://prometheus.monitoring:9090"
+WEB_URL_EXAMPLE = "http://scorer.ml.svc:8080/score?version={{version}}"
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 """Provider errors in a row tolerated (holding) before onInconclusive applies."""
 DEFAULT_MEASUREMENT_HISTORY_LIMIT = 20
@@ -441,6 +447,40 @@ def _duration(raw: Mapping[str, Any], key: str, path: str) -> float | None:
     return seconds
 
 
+def _interval(raw: Mapping[str, Any], path: str) -> float:
+    seconds = _duration(raw, "interval", path)
+    if seconds is None:
+        return DEFAULT_INTERVAL_SECONDS
+    if seconds < MIN_INTERVAL_SECONDS:
+        raise SpecError(
+            f"{path}.interval",
+            f"{raw['interval']!r} is shorter than 1s; measure at most once a second, e.g. 30s (the default)",
+        )
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise SpecError(
+            f"{path}.interval",
+            f"{raw['interval']!r} is longer than 168h (one week); measure more often, e.g. 30s or 1h",
+        )
+    return seconds
+
+
+def _prometheus_address(raw: Mapping[str, Any], path: str) -> str | None:
+    """`address` in `raw`, the base URL of another Prometheus; None for the controller's default."""
+    value = raw.get("address")
+    if value is None:
+        return None
+    return check_http_url(value, field_path=f"{path}.address", example=PROMETHEUS_URL_EXAMPLE)
+
+
+def _check_min_not_above_max(minimum: float | None, maximum: float | None, path: str) -> None:
+    """comparison.min above comparison.max: nothing is within both, so the metric could only fail."""
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise SpecError(
+            f"{path}.min",
+            f"{minimum:g} is above max {maximum:g}, so nothing can pass; swap them, or drop the bound you did not mean",
+        )
+
+
 def _parse_comparison(raw: Mapping[str, Any], path: str) -> Comparison:
     direction_text = raw.get("direction")
     if direction_text is not None and direction_text not in Direction._value2member_map_:
@@ -456,6 +496,7 @@ def _parse_comparison(raw: Mapping[str, Any], path: str) -> Comparison:
         raise SpecError(f"{path}.maxRatio", "must be above 0")
     if not comparison.has_bounds:
         raise SpecError(path, "give at least one of max, min, maxRatio or maxDifference")
+    _check_min_not_above_max(comparison.min, comparison.max, path)
     return comparison
 
 
@@ -485,7 +526,7 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
     sub = f"{path}.{kinds[0]}"
     if kinds[0] == "prometheus":
         return PrometheusSource(
-            query=_check_template(_text(body, "query", sub), f"{sub}.query"), address=body.get("address")
+            query=_check_template(_text(body, "query", sub), f"{sub}.query"), address=_prometheus_address(body, sub)
         )
     method = str(body.get("method", "GET")).upper()
     if method not in ("GET", "POST"):
@@ -499,8 +540,9 @@ def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
         parse_json_path(json_path)
     except JsonPathError as error:
         raise SpecError(f"{sub}.jsonPath", f"{error}, like $.data.value") from error
+    url = check_http_url(_text(body, "url", sub), field_path=f"{sub}.url", example=WEB_URL_EXAMPLE)
     return WebSource(
-        url=_check_template(_text(body, "url", sub), f"{sub}.url"),
+        url=_check_template(url, f"{sub}.url"),
         method=method,
         body=None if request_body is None else _check_template(str(request_body), f"{sub}.body"),
         json_path=json_path,
@@ -536,7 +578,7 @@ def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrif
             min_count=_number(raw, "minCount", path, minimum=0.0),
         ),
         histogram_query=_query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
-        address=raw.get("address"),
+        address=_prometheus_address(raw, path),
     )
 
 
@@ -552,7 +594,7 @@ def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlice
         min_quality=_fraction(raw, "minQuality", path),
         correct_query=_query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
         total_query=_query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
-        address=raw.get("address"),
+        address=_prometheus_address(raw, path),
     )
 
 
@@ -565,7 +607,7 @@ def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnli
         **_given(max_gap=_fraction(raw, "maxGap", path), min_samples=_number(raw, "minSamples", path, minimum=0.0)),
         correct_query=_query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
         total_query=_query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
-        address=raw.get("address"),
+        address=_prometheus_address(raw, path),
     )
 
 
@@ -583,7 +625,7 @@ def _parse_training_skew(raw: Mapping[str, Any], path: str) -> TrainingSkew:
         **_given(max_psi=_number(raw, "maxPSI", path, minimum=0.0)),
         features=tuple(features),
         histogram_query=_query(raw, "query", path, default=INPUT_FEATURE_QUERY),
-        address=raw.get("address"),
+        address=_prometheus_address(raw, path),
     )
 
 
@@ -676,8 +718,7 @@ def _address(raw: Mapping[str, Any], path: str, *, preset: Preset | None) -> str
             f"{what} reads counts, not one number; give your own queries as counts: "
             "{events: <PromQL>, trials: <PromQL>} (docs/analysis.md), or drop the preset to bound one number",
         )
-    address = prometheus.get("address")
-    return str(address) if address else None
+    return _prometheus_address(prometheus, f"{path}.provider.prometheus")
 
 
 def _tolerance_and_guardrails(
@@ -750,6 +791,7 @@ def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Prese
     for key, bound in (("max", maximum), ("min", minimum)):
         if bound is not None and not 0 <= bound <= 1:
             raise SpecError(f"{path}.comparison.{key}", f"{bound:g} is not a share of trials between 0 and 1")
+    _check_min_not_above_max(minimum, maximum, f"{path}.comparison")
     test = RateTest(
         events_query=events_query,
         trials_query=trials_query,
@@ -772,7 +814,7 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePres
         prometheus = prometheus or {}
         source: MetricSource = PrometheusSource(
             query=_check_template(prometheus.get("query") or preset.query, f"{path}.provider.prometheus.query"),
-            address=prometheus.get("address"),
+            address=_prometheus_address(prometheus, f"{path}.provider.prometheus"),
         )
     else:
         assert provider_raw is not None
@@ -848,7 +890,7 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
     for i, item in enumerate(raw.get("templates") or []):
         templates.append(_text(item, "name", f"{path}.templates[{i}]"))
     return AnalysisSpec(
-        interval_seconds=_duration(raw, "interval", path) or DEFAULT_INTERVAL_SECONDS,
+        interval_seconds=_interval(raw, path),
         metrics=parse_metrics(raw.get("metrics"), path=f"{path}.metrics"),
         templates=tuple(templates),
         on_inconclusive=InconclusivePolicy(policy_text),

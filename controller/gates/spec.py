@@ -126,6 +126,11 @@ def _parse_golden_set(raw: Mapping[str, Any]) -> GoldenSetSpec:
             min=_number(bounds_raw, "min", f"{where}.bounds", None),
             max=_number(bounds_raw, "max", f"{where}.bounds", None),
         )
+        if bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
+            raise GateInputError(
+                f"{where}.bounds.min",
+                f"{bounds.min:g} is above bounds.max {bounds.max:g}, so no output can be in bounds; swap them",
+            )
     output = raw.get("output")
     if output is not None and (not isinstance(output, str) or not output):
         raise GateInputError(f"{where}.output", f"{output!r} is not a tensor name")
