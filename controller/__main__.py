@@ -17,6 +17,7 @@ from kubernetes import client, config
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector
 from controller.manager import Manager, ManagerSettings
+from controller.outbound import OutboundPolicy, parse_allowed_hosts
 from controller.reconcile import Reconciler
 from controller.server import serve
 from controller.wiring import CheckerSettings, build_checkers
@@ -82,9 +83,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=False,
         help="let web metrics take headers from Secrets (needs RBAC to read Secrets)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        type=_allowed_hosts,
+        default=os.environ.get("ALLOWED_HOSTS", ""),
+        help="comma-separated hosts that web metrics, metrics' own Prometheus addresses and gate endpoints "
+        "may call: names, *.suffix, IP addresses; empty allows any host but link-local and cloud metadata "
+        "addresses, which are always refused",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="text")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def _allowed_hosts(text: str) -> tuple[str, ...]:
+    """`--allowed-hosts` checked as the policy will read it; a mistake stops the controller at start."""
+    hosts = parse_allowed_hosts(text)
+    try:
+        OutboundPolicy(allowed_hosts=hosts)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return hosts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             kube=kube,
             checkers=build_checkers(
                 kube=kube,
-                settings=CheckerSettings(prometheus_address=args.prometheus_address, read_secrets=args.read_secrets),
+                settings=CheckerSettings(
+                    prometheus_address=args.prometheus_address,
+                    read_secrets=args.read_secrets,
+                    outbound=OutboundPolicy(allowed_hosts=args.allowed_hosts),
+                ),
             ),
         ),
         settings=ManagerSettings(
@@ -154,7 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.is_set() and not elector.is_leader.wait(0.5):
             pass
     if not stop.is_set():
-        log.info("starting", extra={"namespace": args.namespace or "(all)", "workers": args.workers})
+        log.info(
+            "starting",
+            extra={
+                "namespace": args.namespace or "(all)",
+                "workers": args.workers,
+                "allowedHosts": ",".join(args.allowed_hosts) or "(any)",
+            },
+        )
         manager.start(stop)
         stop.wait()
     manager.stop()

@@ -14,8 +14,9 @@ from controller.analysis.checker import AnalysisChecker
 from controller.analysis.providers import ProviderSettings, build_providers
 from controller.api import GROUP, VERSION
 from controller.errors import PermanentError
-from controller.gates.checker import GatesChecker
+from controller.gates.checker import GatesChecker, GatesSettings
 from controller.kube import Kube
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy
 from controller.reconcile import Checkers
 
 ANALYSIS_TEMPLATE_PLURAL = "analysistemplates"
@@ -27,6 +28,9 @@ class CheckerSettings:
     """Prometheus used by metrics that name no address of their own."""
     read_secrets: bool = False
     """Let web metrics take headers from Secrets; off unless the install grants Secret reads."""
+    outbound: OutboundPolicy = DEFAULT_POLICY
+    """Where the requests a rollout asks for may go: web metrics, a metric's own Prometheus
+    address, gate endpoints (controller.outbound)."""
 
 
 def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
@@ -46,6 +50,7 @@ def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
         ProviderSettings(
             prometheus_address=settings.prometheus_address,
             secret_reader=read_secret if settings.read_secrets else None,
+            outbound=settings.outbound,
         )
     )
 
@@ -53,6 +58,6 @@ def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
         return kube.get_configmap_data(namespace=namespace, name=name)
 
     return Checkers(
-        gates=GatesChecker(read_configmap=read_configmap),
+        gates=GatesChecker(read_configmap=read_configmap, settings=GatesSettings(outbound=settings.outbound)),
         analysis=AnalysisChecker(providers=providers, template_lookup=template, read_configmap=read_configmap),
     )

@@ -37,6 +37,7 @@ from controller.gates.golden import (
 )
 from controller.gates.oip import OipClient, OipUnavailable, wait_until_ready
 from controller.gates.spec import GatesSpec, GoldenSetSpec, configures_gates, parse_gates
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
 
 STATUS_FIELD = "gates"
 CONTRACT_RUBRIC_ITEMS = ("Infra 2", "Data 1")
@@ -53,6 +54,8 @@ class GatesSettings:
     """Pause between those probes."""
     retry_after_seconds: float = 5.0
     """When to run again after a pass that found a server not ready or unreachable."""
+    outbound: OutboundPolicy = DEFAULT_POLICY
+    """Which endpoints the gates may call (controller.outbound); a refused one fails the gates."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +122,8 @@ class GatesChecker:
             finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {error}")
         except OipUnavailable as error:
             finding = _Finding(verdict=Verdict.RUNNING, message=f"gates: a model server did not answer: {error}")
+        except OutboundRefused as error:
+            finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {_refused_endpoint(context, error)}")
         return self._outcome(context=context, key=key, finding=finding)
 
     def _outcome(self, *, context: CheckContext, key: Mapping[str, str], finding: _Finding) -> CheckOutcome:
@@ -199,6 +204,7 @@ class GatesChecker:
             role: OipClient(
                 base_url=url,
                 timeout_seconds=self._settings.request_timeout_seconds,
+                outbound=self._settings.outbound,
                 transport=self._transport,
             )
             for role, url in endpoints.items()
@@ -306,3 +312,17 @@ class GatesChecker:
             message=message,
             waiting_since=format_time(since),
         )
+
+
+def _refused_endpoint(context: CheckContext, error: OutboundRefused) -> str:
+    """The refusal, naming the endpoint fields whose host was refused so the fix is plain."""
+    fields = []
+    for index, entry in enumerate(context.spec.versions):
+        try:
+            host = httpx.URL(entry.endpoint or "").raw_host.decode("ascii")
+        except (httpx.InvalidURL, UnicodeDecodeError):
+            continue
+        if host == error.host:
+            fields.append(f"spec.versions[{index}].endpoint {entry.endpoint}")
+    where = "; ".join(fields) or "an endpoint"
+    return f"{where}: {error}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from controller.gates.errors import GateInputError
+from controller.gates.errors import GateInputError, quoted
 
 OIP_DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
@@ -65,7 +65,7 @@ class ModelMetadata:
 
 def parse_shape(raw: Any, *, where: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(dim) is int and dim >= ANY_SIZE for dim in raw):
-        raise GateInputError(where, f"{raw!r} is not a shape; write a list of sizes, -1 for any size")
+        raise GateInputError(where, f"{quoted(raw)} is not a shape; write a list of sizes, -1 for any size")
     return tuple(raw)
 
 
@@ -82,9 +82,11 @@ def parse_tensor_specs(raw: Any, *, where: str) -> tuple[TensorSpec, ...]:
         if not isinstance(name, str) or not name:
             raise GateInputError(f"{path}.name", "is required")
         if datatype not in OIP_DATATYPES:
-            raise GateInputError(f"{path}.datatype", f"{datatype!r} is not one of {', '.join(sorted(OIP_DATATYPES))}")
+            raise GateInputError(
+                f"{path}.datatype", f"{quoted(datatype)} is not one of {', '.join(sorted(OIP_DATATYPES))}"
+            )
         if any(spec.name == name for spec in specs):
-            raise GateInputError(f"{path}.name", f"{name!r} appears twice")
+            raise GateInputError(f"{path}.name", f"{quoted(name)} appears twice")
         specs.append(
             TensorSpec(name=name, datatype=datatype, shape=parse_shape(item.get("shape"), where=f"{path}.shape"))
         )

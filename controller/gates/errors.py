@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+QUOTE_LIMIT = 40
+"""Characters of a bad value a message quotes: the value may come from a server's answer."""
+
+
+def quoted(value: Any) -> str:
+    """`repr(value)`, cut to QUOTE_LIMIT characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else f"{text[: QUOTE_LIMIT - 3]}..."
+
 
 class GateInputError(ValueError):
     """A contract, golden set or server answer is malformed; the message says what and where."""

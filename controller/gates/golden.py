@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.gates.contract import Role, TensorSpec, parse_shape, shape_fits
-from controller.gates.errors import GateInputError
+from controller.gates.errors import GateInputError, quoted
 
 MAX_GOLDEN_REQUESTS = 1000
 """A golden set is a smoke test run inside a reconcile pass; larger sets belong in offline eval."""
@@ -178,7 +178,7 @@ def parse_infer_response(raw: Any) -> dict[str, Tensor]:
             raise GateInputError(where, "must be an object with a `name`")
         shape = item.get("shape", [])
         if not isinstance(shape, list) or not all(type(d) is int for d in shape):
-            raise GateInputError(f"{where}.shape", f"{shape!r} is not a list of sizes")
+            raise GateInputError(f"{where}.shape", f"{quoted(shape)} is not a list of sizes")
         outputs[item["name"]] = Tensor(
             name=item["name"],
             datatype=str(item.get("datatype", "")),

@@ -3,6 +3,10 @@
 A server that cannot be reached, times out or answers 503 is *unavailable* (`OipUnavailable`:
 try again later). Any other answer to an infer request is the model's answer, refusals included,
 and is judged by the golden-set rules.
+
+Requests pass the outbound fence (controller.outbound): an endpoint it refuses raises
+`OutboundRefused`, which is not retried. Messages carry the status code and its reason phrase,
+never the body of an answer: an endpoint is whatever URL the spec names.
 """
 
 from __future__ import annotations
@@ -24,9 +28,7 @@ from tenacity import (
 
 from controller.gates.errors import GateInputError
 from controller.gates.golden import InferAnswer, parse_infer_response
-
-REFUSAL_TEXT_LIMIT = 200
-"""Characters of a refusing server's body kept in the report."""
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, fenced_transport
 
 
 class OipUnavailable(Exception):
@@ -36,9 +38,20 @@ class OipUnavailable(Exception):
 class OipClient:
     """One version's OIP server. Use as a context manager so its connections are closed."""
 
-    def __init__(self, *, base_url: str, timeout_seconds: float, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_seconds: float,
+        outbound: OutboundPolicy = DEFAULT_POLICY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_seconds, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout_seconds,
+            transport=fenced_transport(outbound, transport=transport),
+        )
 
     def __enter__(self) -> OipClient:
         return self
@@ -72,7 +85,7 @@ class OipClient:
         response = self._get(path)
         where = f"metadata at {self.base_url}{path}"
         if response.status_code != httpx.codes.OK:
-            raise GateInputError(where, f"HTTP {response.status_code}: {response.text[:REFUSAL_TEXT_LIMIT]}")
+            raise GateInputError(where, _status(response))
         try:
             return response.json()
         except ValueError as error:
@@ -87,11 +100,16 @@ class OipClient:
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
             raise OipUnavailable(f"{self.base_url}{path}: HTTP 503")
         if response.status_code != httpx.codes.OK:
-            return InferAnswer(outputs=None, error=f"HTTP {response.status_code}: {response.text[:REFUSAL_TEXT_LIMIT]}")
+            return InferAnswer(outputs=None, error=_status(response))
         try:
             return InferAnswer(outputs=parse_infer_response(response.json()))
         except (ValueError, GateInputError) as error:
             return InferAnswer(outputs=None, error=f"unreadable answer: {error}")
+
+
+def _status(response: httpx.Response) -> str:
+    """`HTTP 400 Bad Request`: what a refusal is reported as, without its body."""
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
 
 
 def _says_ready(response: httpx.Response) -> bool:

@@ -33,6 +33,7 @@ VALUE_CASES: dict[str, dict[str, Any]] = {
     "monitored": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "secrets-cluster-wide": {"rbac": {"secrets": {"enabled": True}}},
     "secrets-in-listed-namespaces": {"rbac": {"secrets": {"enabled": True, "namespaces": ["team-a", "team-b"]}}},
+    "allowed-hosts": {"controller": {"allowedHosts": ["prometheus.monitoring.svc", "*.models.svc", "10.0.0.7"]}},
 }
 
 # What the controller does to run a rollout end to end: (verb, resource, subresource).
@@ -201,6 +202,7 @@ def test_the_controller_accepts_the_rendered_command_line(helm: Path, case: str,
     assert parsed.metrics_port == 8080
     assert parsed.leader_elect is (case == "high-availability")
     assert parsed.read_secrets is bool(VALUE_CASES[case].get("rbac", {}).get("secrets", {}).get("enabled"))
+    assert parsed.allowed_hosts == tuple(VALUE_CASES[case].get("controller", {}).get("allowedHosts", ()))
 
 
 def test_leader_election_rejects_an_unknown_setting(helm: Path, tmp_path: Path) -> None:

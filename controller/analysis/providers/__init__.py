@@ -22,6 +22,7 @@ from controller.analysis.providers.base import (
 )
 from controller.analysis.providers.prometheus import PrometheusProvider
 from controller.analysis.providers.web import WebProvider
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy
 
 __all__ = [
     "PROVIDERS",
@@ -43,15 +44,19 @@ class ProviderSettings:
     """Reads the Secrets that web metrics take headers from; None rejects such metrics."""
     timeout_seconds: int = 5
     """Longest wait for one query or request; a reconcile worker waits this long at most per query."""
+    outbound: OutboundPolicy = DEFAULT_POLICY
+    """Where web metrics and a metric's own Prometheus address may send requests (controller.outbound)."""
 
 
 ProviderFactory = Callable[[ProviderSettings], MetricProvider]
 
 PROVIDERS: dict[str, ProviderFactory] = {
     "prometheus": lambda settings: PrometheusProvider(
-        default_address=settings.prometheus_address, timeout_seconds=settings.timeout_seconds
+        default_address=settings.prometheus_address,
+        timeout_seconds=settings.timeout_seconds,
+        outbound=settings.outbound,
     ),
-    "web": lambda settings: WebProvider(secret_reader=settings.secret_reader),
+    "web": lambda settings: WebProvider(secret_reader=settings.secret_reader, outbound=settings.outbound),
 }
 """Provider name (the key under a metric's `provider`) -> factory."""
 

@@ -1,5 +1,10 @@
 """Values from Prometheus through `prometheus-api-client`: an instant query giving one number, or
-one number per value of a label (histogram buckets by `le`, feedback by `slice`)."""
+one number per value of a label (histogram buckets by `le`, feedback by `slice`).
+
+A metric's own `address` is the spec's, so requests to it pass the outbound fence
+(controller.outbound); the controller's default address is the operator's and does not. Messages
+never quote an answer's body, only Prometheus' own error (`errorType: error`) when the answer is one.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +20,28 @@ from urllib3.util.retry import Retry
 
 from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR, InvalidQuery, ProviderUnavailable
 from controller.analysis.spec import MetricSource, PrometheusSource
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused, fenced_session
 
 # prometheus-api-client reports a non-200 answer only as text: "HTTP Status Code 400 (b'{...}')".
 _HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
+_API_ERROR_LIMIT = 300
+"""Characters of Prometheus' own error text kept in a message."""
 
 
 def _api_error(error: PrometheusApiClientException) -> tuple[int | None, str]:
-    """Status code and Prometheus' own error text from the client's exception message."""
+    """Status code and Prometheus' own error text (`errorType: error`) from the client's exception
+    message; an answer that is not Prometheus' error JSON gives "no Prometheus error", not its body."""
     match = _HTTP_ERROR.match(str(error))
     if match is None:
-        return None, str(error)
+        return None, "no Prometheus error"
     status, body_repr = int(match.group(1)), match.group(2)
     try:
         body = json.loads(ast.literal_eval(body_repr))
-        return status, f"{body.get('errorType', 'error')}: {body.get('error', body)}"
-    except (ValueError, SyntaxError, AttributeError, TypeError):
-        return status, body_repr
+    except (ValueError, SyntaxError, TypeError):
+        return status, "no Prometheus error"
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return status, "no Prometheus error"
+    return status, f"{body.get('errorType', 'error')}: {body['error']}"[:_API_ERROR_LIMIT]
 
 
 def _one_number(result: Any, query: str) -> float | None:
@@ -82,9 +93,12 @@ def _numbers_by(result: Any, label: str, query: str) -> dict[str, float]:
 
 
 class PrometheusProvider:
-    def __init__(self, *, default_address: str, timeout_seconds: int) -> None:
+    def __init__(
+        self, *, default_address: str, timeout_seconds: int, outbound: OutboundPolicy = DEFAULT_POLICY
+    ) -> None:
         self._default_address = default_address
         self._timeout_seconds = timeout_seconds
+        self._outbound = outbound
 
     def measure(self, *, source: MetricSource, namespace: str) -> float | None:
         if not isinstance(source, PrometheusSource):
@@ -99,9 +113,14 @@ class PrometheusProvider:
         address = source.address or self._default_address
         # One client per query: requests sessions are not meant to be shared between the reconcile
         # workers' threads. No retries inside: the next analysis interval is the retry.
-        with PrometheusConnect(url=address, retry=Retry(total=0), timeout=self._timeout_seconds) as client:
+        session = requests.Session() if source.address is None else fenced_session(self._outbound)
+        with PrometheusConnect(
+            url=address, retry=Retry(total=0), timeout=self._timeout_seconds, session=session
+        ) as client:
             try:
                 result = client.custom_query(query=source.query)
+            except OutboundRefused as error:
+                raise InvalidQuery(f"Prometheus at {address}: {error}") from error
             except requests.RequestException as error:  # refused, timed out, or an answer that is not JSON
                 raise ProviderUnavailable(f"Prometheus at {address} did not answer: {error}") from error
             except PrometheusApiClientException as error:

@@ -10,6 +10,7 @@ import httpx
 from controller.analysis.jsonpath import MISSING, lookup
 from controller.analysis.providers.base import InvalidQuery, ProviderUnavailable, SecretReader
 from controller.analysis.spec import MetricSource, WebSource
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused, fenced_transport
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 """Client-error codes that mean "not now" rather than "wrong request"."""
@@ -19,19 +20,30 @@ def _number_at(document: Any, source: WebSource) -> float | None:
     value = lookup(document, source.json_path)
     if value is MISSING or value is None:
         return None
+    # The value itself is never quoted: the answer is whatever the URL returned (see controller.outbound).
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidQuery(f"{source.url}: the value at {source.json_path} is {type(value).__name__}, not a number")
     try:
         return float(value)
     except ValueError as error:
-        raise InvalidQuery(f"{source.url}: the value at {source.json_path} is {value!r}, not a number") from error
+        raise InvalidQuery(f"{source.url}: the value at {source.json_path} is a string that is not a number") from error
 
 
 class WebProvider:
-    def __init__(self, *, secret_reader: SecretReader | None, transport: httpx.BaseTransport | None = None) -> None:
+    """Messages name the URL, the status code and what is wrong; never the answer's body or the
+    request's headers (they may come from a Secret)."""
+
+    def __init__(
+        self,
+        *,
+        secret_reader: SecretReader | None,
+        outbound: OutboundPolicy = DEFAULT_POLICY,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._secret_reader = secret_reader
+        self._outbound = outbound
         self._transport = transport
-        """None: real network; unit tests pass an httpx.MockTransport."""
+        """None: real network; unit tests pass an httpx.MockTransport. Fenced either way."""
 
     def _headers(self, source: WebSource, namespace: str) -> dict[str, str]:
         if source.headers_secret is None:
@@ -46,9 +58,12 @@ class WebProvider:
         headers = self._headers(source, namespace)
         if source.body is not None:
             headers.setdefault("content-type", "application/json")
-        with httpx.Client(transport=self._transport, timeout=source.timeout_seconds) as client:
+        transport = fenced_transport(self._outbound, transport=self._transport)
+        with httpx.Client(transport=transport, timeout=source.timeout_seconds) as client:
             try:
                 response = client.request(source.method, source.url, content=source.body, headers=headers)
+            except OutboundRefused as error:
+                raise InvalidQuery(f"{source.method} {source.url}: {error}") from error
             except httpx.HTTPError as error:
                 raise ProviderUnavailable(f"{source.method} {source.url} failed: {error!r}") from error
         status = response.status_code

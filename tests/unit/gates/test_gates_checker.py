@@ -15,6 +15,7 @@ import pytest
 from controller.api import ModelRolloutStatus, parse_spec
 from controller.checks import CheckContext, CheckOutcome, Verdict
 from controller.gates.checker import GatesChecker, GatesSettings
+from controller.outbound import OutboundPolicy
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 BASELINE_URL = "http://baseline.test:8080"
@@ -300,3 +301,36 @@ def test_a_server_that_stops_answering_mid_gate_means_try_again() -> None:
     outcome = checker(context=context({"goldenSet": {"inline": GOLDEN}}))
     assert outcome is not None and outcome.verdict is Verdict.RUNNING
     assert "did not answer" in outcome.message
+
+
+def test_an_endpoint_at_the_metadata_service_fails_the_gates_naming_the_field_and_why() -> None:
+    baseline, candidate = FakeServer(), FakeServer()
+    checker = GatesChecker(
+        read_configmap=lambda namespace, name: None,
+        transport=transport(baseline, candidate),
+        sleep=lambda seconds: None,
+    )
+    outcome = checker(context=context({"contract": {}}, candidate_endpoint="http://169.254.169.254/latest"))
+    assert outcome is not None and outcome.verdict is Verdict.FAILED
+    assert outcome.message == (
+        "gates: spec.versions[1].endpoint http://169.254.169.254/latest: requests to 169.254.169.254 are refused: "
+        "it is a cloud metadata address (169.254.169.254/32)"
+    )
+    assert candidate.requests == 0
+    assert outcome.requeue_after is None, "a refusal is not retried"
+
+
+def test_with_allowed_hosts_only_those_endpoints_are_called() -> None:
+    baseline, candidate = FakeServer(), FakeServer()
+    checker = GatesChecker(
+        read_configmap=lambda namespace, name: None,
+        settings=GatesSettings(outbound=OutboundPolicy(allowed_hosts=("baseline.test",))),
+        transport=transport(baseline, candidate),
+        sleep=lambda seconds: None,
+    )
+    outcome = checker(context=context({"contract": {}}))
+    assert outcome is not None and outcome.verdict is Verdict.FAILED
+    assert "spec.versions[1].endpoint http://candidate.test:8080: requests to candidate.test are refused" in (
+        outcome.message
+    )
+    assert candidate.requests == 0

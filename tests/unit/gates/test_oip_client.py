@@ -1,4 +1,4 @@
-"""The OIP edge: readiness with retries, refusals vs unavailability, metadata errors."""
+"""The OIP edge: readiness with retries, refusals vs unavailability, metadata errors, the outbound fence."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from controller.gates.errors import GateInputError
 from controller.gates.oip import OipClient, OipUnavailable, wait_until_ready
+from controller.outbound import OutboundPolicy, OutboundRefused
 
 
 def client(handler: httpx.MockTransport) -> OipClient:
@@ -57,7 +58,7 @@ def test_an_infer_refusal_is_an_answer_but_a_503_is_unavailability() -> None:
     with client(httpx.MockTransport(handle)) as oip:
         refused = oip.infer(model="iris", body={"inputs": []})
         assert refused.outputs is None
-        assert refused.error == "HTTP 400: input features: expected 4 values"
+        assert refused.error == "HTTP 400 Bad Request"  # the status, never the body
         with pytest.raises(OipUnavailable, match="HTTP 503"):
             oip.infer(model="busy", body={"inputs": []})
 
@@ -74,4 +75,40 @@ def test_a_missing_model_names_the_metadata_url() -> None:
     with client(missing) as oip, pytest.raises(GateInputError) as raised:
         oip.metadata(model="iris")
     assert raised.value.where == "metadata at http://model.test:8080/v2/models/iris"
-    assert raised.value.problem == "HTTP 404: no such model"
+    assert raised.value.problem == "HTTP 404 Not Found"
+
+
+def test_an_answer_s_body_is_never_quoted() -> None:
+    secret = '{"AccessKeyId": "AKIAIOSFODNN7EXAMPLE"}'
+    leaking = httpx.MockTransport(lambda request: httpx.Response(403, text=secret))
+    with client(leaking) as oip, pytest.raises(GateInputError) as raised:
+        oip.metadata(model="iris")
+    assert "AKIA" not in str(raised.value)
+    with client(leaking) as oip:
+        assert "AKIA" not in str(oip.infer(model="iris", body={"inputs": []}).error)
+
+
+def test_a_refused_endpoint_is_refused_at_once_not_waited_for() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ready": True})
+
+    pauses: list[float] = []
+    for base_url, policy in (
+        ("http://169.254.169.254/", OutboundPolicy()),
+        ("http://model.test:8080", OutboundPolicy(allowed_hosts=("*.models.svc",))),
+    ):
+        oip = OipClient(base_url=base_url, timeout_seconds=1.0, outbound=policy, transport=httpx.MockTransport(handle))
+        with oip, pytest.raises(OutboundRefused, match="are refused"):
+            wait_until_ready(oip, model="iris", attempts=3, interval_seconds=1.0, sleep=pauses.append)
+    assert seen == [] and pauses == []
+
+
+def test_a_malformed_answer_is_quoted_only_briefly() -> None:
+    document = {"outputs": [{"name": "label", "shape": "s3cr3t" * 100}]}
+    with client(httpx.MockTransport(lambda request: httpx.Response(200, json=document))) as oip:
+        answer = oip.infer(model="iris", body={"inputs": []})
+    assert answer.error is not None and "is not a list of sizes" in answer.error
+    assert answer.error.count("s3cr3t") <= 6 and len(answer.error) < 150
