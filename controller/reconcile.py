@@ -220,10 +220,10 @@ class Reconciler:
                 observed = replace(observed, reference_problem=str(error))
 
         plan, refusal = self._decide_and_route(namespace, name, spec, spec_error, status, observed, router)
-        final_status = with_reconciled(
-            self._scale_down(namespace, spec, plan), generation=observed.generation, now=observed.now
-        )
-        if refusal is not None:
+        final_status = self._scale_down(namespace, spec, plan)
+        if refusal is None:
+            final_status = with_reconciled(final_status, generation=observed.generation, now=observed.now)
+        else:
             final_status, plan = with_refused_write(final_status, plan, refusal=refusal, now=observed.now)
         final_status = with_recorded_events(final_status, plan.events, rollout=rollout, now=self.clock())
         if final_status.to_json() != ModelRolloutStatus.from_json(rollout.get("status")).to_json():

@@ -151,11 +151,15 @@ def wait_for(
 
 class WeightRecorder:
     """Watches the route and keeps every distinct split stored on it, in order (none is missed,
-    however fast the controller moves)."""
+    however fast the controller moves), when each was first seen, and how often the route was written."""
 
     def __init__(self, world: World) -> None:
         self.world = world
         self.seen: list[dict[str, int]] = []
+        self.seen_at: list[float] = []
+        """time.monotonic() when each split of `seen` arrived."""
+        self.writes = 0
+        """Changes of the route seen after the recorder started (any field, not only weights)."""
         self._lock = threading.Lock()
         self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -166,8 +170,10 @@ class WeightRecorder:
     def _record(self, route: JSON) -> None:
         weights = split_of(route)
         with self._lock:
+            self.writes += 1
             if not self.seen or self.seen[-1] != weights:
                 self.seen.append(weights)
+                self.seen_at.append(time.monotonic())
 
     def _run(self) -> None:
         api = client.CustomObjectsApi(self.world.api)
