@@ -15,10 +15,13 @@ resumes where the last one stopped; the clock comes in as `context.now`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+import httpx
 
 from controller.analysis.evaluate import (
     Judgement,
@@ -39,11 +42,13 @@ from controller.analysis.spec import (
     AnalysisSpec,
     CountQuery,
     MetricSpec,
+    ModelCheck,
     PrometheusSource,
     PromoteWhen,
     SequentialSpec,
     SlowRequestsTest,
     TrainingSkew,
+    WebSource,
     check_unique_names,
     format_window,
     parse_analysis,
@@ -54,6 +59,7 @@ from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
 from controller.errors import PermanentError, ReferenceProblem, TemporaryError
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
 
 STATUS_FIELD = "analysis"
 """The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
@@ -111,6 +117,9 @@ class _Plan:
 
     analysis: AnalysisSpec
     metrics: tuple[AnalysisMetric, ...]
+    metric_fields: Mapping[str, str]
+    """Metric name -> the field configuring it (`spec.analysis.metrics[0]`,
+    `AnalysisTemplate latency: spec.metrics[0]`), for errors found while Pending."""
     run_name: str
     started_at: datetime
     window_end: datetime | None
@@ -134,25 +143,46 @@ class AnalysisChecker:
         providers: Mapping[str, MetricProvider],
         template_lookup: TemplateLookup,
         read_configmap: ReadConfigMap | None = None,
+        outbound: OutboundPolicy = DEFAULT_POLICY,
     ) -> None:
         self._providers = providers
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
+        self._outbound = outbound
+        """The fence the providers apply at request time (controller.outbound); `validate` applies
+        its host-level part to every URL a planned metric would call."""
 
     def validate(self, *, context: CheckContext) -> None:
         """Plans every pass the rollout can make, measuring nothing: each analyze step's and, from
         `startingStep` on, background analysis. Whatever `_plan` would raise once traffic is
-        shared (a spec mistake, a missing or invalid AnalysisTemplate) is raised now instead."""
+        shared (a spec mistake, a missing or invalid AnalysisTemplate) is raised now instead, and
+        so is a URL of a planned metric that the outbound fence refuses by its host
+        (`_check_outbound`)."""
         analysis = parse_analysis(context.spec.analysis)
         steps = context.spec.steps
         for index, step in enumerate(steps):
             if isinstance(step, AnalyzeStep):
                 window = StepWindow(index=index, started_at=context.now, seconds=step.seconds, templates=step.templates)
-                self._plan(replace(context, step=window))
+                self._check_outbound(context, self._plan(replace(context, step=window)))
         if analysis is not None and analysis.starting_step is not None:
             _check_starting_step(analysis.starting_step, step_count=len(steps))
             at_start = replace(context.status, current_step_index=analysis.starting_step)
-            self._plan(replace(context, status=at_start, step=None))
+            self._check_outbound(context, self._plan(replace(context, status=at_start, step=None)))
+
+    def _check_outbound(self, context: CheckContext, plan: _Plan | None) -> None:
+        """Each URL the plan's metrics would call (a web `url` rendered for both versions, a
+        Prometheus `address`) against the fence's host-level rules: the allow list and literal
+        addresses. Names are not resolved here; one resolving into a refused network is refused
+        when the request is made (controller.outbound)."""
+        if plan is None:
+            return
+        versions = dict.fromkeys((context.spec.candidate, context.stable_version))
+        for metric in plan.metrics:
+            metric_field = plan.metric_fields[metric.name]
+            for called in _outbound_urls(context, plan, metric, metric_field, versions):
+                problem = _outbound_problem(self._outbound, called.url, web=called.web)
+                if problem is not None:
+                    raise SpecError(called.field_path, called.preface + problem)
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         plan = self._plan(context)
@@ -224,7 +254,8 @@ class AnalysisChecker:
         step: StepWindow | None = context.step
         if step is not None:
             analysis = analysis or AnalysisSpec()
-            metrics = self._metrics(context.namespace, analysis, step)
+            located = self._metrics(context.namespace, analysis, step)
+            metrics = tuple(located.values())
             if not metrics:
                 raise SpecError(
                     f"spec.steps[{step.index}].analyze",
@@ -234,6 +265,7 @@ class AnalysisChecker:
             return _Plan(
                 analysis=analysis,
                 metrics=metrics,
+                metric_fields={metric.name: where for where, metric in located.items()},
                 run_name=f"step-{step.index}",
                 started_at=step.started_at,
                 window_end=window_end,
@@ -246,7 +278,8 @@ class AnalysisChecker:
             return None
         if context.status.current_step_index < analysis.starting_step:
             return None
-        metrics = self._metrics(context.namespace, analysis, None)
+        located = self._metrics(context.namespace, analysis, None)
+        metrics = tuple(located.values())
         if not metrics:
             raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
         previous = _Stored.of(context).run(BACKGROUND_RUN)
@@ -255,6 +288,7 @@ class AnalysisChecker:
         return _Plan(
             analysis=analysis,
             metrics=metrics,
+            metric_fields={metric.name: where for where, metric in located.items()},
             run_name=BACKGROUND_RUN,
             started_at=started_at,
             window_end=None,
@@ -265,16 +299,19 @@ class AnalysisChecker:
             budget=self._budget(context, analysis),
         )
 
-    def _metrics(self, namespace: str, analysis: AnalysisSpec, step: StepWindow | None) -> tuple[AnalysisMetric, ...]:
+    def _metrics(self, namespace: str, analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, AnalysisMetric]:
         """spec.analysis.metrics and the metrics of every template the run names, each name once:
-        a run keeps one tally per name, so two metrics of one name would be judged as one."""
-        metrics = analysis.metrics + self._template_metrics(namespace, _templates_named_in(analysis, step))
-        check_unique_names(metrics, path="spec.analysis (metrics and templates together)")
+        a run keeps one tally per name, so two metrics of one name would be judged as one. Keyed
+        by the field configuring each metric, in order."""
+        metrics = {f"spec.analysis.metrics[{i}]": metric for i, metric in enumerate(analysis.metrics)}
+        metrics.update(self._template_metrics(namespace, _templates_named_in(analysis, step)))
+        check_unique_names(tuple(metrics.values()), path="spec.analysis (metrics and templates together)")
         return metrics
 
-    def _template_metrics(self, namespace: str, named_in: Mapping[str, str]) -> tuple[AnalysisMetric, ...]:
-        """The metrics of the AnalysisTemplates in `named_in` (template name -> the field naming it)."""
-        metrics: list[AnalysisMetric] = []
+    def _template_metrics(self, namespace: str, named_in: Mapping[str, str]) -> dict[str, AnalysisMetric]:
+        """The metrics of the AnalysisTemplates in `named_in` (template name -> the field naming
+        it), keyed by the field configuring each (`AnalysisTemplate latency: spec.metrics[0]`)."""
+        metrics: dict[str, AnalysisMetric] = {}
         for name, field_path in named_in.items():
             template = self._template_lookup(namespace=namespace, name=name)
             if template is None:
@@ -283,8 +320,10 @@ class AnalysisChecker:
                     f"{field_path}: AnalysisTemplate {name!r} does not exist in namespace {namespace}; "
                     "create it or fix the name"
                 )
-            metrics.extend(parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"))
-        return tuple(metrics)
+            path = f"AnalysisTemplate {name}: spec.metrics"
+            for i, metric in enumerate(parse_metrics(template.get("metrics"), path=path)):
+                metrics[f"{path}[{i}]"] = metric
+        return metrics
 
     def _budget(self, context: CheckContext, analysis: AnalysisSpec) -> Budget:
         """An equal share of the rollout's error rates for every sequential metric the rollout
@@ -441,6 +480,61 @@ def _check_starting_step(starting_step: int, *, step_count: int) -> None:
             "spec.analysis.startingStep",
             f"{starting_step} is beyond the last step; give a step index from 0 to {step_count - 1}",
         )
+
+
+class _CalledUrl(NamedTuple):
+    field_path: str
+    url: str
+    web: bool
+    """A web metric's URL (httpx reads it), or a Prometheus address (requests reads it)."""
+    preface: str = ""
+    """How an error introduces a URL rendered from template variables."""
+
+
+def _outbound_urls(
+    context: CheckContext, plan: _Plan, metric: AnalysisMetric, metric_field: str, versions: Mapping[str, None]
+) -> Iterator[_CalledUrl]:
+    """Each URL the spec gives that the metric calls: its web `url`, rendered as the run renders
+    it for each version measured, or its own Prometheus `address`. Nothing for a metric reading
+    the controller's `--prometheus-address`, which the operator sets and the fence does not check."""
+    if isinstance(metric, SequentialSpec):
+        test = metric.test
+        where = f"{test.key}.address" if isinstance(test, ModelCheck) else "provider.prometheus.address"
+        if test.address is not None:
+            yield _CalledUrl(field_path=f"{metric_field}.{where}", url=test.address, web=False)
+        return
+    source = metric.source
+    if isinstance(source, PrometheusSource):
+        if source.address is not None:
+            yield _CalledUrl(field_path=f"{metric_field}.provider.prometheus.address", url=source.address, web=False)
+        return
+    assert isinstance(source, WebSource)
+    for version in versions:
+        url = render_template(source.url, _variables(context, plan, metric, version))
+        preface = "" if url == source.url else f"as rendered for version {version}, "
+        yield _CalledUrl(field_path=f"{metric_field}.provider.web.url", url=url, web=True, preface=preface)
+
+
+def _outbound_problem(policy: OutboundPolicy, url: str, *, web: bool) -> str | None:
+    """What is wrong with `url` by the fence's host-level rules (no name is resolved), with the
+    fix; None when they let it through. The host is read as the provider's HTTP library reads it
+    (httpx for web metrics, requests for Prometheus), and the URL is never quoted (it may hold
+    credentials)."""
+    try:
+        host = httpx.URL(url).raw_host.decode("ascii") if web else urlsplit(url).hostname or ""
+    except (httpx.InvalidURL, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        return f"the URL cannot be parsed ({error}); write a URL with a valid host"
+    refusal = policy.refusal_for_host(host)
+    if refusal is None:
+        return None
+    if policy.allowed_hosts:
+        fix = f"the operator's --allowed-hosts lists {', '.join(policy.allowed_hosts)}"
+    else:
+        fix = "any host but a link-local or cloud metadata address will do (--allowed-hosts is not set)"
+    return (
+        f"{OutboundRefused(host, refusal)}, so the metric could never be measured; use an address the controller "
+        f"may call; {fix} (docs/operations.md#outbound-requests-are-fenced)"
+    )
 
 
 def _extension_end(context: CheckContext, analysis: AnalysisSpec, step: StepWindow) -> datetime | None:
