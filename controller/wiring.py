@@ -59,5 +59,7 @@ def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
 
     return Checkers(
         gates=GatesChecker(read_configmap=read_configmap, settings=GatesSettings(outbound=settings.outbound)),
-        analysis=AnalysisChecker(providers=providers, template_lookup=template, read_configmap=read_configmap),
+        analysis=AnalysisChecker(
+            providers=providers, template_lookup=template, read_configmap=read_configmap, outbound=settings.outbound
+        ),
     )
