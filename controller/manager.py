@@ -20,6 +20,7 @@ from kubernetes import client
 from controller.api import GROUP, PLURAL, VERSION
 from controller.reconcile import Reconciler
 from controller.routers import gatewayapi
+from controller.urgency import is_urgent
 from controller.watch import Informer, Resource
 from controller.workers import WorkerPool
 from controller.workqueue import Key, WorkQueue
@@ -127,14 +128,14 @@ class Manager:
             key = self._key(obj)
             keys.add(key)
             self._index(key, obj)
-            self.queue.add(key)
+            self.queue.add(key, urgent=is_urgent(obj))
         for gone in set(self._route_of) - keys:
             self._index(gone, None)
 
     def _on_rollout_event(self, kind: str, obj: JSON) -> None:
         key = self._key(obj)
         self._index(key, None if kind == "DELETED" else obj)
-        self.queue.add(key)
+        self.queue.add(key, urgent=kind != "DELETED" and is_urgent(obj))
 
     def _on_route_event(self, kind: str, obj: JSON) -> None:
         with self._lock:

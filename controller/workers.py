@@ -16,7 +16,7 @@ from typing import Protocol
 
 from controller import telemetry
 from controller.errors import TemporaryError
-from controller.workqueue import Key, ShutDown, WorkQueue
+from controller.workqueue import Key, ShutDown, Taken, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class WorkerPool:
         self.stall_seconds = stall_seconds
         self._pause = pause
         self._threads: list[threading.Thread] = []
+        telemetry.watch_queue(queue)
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -74,7 +75,7 @@ class WorkerPool:
         """The loop of one worker thread; returns only when the queue shuts down."""
         while True:
             try:
-                key = self.queue.get()
+                taken = self.queue.take()
             except ShutDown:
                 return
             except Exception:
@@ -82,39 +83,47 @@ class WorkerPool:
                 self._pause(QUEUE_ERROR_PAUSE_SECONDS)
                 continue
             try:
-                self._process(key)
+                self._process(taken)
             except Exception:
                 # Bookkeeping after the pass failed (a requeue, a metric): the key may wait for the
                 # next event or resync, but the worker goes on.
-                log.exception("worker bookkeeping failed", extra={"key": "/".join(key)})
+                log.exception("worker bookkeeping failed", extra={"key": "/".join(taken.key)})
 
-    def _process(self, key: Key) -> None:
-        telemetry.QUEUE_DEPTH.set(len(self.queue))
+    def _process(self, taken: Taken) -> None:
         started = time.monotonic()
         try:
-            self._reconcile(key)
+            telemetry.record_taken(urgent=taken.urgent, cause=taken.cause.value, lateness=taken.lateness)
+            self._reconcile(taken)
         finally:
             telemetry.RECONCILE_SECONDS.observe(time.monotonic() - started)
-            self.queue.done(key)
+            self.queue.done(taken.key)
 
-    def _reconcile(self, key: Key) -> None:
+    def _reconcile(self, taken: Taken) -> None:
+        """One pass of `taken.key`. A failed urgent pass is retried as urgent (an abort that met a
+        conflict keeps its place ahead of the measurements); what a successful pass asks for later
+        is ordinary (the next event says again whether the rollout is urgent)."""
+        key = taken.key
         namespace, name = key
         try:
             requeue = self.reconciler.reconcile(namespace=namespace, name=name)
         except TemporaryError as error:
-            telemetry.RECONCILES.labels(result="retry").inc()
+            self._record(taken, "retry")
             log.info("reconcile will be retried", extra={"key": "/".join(key), "error": str(error)})
-            self.queue.add_after(key, error.delay)
+            self.queue.add_after(key, error.delay, urgent=taken.urgent, retry=True)
         except Exception as error:
-            telemetry.RECONCILES.labels(result="error").inc()
-            delay = self.queue.add_rate_limited(key)
+            self._record(taken, "error")
+            delay = self.queue.add_rate_limited(key, urgent=taken.urgent)
             log.exception("reconcile failed", extra={"key": "/".join(key), "retry_in": delay})
             self._report(key, error)
         else:
-            telemetry.RECONCILES.labels(result="success").inc()
+            self._record(taken, "success")
             self.queue.forget(key)
             if requeue is not None:
                 self.queue.add_after(key, requeue)
+
+    @staticmethod
+    def _record(taken: Taken, result: str) -> None:
+        telemetry.record_pass(urgent=taken.urgent, cause=taken.cause.value, result=result)
 
     def _report(self, key: Key, error: Exception) -> None:
         try:
