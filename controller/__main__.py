@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from kubernetes import client, config
 
 from controller.kube import Kube
-from controller.leader import LeaderElectionSettings, LeaderElector
+from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
 from controller.outbound import OutboundPolicy, parse_allowed_hosts
 from controller.reconcile import Reconciler
 from controller.server import serve
+from controller.watch import LabelSelector
 from controller.wiring import CheckerSettings, build_checkers
 
 log = logging.getLogger("controller")
@@ -56,6 +57,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="model-rollouts-controller", description=__doc__)
     parser.add_argument("--kubeconfig", help="kubeconfig file; in-cluster config when absent")
     parser.add_argument("--namespace", default="", help="watch one namespace; empty watches all")
+    parser.add_argument(
+        "--watch-label-selector",
+        type=_label_selector,
+        default=LabelSelector(),
+        help="own only the ModelRollouts whose labels match this selector (one shard of several "
+        "controllers, e.g. sharding.fluxcd.io/key=shard1); empty owns them all",
+    )
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once")
     parser.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile every rollout this often")
     parser.add_argument(
@@ -70,7 +78,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="compete for a Lease"
     )
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
-    parser.add_argument("--lease-name", default="model-rollouts-controller")
+    parser.add_argument(
+        "--lease-name",
+        default="",
+        help="the Lease replicas compete for; empty: model-rollouts-controller, or with "
+        "--watch-label-selector a name derived from the selector (one Lease per shard)",
+    )
     parser.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
     parser.add_argument(
         "--prometheus-address",
@@ -96,6 +109,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _label_selector(text: str) -> LabelSelector:
+    """`--watch-label-selector` checked as the API server would; a mistake stops the controller."""
+    try:
+        return LabelSelector.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _allowed_hosts(text: str) -> tuple[str, ...]:
     """`--allowed-hosts` checked as the policy will read it; a mistake stops the controller at start."""
     hosts = parse_allowed_hosts(text)
@@ -119,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
         api_client = client.ApiClient()
 
+    selector: LabelSelector = args.watch_label_selector
+    lease_name = args.lease_name or default_lease_name(selector.text)
     kube = Kube(api_client=api_client, instance=args.identity)
     manager = Manager(
         api_client=api_client,
@@ -132,9 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     outbound=OutboundPolicy(allowed_hosts=args.allowed_hosts),
                 ),
             ),
+            selector=selector,
         ),
         settings=ManagerSettings(
             namespace=args.namespace or None,
+            label_selector=selector.text,
             workers=args.workers,
             resync_seconds=args.resync_seconds,
             queue_stall_seconds=args.queue_stall_seconds,
@@ -145,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         LeaderElector(
             api_client=api_client,
             settings=LeaderElectionSettings(
-                lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity
+                lease_name=lease_name, lease_namespace=args.lease_namespace, identity=args.identity
             ),
         )
         if args.leader_elect
@@ -173,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threading.Thread(
             target=elector.run, kwargs={"stop": stop, "on_lost": lost_leadership}, name="leader", daemon=True
         ).start()
-        log.info("waiting for leadership", extra={"identity": args.identity})
+        log.info("waiting for leadership", extra={"identity": args.identity, "lease": lease_name})
         while not stop.is_set() and not elector.is_leader.wait(0.5):
             pass
     if not stop.is_set():
@@ -181,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "starting",
             extra={
                 "namespace": args.namespace or "(all)",
+                "labelSelector": selector.text or "(all)",
                 "workers": args.workers,
                 "allowedHosts": ",".join(args.allowed_hosts) or "(any)",
             },

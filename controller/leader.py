@@ -7,7 +7,9 @@ acting at once (the process exits and is restarted), because another replica may
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +22,28 @@ from controller import telemetry
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LEASE_NAME = "model-rollouts-controller"
+"""The Lease of an unsharded controller (one that owns every ModelRollout)."""
+
+
+def default_lease_name(label_selector: str) -> str:
+    """The Lease of the shard owning the rollouts that match `label_selector`: distinct per
+    selector, so that each shard elects its own leader, and readable, e.g.
+    `model-rollouts-controller-sharding-fluxcd-io-key-shard1-73fdc1be` for
+    `sharding.fluxcd.io/key=shard1`. The hash is of the selector as written: every replica of a
+    shard must be given the same string."""
+    text = label_selector.strip()
+    if not text:
+        return DEFAULT_LEASE_NAME
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{DEFAULT_LEASE_NAME}-{slug}-{digest}" if slug else f"{DEFAULT_LEASE_NAME}-{digest}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class LeaderElectionSettings:
-    lease_name: str = "model-rollouts-controller"
-    """Name of the Lease all replicas compete for."""
+    lease_name: str = DEFAULT_LEASE_NAME
+    """Name of the Lease all replicas (of one shard) compete for."""
     lease_namespace: str = "default"
     """Namespace of that Lease (the controller's own namespace in a cluster)."""
     identity: str = ""

@@ -34,6 +34,9 @@ JSON = dict[str, Any]
 class ManagerSettings:
     namespace: str | None = None
     """Watch ModelRollouts in this namespace only; None watches all namespaces."""
+    label_selector: str = ""
+    """Own only the ModelRollouts whose labels match this selector (a shard of the controller);
+    empty owns them all. HTTPRoutes are watched in full, but enqueue only the rollouts owned."""
     workers: int = 4
     """Reconcile passes running at once (each on a different rollout)."""
     resync_seconds: float = 300.0
@@ -58,7 +61,13 @@ class Manager:
         self._rollouts_of_route: dict[tuple[str, str], set[Key]] = defaultdict(set)
         self.rollouts = Informer(
             api_client=api_client,
-            resource=Resource(group=GROUP, version=VERSION, plural=PLURAL, namespace=settings.namespace),
+            resource=Resource(
+                group=GROUP,
+                version=VERSION,
+                plural=PLURAL,
+                namespace=settings.namespace,
+                label_selector=settings.label_selector,
+            ),
             on_event=self._on_rollout_event,
             on_list=self._on_rollout_list,
         )

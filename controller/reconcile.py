@@ -36,7 +36,7 @@ from controller.api import (
     set_condition,
 )
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
-from controller.errors import ReconcileError, ReferenceProblem
+from controller.errors import ReconcileError, ReferenceProblem, TemporaryError
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
 from controller.plan import (
     Event,
@@ -53,6 +53,7 @@ from controller.plan import (
 from controller.routers import ROUTERS, Router, RouterFactory
 from controller.routers.ownership import RouteOwnedElsewhere
 from controller.routers.safety import RouteWriteBudget, refuse_unsafe_split
+from controller.watch import LabelSelector
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,11 @@ class Reconciler:
         routers: Mapping[str, RouterFactory] = ROUTERS,
         clock: Callable[[], datetime] = now_utc,
         route_writes: RouteWriteBudget | None = None,
+        selector: LabelSelector | None = None,
     ) -> None:
         self.kube = kube
+        self.selector = selector or LabelSelector()
+        """The rollouts this process owns (its shard); it never acts on any other."""
         self.route_writes = route_writes or RouteWriteBudget()
         self.checkers = checkers
         self.routers = {name: factory(kube) for name, factory in routers.items()}
@@ -196,7 +200,9 @@ class Reconciler:
     def reconcile(self, *, namespace: str, name: str) -> float | None:
         """Runs one pass; returns seconds until the rollout wants another look, if any."""
         rollout = self.kube.get_rollout(namespace=namespace, name=name)
-        if rollout is None:
+        if rollout is None or not self.selector.matches_object(rollout):
+            # Gone, or moved to another shard (whose controller now owns it, finalizer included):
+            # nothing to do here, not even the deletion path.
             self._forget(namespace, name)
             return None
         meta = rollout["metadata"]
@@ -219,7 +225,7 @@ class Reconciler:
                 # Only a checker can tell that (say) an AnalysisTemplate is missing.
                 observed = replace(observed, reference_problem=str(error))
 
-        plan, refusal = self._decide_and_route(namespace, name, spec, spec_error, status, observed, router)
+        plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router)
         final_status = self._scale_down(namespace, spec, plan)
         if refusal is None:
             final_status = with_reconciled(final_status, generation=observed.generation, now=observed.now)
@@ -245,7 +251,7 @@ class Reconciler:
         """Reconciled=False quoting the error, and a Warning Event when that is news (a failure
         retried with backoff repeats the same message, which is reported once)."""
         rollout = self.kube.get_rollout(namespace=namespace, name=name)
-        if rollout is None:
+        if rollout is None or not self.selector.matches_object(rollout):
             return
         status = ModelRolloutStatus.from_json(rollout.get("status"))
         reason = error.reason if isinstance(error, ReconcileError) else FAILURE_REASON
@@ -451,8 +457,7 @@ class Reconciler:
 
     def _decide_and_route(
         self,
-        namespace: str,
-        name: str,
+        rollout: JSON,
         spec: ModelRolloutSpec | None,
         spec_error: str | None,
         status: ModelRolloutStatus,
@@ -471,6 +476,7 @@ class Reconciler:
 
         Only the first decision sees the action annotation, so that it acts once; it counts as
         handled (and is removed) whichever decision comes last."""
+        namespace, name = rollout["metadata"]["namespace"], rollout["metadata"]["name"]
         action = observed.action
         plan = replace(
             decide(spec=spec, spec_error=spec_error, status=status, observed=observed),
@@ -482,6 +488,7 @@ class Reconciler:
         routed = route_spec(spec, status)
         route = f"spec.trafficRouting.{spec.traffic_routing.router}"
         refuse_unsafe_split(spec=routed, weights=plan.traffic.weights, route=route)
+        self._confirm_unchanged(rollout)
         watched = router.watched_route(spec=spec)
         self.route_writes.spend(
             (spec.traffic_routing.router, namespace, *(watched or ())), label=f"{route} in namespace {namespace}"
@@ -507,6 +514,29 @@ class Reconciler:
             ),
             None,
         )
+
+    def _confirm_unchanged(self, rollout: JSON) -> None:
+        """Raises TemporaryError (the pass runs again) unless the rollout is stored as this pass
+        read it and still belongs to this shard.
+
+        The route write is guarded by the route's resourceVersion, the status write by the
+        rollout's; this ties the route write to the rollout's too, so that traffic moves only on a
+        decision made from the stored status. A rollout relabelled into another shard meanwhile (or
+        changed in any other way: an action, a spec edit) is not acted on by a pass that read it
+        before; the new owner continues from the stored status."""
+        meta = rollout["metadata"]
+        fresh = self.kube.get_rollout(namespace=meta["namespace"], name=meta["name"])
+        if fresh is None or not self.selector.matches_object(fresh):
+            raise TemporaryError(
+                f"ModelRollout {meta['namespace']}/{meta['name']} is gone or left this shard; traffic not moved",
+                delay=0.2,
+            )
+        if fresh["metadata"].get("resourceVersion") != meta.get("resourceVersion"):
+            raise TemporaryError(
+                f"ModelRollout {meta['namespace']}/{meta['name']} changed during the pass; traffic not moved, "
+                "the pass runs again",
+                delay=0.2,
+            )
 
     @staticmethod
     def _needs_route_write(traffic: TrafficSplit | None, observed: Observed) -> bool:

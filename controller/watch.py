@@ -3,13 +3,20 @@
 An `Informer` keeps no copy of the objects it sees, only what its handler extracts (a key and a
 route name per rollout), so memory per rollout stays small; reconcile passes read the object
 fresh. The handler runs on the watch thread and must be quick: it only enqueues keys.
+
+A `Resource` may carry a label selector (a shard of the controller owns the ModelRollouts that
+match it): the API server then filters the list and the watch, and sends DELETED for an object
+relabelled out of the selector and ADDED for one relabelled into it. `LabelSelector` evaluates
+the same selector on an object the controller holds, so that a pass can tell that the object it
+reads no longer belongs to this shard.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,8 @@ class Resource:
     plural: str
     namespace: str | None = None
     """Watch one namespace; None watches all."""
+    label_selector: str = ""
+    """Watch only the objects whose labels match this Kubernetes label selector; empty: all."""
 
 
 class Informer:
@@ -58,11 +67,12 @@ class Informer:
     def _list_call(self) -> Callable[..., Any]:
         r = self.resource
         namespace = r.namespace
+        selector: dict[str, Any] = {"label_selector": r.label_selector} if r.label_selector else {}
         if namespace:
             return lambda **kw: self._custom.list_namespaced_custom_object(
-                r.group, r.version, namespace, r.plural, **kw
+                r.group, r.version, namespace, r.plural, **selector, **kw
             )
-        return lambda **kw: self._custom.list_cluster_custom_object(r.group, r.version, r.plural, **kw)
+        return lambda **kw: self._custom.list_cluster_custom_object(r.group, r.version, r.plural, **selector, **kw)
 
     def run(self, stop: threading.Event) -> None:
         list_call = self._list_call()
@@ -108,3 +118,158 @@ class Informer:
     def stop(self) -> None:
         if self._watch is not None:
             self._watch.stop()  # type: ignore[no-untyped-call]
+
+
+# Label selectors ---------------------------------------------------------------------------------
+
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_NAME}$")
+_VALUE = re.compile(rf"^({_NAME})?$")
+_TOKEN = re.compile(r"\s*(==|!=|=|!|,|\(|\)|>|<|[^\s=!,()<>]+)")
+_OPERATORS = ("==", "!=", "=", "!", ",", "(", ")", ">", "<")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requirement:
+    key: str
+    operator: str
+    """One of: exists, !exists, in, notin, gt, lt (= and == are `in` with one value, != is `notin`)."""
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "exists":
+            return present
+        if self.operator == "!exists":
+            return not present
+        if self.operator == "in":
+            return present and labels[self.key] in self.values
+        if self.operator == "notin":
+            return not present or labels[self.key] not in self.values
+        (bound,) = self.values
+        try:
+            value = int(labels[self.key]) if present else None
+        except ValueError:
+            return False
+        if value is None:
+            return False
+        return value > int(bound) if self.operator == "gt" else value < int(bound)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelSelector:
+    """A Kubernetes label selector in its string form (`kubectl get -l`, `labelSelector=` of a list),
+    evaluated as the API server does: requirements separated by commas, all of which must hold.
+    Empty selects everything."""
+
+    text: str = ""
+    requirements: tuple[Requirement, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> LabelSelector:
+        """Raises ValueError, naming what is wrong, for a selector the API server would refuse."""
+        tokens = _tokens(text)
+        requirements: list[Requirement] = []
+        position = 0
+
+        def take() -> str:
+            nonlocal position
+            if position >= len(tokens):
+                raise ValueError(f"label selector {text!r} ends too early")
+            position += 1
+            return tokens[position - 1]
+
+        def peek() -> str | None:
+            return tokens[position] if position < len(tokens) else None
+
+        while position < len(tokens):
+            first = take()
+            if first == "!":
+                requirements.append(Requirement(key=_key(take(), text), operator="!exists"))
+            else:
+                key = _key(first, text)
+                following = peek()
+                if following in (None, ","):
+                    requirements.append(Requirement(key=key, operator="exists"))
+                elif following in ("=", "==", "!="):
+                    take()
+                    value = "" if peek() in (None, ",") else _value(take(), text)
+                    operator = "notin" if following == "!=" else "in"
+                    requirements.append(Requirement(key=key, operator=operator, values=frozenset({value})))
+                elif following in ("in", "notin"):
+                    take()
+                    requirements.append(Requirement(key=key, operator=following, values=_set(take, text)))
+                elif following in (">", "<"):
+                    take()
+                    bound = take()
+                    if not re.fullmatch(r"-?[0-9]+", bound):
+                        raise ValueError(f"label selector {text!r}: {key}{following} needs an integer, not {bound!r}")
+                    operator = "gt" if following == ">" else "lt"
+                    requirements.append(Requirement(key=key, operator=operator, values=frozenset({bound})))
+                else:
+                    raise ValueError(f"label selector {text!r}: unexpected {following!r} after {key!r}")
+            if peek() is not None:
+                if take() != ",":
+                    raise ValueError(f"label selector {text!r}: requirements are separated by commas")
+                if peek() is None:
+                    raise ValueError(f"label selector {text!r} ends with a comma")
+        return cls(text=text.strip(), requirements=tuple(requirements))
+
+    def matches(self, labels: Mapping[str, str] | None) -> bool:
+        found = labels or {}
+        return all(requirement.matches(found) for requirement in self.requirements)
+
+    def matches_object(self, obj: Mapping[str, Any]) -> bool:
+        return self.matches((obj.get("metadata") or {}).get("labels"))
+
+
+def _tokens(text: str) -> list[str]:
+    tokens: list[str] = []
+    position = 0
+    stripped = text.rstrip()
+    while position < len(stripped):
+        match = _TOKEN.match(stripped, position)
+        if match is None:  # pragma: no cover - the pattern matches any non-space character
+            raise ValueError(f"label selector {text!r}: cannot read it at {stripped[position:]!r}")
+        tokens.append(match.group(1))
+        position = match.end()
+    return tokens
+
+
+def _key(token: str, text: str) -> str:
+    if token in _OPERATORS or token in ("in", "notin") or not _KEY.match(token) or len(token) > 316:
+        raise ValueError(f"label selector {text!r}: {token!r} is not a label key")
+    prefix, _, _ = token.rpartition("/")
+    if len(prefix) > 253:
+        raise ValueError(f"label selector {text!r}: the prefix of {token!r} is longer than 253 characters")
+    return token
+
+
+def _value(token: str, text: str) -> str:
+    if token in _OPERATORS or not _VALUE.match(token):
+        raise ValueError(f"label selector {text!r}: {token!r} is not a label value")
+    return token
+
+
+def _set(take: Callable[[], str], text: str) -> frozenset[str]:
+    """The values of `in (a, b)` / `notin (a, b)`; as in the API server, an empty place between
+    commas is the empty value, and the list must not be empty."""
+    if take() != "(":
+        raise ValueError(f"label selector {text!r}: in and notin take a list in parentheses")
+    values: set[str] = set()
+    expecting_value, after_comma = True, False
+    while (token := take()) != ")":
+        if token == ",":
+            if expecting_value:
+                values.add("")
+            expecting_value, after_comma = True, True
+        elif expecting_value:
+            values.add(_value(token, text))
+            expecting_value = False
+        else:
+            raise ValueError(f"label selector {text!r}: values in parentheses are separated by commas")
+    if expecting_value and after_comma:
+        values.add("")
+    if not values:
+        raise ValueError(f"label selector {text!r}: in and notin need at least one value")
+    return frozenset(values)

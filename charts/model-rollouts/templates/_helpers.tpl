@@ -118,3 +118,58 @@ Secrets only when rbac.secrets.enabled, Leases only in the lease namespace.
 {{- .Values.watchNamespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The controller Deployments, as YAML {instances: [...]}: one that owns every ModelRollout, or, with
+sharding.shards, one per shard (and one for the rollouts without the shard label, with
+sharding.unlabelled). Each has: name (of the Deployment), shard ("" when unsharded), selector
+(--watch-label-selector), replicas, elect (leader election on) and leaseName.
+*/}}
+{{- define "model-rollouts.instances" -}}
+{{- $fullname := include "model-rollouts.fullname" . -}}
+{{- $mode := toString .Values.leaderElection.enabled -}}
+{{- $_ := include "model-rollouts.leaderElection" . -}}
+{{- $instances := list -}}
+{{- if .Values.sharding.shards -}}
+{{- $key := required "sharding.key is required with sharding.shards" .Values.sharding.key -}}
+{{- $shards := list -}}
+{{- if .Values.sharding.unlabelled -}}
+{{- $shards = append $shards (dict "name" "unlabelled" "selector" (printf "!%s" $key)) -}}
+{{- end -}}
+{{- range .Values.sharding.shards -}}
+{{- $shards = append $shards . -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $shards -}}
+{{- $name := toString (required "every entry of sharding.shards needs a name" .name) -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "sharding.shards: %q is not a valid name (lower-case letters, digits and -)" $name) -}}
+{{- end -}}
+{{- if hasKey $seen $name -}}
+{{- if and (eq $name "unlabelled") $.Values.sharding.unlabelled -}}
+{{- fail (printf "sharding.shards: \"unlabelled\" names the Deployment for the rollouts without %s (sharding.unlabelled); choose another name" $key) -}}
+{{- end -}}
+{{- fail (printf "sharding.shards: %q appears twice" $name) -}}
+{{- end -}}
+{{- $_ = set $seen $name true -}}
+{{- $replicas := int (default $.Values.replicaCount .replicaCount) -}}
+{{- $instances = append $instances (dict
+      "name" (printf "%s-%s" $fullname $name | trunc 63 | trimSuffix "-")
+      "shard" $name
+      "selector" (default (printf "%s=%s" $key $name) .selector)
+      "replicas" $replicas
+      "elect" (or (eq $mode "true") (and (eq $mode "auto") (gt $replicas 1)))
+      "leaseName" (default (printf "%s-%s-leader" $fullname $name) .leaseName)) -}}
+{{- end -}}
+{{- else -}}
+{{- $instances = append $instances (dict
+      "name" $fullname
+      "shard" ""
+      "selector" ""
+      "replicas" (int .Values.replicaCount)
+      "elect" (eq (include "model-rollouts.leaderElection" .) "true")
+      "leaseName" (include "model-rollouts.leaseName" .)) -}}
+{{- end -}}
+{{- toYaml (dict "instances" $instances) -}}
+{{- end -}}
+
