@@ -8,14 +8,15 @@ status back into JSON. Parsing is strict about what the schema cannot express an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, cast
 
 GROUP = "rollouts.mlops.dev"
 VERSION = "v1alpha1"
@@ -38,6 +39,41 @@ class SpecError(ValueError):
     def __init__(self, field_path: str, problem: str) -> None:
         super().__init__(f"{field_path}: {problem}")
         self.field_path = field_path
+
+
+MALFORMED_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
+"""What a parser that trusts the schema's types raises on a value of another type or form."""
+
+Parse = TypeVar("Parse", bound=Callable[..., Any])
+
+
+def refusing_malformed(
+    field_path: str, *, error: Callable[[str, str], ValueError] = SpecError
+) -> Callable[[Parse], Parse]:
+    """Makes a parser raise only `error` (or SpecError): any other failure on a malformed value
+    becomes `error` naming `field_path`. The CRD schema refuses such values at `kubectl apply`, so
+    they reach a parser only from objects stored before a schema rule existed; the backstop keeps
+    them from failing a pass with a bare TypeError."""
+
+    def wrap(parse: Parse) -> Parse:
+        @functools.wraps(parse)
+        def parsed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return parse(*args, **kwargs)
+            except SpecError:
+                raise
+            except MALFORMED_ERRORS as raised:
+                if isinstance(error, type) and isinstance(raised, error):
+                    raise
+                raise error(
+                    field_path,
+                    f"a value has the wrong type or form ({type(raised).__name__}: {str(raised)[:200]}); "
+                    "apply the manifest again: the API server names the field",
+                ) from raised
+
+        return cast(Parse, parsed)
+
+    return wrap
 
 
 class Phase(StrEnum):
@@ -273,6 +309,7 @@ def _endpoint(raw: object, field_path: str) -> str | None:
     return None if raw is None else check_http_url(raw, field_path=field_path, example="http://iris-v2.models.svc:8080")
 
 
+@refusing_malformed("spec")
 def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
     """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch."""
     versions: list[ModelVersion] = []
@@ -313,8 +350,8 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
         else ScaleDown(
             delay_seconds=parse_duration(str(scale_down_raw.get("delay", "30s")), field_path="spec.scaleDown.delay")
         ),
-        analysis=raw.get("analysis") or {},
-        gates=raw.get("gates") or {},
+        analysis=_section(raw, "analysis"),
+        gates=_section(raw, "gates"),
     )
     spec.version(spec.candidate)
     spec.version(spec.baseline)
@@ -546,6 +583,16 @@ def set_condition(
         observed_generation=generation,
     )
     return (*(c for c in conditions if c.type != type), updated)
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """spec.analysis or spec.gates, interpreted later by their checkers; an object or absent."""
+    section = raw.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise SpecError(f"spec.{name}", f"must be an object, not {type(section).__name__}; see docs/{name}.md")
+    return section
 
 
 def _route_weights(raw: object) -> dict[str, int] | None:

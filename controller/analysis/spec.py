@@ -37,7 +37,7 @@ from controller.analysis.presets import (
     Preset,
     SlowRequestsPreset,
 )
-from controller.api import SpecError, check_http_url, parse_duration
+from controller.api import SpecError, check_http_url, parse_duration, refusing_malformed
 from controller.checks import InconclusivePolicy
 
 DEFAULT_INTERVAL_SECONDS = 30.0
@@ -108,6 +108,9 @@ class PrometheusSource:
     """PromQL returning one number (a scalar or a one-series vector), with template variables."""
     address: str | None = None
     """Base URL of Prometheus; None uses the controller's default."""
+    at: float | None = None
+    """Evaluation time (Unix seconds) of the instant query: the look's moment, so that a query
+    that waited for the measurement pool reads what it would have read then; None: Prometheus' now."""
 
     def rendered(self, variables: Mapping[str, str]) -> PrometheusSource:
         return replace(self, query=render_template(self.query, variables))
@@ -816,9 +819,10 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePres
             query=_check_template(prometheus.get("query") or preset.query, f"{path}.provider.prometheus.query"),
             address=_prometheus_address(prometheus, f"{path}.provider.prometheus"),
         )
-    else:
-        assert provider_raw is not None
+    elif isinstance(provider_raw, Mapping):
         source = _parse_source(provider_raw, f"{path}.provider")
+    else:
+        raise SpecError(f"{path}.provider", "is missing; name a provider (prometheus or web) or a preset")
     comparison_raw = raw.get("comparison")
     if comparison_raw is None and preset is not None:
         comparison = preset.comparison
@@ -848,6 +852,7 @@ def _parse_min_samples(raw: Mapping[str, Any] | None, path: str, *, preset: Gaug
     return MinSamples(count=count, query=_check_template(query, f"{path}.query"))
 
 
+@refusing_malformed("spec.metrics")
 def parse_metrics(raw: Sequence[Mapping[str, Any]] | None, *, path: str) -> tuple[AnalysisMetric, ...]:
     """A list of metrics; names must be unique."""
     metrics = tuple(parse_metric(item, path=f"{path}[{i}]") for i, item in enumerate(raw or []))
@@ -872,6 +877,7 @@ def _error_rate(raw: Mapping[str, Any], key: str, path: str, *, default: float) 
     return value
 
 
+@refusing_malformed("spec.analysis")
 def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
     """spec.analysis as a value; None when the rollout configures no analysis at all."""
     if not raw:

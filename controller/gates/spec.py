@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api import SpecError, parse_duration
+from controller.api import SpecError, parse_duration, refusing_malformed
 from controller.gates.contract import TensorSpec, parse_tensor_specs
 from controller.gates.errors import GateInputError
 from controller.gates.golden import AgreementRules, Bounds, CompareMode
@@ -152,6 +152,7 @@ def configures_gates(raw: Mapping[str, Any]) -> bool:
     return raw.get("contract") is not None or raw.get("goldenSet") is not None
 
 
+@refusing_malformed("spec.gates", error=GateInputError)
 def parse_gates(raw: Mapping[str, Any]) -> GatesSpec:
     """Typed spec.gates (see `configures_gates` for whether there is anything to parse)."""
     golden_raw = raw.get("goldenSet")
