@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     read_secrets=args.read_secrets,
                     outbound=OutboundPolicy(allowed_hosts=args.allowed_hosts),
                 ),
+                # A rollout whose metric reads are in is queued at once (the pool calls this only
+                # after the manager has started).
+                on_result=lambda namespace, name: manager.queue.add((namespace, name)),
             ),
             selector=selector,
         ),

@@ -1,16 +1,19 @@
 """Builds the checkers the reconciler runs, from the modules that implement them.
 
 The checkers reach the cluster only through the narrow callables built here (a ConfigMap
-reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`.
+reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`. Metric queries run
+on the measurement pool built here (controller.analysis.measurements), never on a reconcile
+worker; `on_result` (the work queue's add) brings a rollout back once its reads are in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.analysis.checker import AnalysisChecker
+from controller.analysis.measurements import MeasurementPool, PoolSettings
 from controller.analysis.providers import ProviderSettings, build_providers
 from controller.api import GROUP, VERSION
 from controller.errors import PermanentError
@@ -31,9 +34,16 @@ class CheckerSettings:
     outbound: OutboundPolicy = DEFAULT_POLICY
     """Where the requests a rollout asks for may go: web metrics, a metric's own Prometheus
     address, gate endpoints (controller.outbound)."""
+    measurements: PoolSettings = field(default_factory=PoolSettings)
+    """The measurement pool: threads per provider and address, how long unread results are kept."""
 
 
-def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
+def build_checkers(
+    *, kube: Kube, settings: CheckerSettings, on_result: Callable[[str, str], None] | None = None
+) -> Checkers:
+    """`on_result(namespace, name)` is called when a rollout's metric reads are in (wire it to the
+    work queue's add); without it a rollout waiting for reads is looked at again every second."""
+
     def read_secret(*, namespace: str, name: str) -> Mapping[str, str]:
         data = kube.get_secret_data(namespace=namespace, name=name)
         if data is None:
@@ -60,6 +70,10 @@ def build_checkers(*, kube: Kube, settings: CheckerSettings) -> Checkers:
     return Checkers(
         gates=GatesChecker(read_configmap=read_configmap, settings=GatesSettings(outbound=settings.outbound)),
         analysis=AnalysisChecker(
-            providers=providers, template_lookup=template, read_configmap=read_configmap, outbound=settings.outbound
+            providers=providers,
+            template_lookup=template,
+            read_configmap=read_configmap,
+            outbound=settings.outbound,
+            measurements=MeasurementPool(settings=settings.measurements, on_result=on_result),
         ),
     )

@@ -10,15 +10,20 @@ metric was first measured and the rollout's error budget covers every step and l
 
 Everything the checker needs between passes is in status.analysis, so a restarted controller
 resumes where the last one stopped; the clock comes in as `context.now`.
+
+The checker never waits for a provider: every read of a look goes through `Measurements`
+(controller.analysis.measurements), which runs it on the measurement pool. A pass whose look still
+waits for a read changes nothing and asks to be called again; the pool re-enqueues the rollout
+when the reads are in, and the next pass takes the look.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,12 +40,14 @@ from controller.analysis.evaluate import (
 )
 from controller.analysis.evidence import Evidence, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
+from controller.analysis.measurements import InlineMeasurements, Lane, Look, Measurements
 from controller.analysis.profile import ProfileError, TrainingProfile, parse_profile
 from controller.analysis.providers import InvalidQuery, MetricProvider, VectorProvider
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
     CountQuery,
+    MetricSource,
     MetricSpec,
     ModelCheck,
     PrometheusSource,
@@ -64,6 +71,14 @@ from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
 STATUS_FIELD = "analysis"
 """The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
 BACKGROUND_RUN = "background"
+WAITING_REQUEUE_SECONDS = 1.0
+"""While a look waits for its reads and nothing re-enqueues the rollout when they are in: how
+soon to look again."""
+NOTIFIED_REQUEUE_SECONDS = 30.0
+"""While a look waits for its reads and the pool re-enqueues the rollout when they are in: the
+pass after this long is only a safety net."""
+
+_T = TypeVar("_T")
 
 
 class TemplateLookup(Protocol):
@@ -144,8 +159,11 @@ class AnalysisChecker:
         template_lookup: TemplateLookup,
         read_configmap: ReadConfigMap | None = None,
         outbound: OutboundPolicy = DEFAULT_POLICY,
+        measurements: Measurements | None = None,
     ) -> None:
         self._providers = providers
+        self._measurements: Measurements = measurements or InlineMeasurements()
+        """Where reads run: the controller's measurement pool, or at once on the calling thread."""
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
         self._outbound = outbound
@@ -197,18 +215,32 @@ class AnalysisChecker:
         evidence = dict(stored.evidence)
         states = self._states(plan, run, now=context.now)
         waiting = [m for m, s in zip(plan.metrics, states, strict=True) if not s.complete]
-        if waiting and context.now >= _next_look(run, plan, interval):
-            tallies = dict(run.tallies or {})
+        due = _next_look(run, plan, interval)
+        reads_pending = False
+        if waiting and context.now >= due:
+            look = Look(owner=(context.namespace, context.name), run=run.name, due=due)
+            at = self._measurements.look_time(look, context.now)
+            reads = _Reads(self._measurements, look, at=at if self._measurements.deferred else None)
+            looked = dict(evidence)
+            records = []
             for metric in waiting:
                 if isinstance(metric, SequentialSpec):
-                    gathered = evidence.get(metric.name) or Evidence(metric=metric.name)
-                    record, evidence[metric.name] = self._look(context, plan, metric, gathered)
+                    gathered = looked.get(metric.name) or Evidence(metric=metric.name)
+                    record, looked[metric.name] = self._look(context, plan, metric, gathered, at=at, reads=reads)
                 else:
-                    record = self._measure(context, plan, metric)
-                tallies[metric.name] = run.tally(metric.name).after(record.judgement)
-                measurements.append(record.to_json(run=run.name))
-            run = replace(run, last_measured_at=context.now, tallies=tallies)
-            states = self._states(plan, run, now=context.now)
+                    record = self._measure(context, plan, metric, at=at, reads=reads)
+                records.append(record)
+            reads_pending = reads.pending
+            if not reads_pending:
+                # Every read is in: the look is taken, as of `at`.
+                evidence = looked
+                tallies = dict(run.tallies or {})
+                for record in records:
+                    record.export(context)
+                    tallies[record.metric] = run.tally(record.metric).after(record.judgement)
+                    measurements.append(record.to_json(run=run.name))
+                run = replace(run, last_measured_at=at, tallies=tallies)
+                states = self._states(plan, run, now=context.now)
         overall = combine(states, on_inconclusive=plan.analysis.on_inconclusive)
         # Kept: the background run (paused during analyze steps) and the run measured now.
         runs = [r for r in stored.runs if r.name == BACKGROUND_RUN and r.name != run.name] + [run]
@@ -221,10 +253,15 @@ class AnalysisChecker:
             "evidence": [entry.to_json() for _, entry in sorted(evidence.items())],
             "measurements": measurements[-plan.analysis.measurement_history_limit :],
         }
+        requeue: float | None
+        if reads_pending:
+            requeue = NOTIFIED_REQUEUE_SECONDS if self._measurements.notifies else WAITING_REQUEUE_SECONDS
+        else:
+            requeue = _requeue_after(context.now, run, interval, plan, states)
         return CheckOutcome(
             verdict=overall.verdict,
             message=overall.message,
-            requeue_after=_requeue_after(context.now, run, interval, plan, states),
+            requeue_after=requeue,
             on_inconclusive=overall.on_inconclusive,
             status_fields={STATUS_FIELD: status},
             rubric=tuple(
@@ -343,25 +380,35 @@ class AnalysisChecker:
             false_promotion=analysis.false_promotion_rate / shares,
         )
 
-    def _measure(self, context: CheckContext, plan: _Plan, metric: MetricSpec) -> _Record:
+    def _measure(
+        self, context: CheckContext, plan: _Plan, metric: MetricSpec, *, at: datetime, reads: _Reads
+    ) -> _Record:
         readings = {
-            role: self._read(context, plan, metric, version)
+            role: self._read(context, plan, metric, version, reads)
             for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version))
         }
         judgement = judge(metric=metric, baseline=readings["baseline"], candidate=readings["candidate"])
-        return _record(context, metric, judgement, readings["baseline"], readings["candidate"])
+        return _record(metric, judgement, readings["baseline"], readings["candidate"], at=at)
 
     def _look(
-        self, context: CheckContext, plan: _Plan, metric: SequentialSpec, evidence: Evidence
+        self,
+        context: CheckContext,
+        plan: _Plan,
+        metric: SequentialSpec,
+        evidence: Evidence,
+        *,
+        at: datetime,
+        reads: _Reads,
     ) -> tuple[_Record, Evidence]:
         """A sequential metric: read its counts over the segment so far, add them to its evidence,
-        and judge all of it."""
+        and judge all of it. While a read is not in, what comes back is a stand-in the caller
+        discards (`reads.pending`)."""
         test = metric.test
         versions = Versions(baseline=context.stable_version, candidate=context.spec.candidate)
         roles = {"candidate": versions.candidate}
         if test.compares_baseline:
             roles["baseline"] = versions.baseline
-        seconds = max((context.now - plan.segment_start).total_seconds(), 1.0)
+        seconds = max((at - plan.segment_start).total_seconds(), 1.0)
         numbers: dict[str, dict[str, float]] = {"candidate": {}, "baseline": {}}
         reading = "candidate"
         try:
@@ -370,14 +417,14 @@ class AnalysisChecker:
             reading = "baseline"
             if isinstance(test, SlowRequestsTest) and evidence.threshold_basis < test.threshold_requests:
                 lookback = self._read_counts(
-                    context, test.queries, test.address, versions.baseline, test.lookback_seconds
+                    context, test.queries, test.address, versions.baseline, test.lookback_seconds, reads
                 )
                 buckets = {float(k.partition(":")[2]): v for k, v in lookback.items()}
                 bound = slow_threshold(buckets, quantile=test.quantile)
                 if bound is not None:
                     evidence = replace(evidence, threshold=bound, threshold_basis=max(buckets.values()))
             for reading, version in roles.items():
-                numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds)
+                numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds, reads)
         except (TemporaryError, PermanentError) as error:
             permanent = isinstance(error, PermanentError)
             reason = f"{reading} {roles.get(reading, versions.baseline)}: {error}"
@@ -385,7 +432,7 @@ class AnalysisChecker:
             failed = Reading(version=roles.get(reading, versions.baseline), error=str(error), permanent=permanent)
             other = Reading(version=versions.candidate if reading == "baseline" else versions.baseline)
             baseline, candidate = (failed, other) if reading == "baseline" else (other, failed)
-            return _record(context, metric, judgement, baseline, candidate), evidence
+            return _record(metric, judgement, baseline, candidate, at=at), evidence
         segment = Segment(
             step=plan.segment_step,
             started_at=plan.segment_start,
@@ -399,7 +446,7 @@ class AnalysisChecker:
         summary = {"look": evidence.looks, "verdict": judgement.result.value, **look.summary}
         evidence = replace(evidence, summary=summary)
         details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
-        return _record(context, metric, judgement, look.baseline, look.candidate, details=details), evidence
+        return _record(metric, judgement, look.baseline, look.candidate, at=at, details=details), evidence
 
     def _training_profile(self, namespace: str, test: TrainingSkew) -> TrainingProfile:
         where = f"ConfigMap {namespace}/{test.profile_config_map}"
@@ -414,7 +461,13 @@ class AnalysisChecker:
         return parse_profile(text, where=f"{where} key {test.profile_key}")
 
     def _read_counts(
-        self, context: CheckContext, queries: tuple[CountQuery, ...], address: str | None, version: str, seconds: float
+        self,
+        context: CheckContext,
+        queries: tuple[CountQuery, ...],
+        address: str | None,
+        version: str,
+        seconds: float,
+        reads: _Reads,
     ) -> dict[str, float]:
         """Every count of a sequential metric for one version over the last `seconds`; a query
         without data leaves its key out."""
@@ -426,42 +479,88 @@ class AnalysisChecker:
         }
         numbers: dict[str, float] = {}
         for query in queries:
-            source = PrometheusSource(query=render_template(query.query, variables), address=address)
-            for label_value, value in self._read_numbers(source, by=query.by, namespace=context.namespace).items():
+            source = PrometheusSource(query=render_template(query.query, variables), address=address, at=reads.at)
+            for label_value, value in self._read_numbers(
+                source, by=query.by, namespace=context.namespace, reads=reads
+            ).items():
                 if math.isfinite(value):
                     numbers[number_key(query.name, label_value)] = value
         return numbers
 
-    def _read_numbers(self, source: PrometheusSource, *, by: str | None, namespace: str) -> dict[str | None, float]:
+    def _read_numbers(
+        self, source: PrometheusSource, *, by: str | None, namespace: str, reads: _Reads
+    ) -> dict[str | None, float]:
         provider = self._providers[PrometheusSource.provider]
         if by is None:
-            value = provider.measure(source=source, namespace=namespace)
+            value = self._read_value(source, namespace=namespace, reads=reads)
             return {} if value is None else {None: value}
         if not isinstance(provider, VectorProvider):
             raise InvalidQuery(f"the {PrometheusSource.provider} provider cannot read one number per {by}")
-        return {key: value for key, value in provider.measure_by(source=source, label=by).items()}
 
-    def _read(self, context: CheckContext, plan: _Plan, metric: MetricSpec, version: str) -> Reading:
+        def job() -> dict[str | None, float]:
+            return {key: value for key, value in provider.measure_by(source=source, label=by).items()}
+
+        return reads.get(("by", source, by), _lane(source), job, stand_in={})
+
+    def _read_value(self, source: MetricSource, *, namespace: str, reads: _Reads) -> float | None:
+        """One number from `source` (rendered), through the measurement pool."""
+        provider = self._providers[source.provider]
+
+        def job() -> float | None:
+            return provider.measure(source=source, namespace=namespace)
+
+        return reads.get(("one", source, namespace), _lane(source), job, stand_in=None)
+
+    def _read(self, context: CheckContext, plan: _Plan, metric: MetricSpec, version: str, reads: _Reads) -> Reading:
         variables = _variables(context, plan, metric, version)
         source = metric.source
         try:
-            value = self._providers[source.provider].measure(
-                source=source.rendered(variables), namespace=context.namespace
-            )
+            rendered = source.rendered(variables)
+            if isinstance(rendered, PrometheusSource):
+                rendered = replace(rendered, at=reads.at)
+            value = self._read_value(rendered, namespace=context.namespace, reads=reads)
             samples = None
             if metric.min_samples is not None:
                 address = source.address if isinstance(source, PrometheusSource) else None
-                samples = self._providers[PrometheusSource.provider].measure(
-                    source=PrometheusSource(
-                        query=render_template(metric.min_samples.query, variables), address=address
+                samples = self._read_value(
+                    PrometheusSource(
+                        query=render_template(metric.min_samples.query, variables), address=address, at=reads.at
                     ),
                     namespace=context.namespace,
+                    reads=reads,
                 )
         except TemporaryError as error:
             return Reading(version=version, error=str(error))
         except PermanentError as error:
             return Reading(version=version, error=str(error), permanent=True)
         return Reading(version=version, value=value, samples=samples)
+
+
+class _Reads:
+    """The reads of one look, through `Measurements`. Each gives its answer when it is in (a
+    provider's error is raised, as the provider raised it); one not in yet is submitted and gives
+    the stand-in, and `pending` tells the caller to discard what it computed from it."""
+
+    def __init__(self, measurements: Measurements, look: Look, *, at: datetime | None) -> None:
+        self._measurements = measurements
+        self._look = look
+        self.at = None if at is None else at.timestamp()
+        """When the queries are evaluated (Unix seconds): the look's moment, or None for now."""
+        self.pending = False
+
+    def get(self, key: Hashable, lane: Lane, job: Callable[[], _T], *, stand_in: _T, shared: bool = False) -> _T:
+        finished = self._measurements.read(self._look, key=key, lane=lane, job=job, shared=shared)
+        if finished is None:
+            self.pending = True
+            return stand_in
+        return finished.get()
+
+
+def _lane(source: MetricSource) -> Lane:
+    """The pool lane a read of `source` goes to: its provider at its address (a web URL's host)."""
+    if isinstance(source, PrometheusSource):
+        return Lane(provider=source.provider, address=source.address or "")
+    return Lane(provider=source.provider, address=urlsplit(source.url).netloc)
 
 
 def _templates_named_in(analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, str]:
@@ -569,26 +668,21 @@ def _variables(context: CheckContext, plan: _Plan, metric: AnalysisMetric, versi
 
 
 def _record(
-    context: CheckContext,
     metric: AnalysisMetric,
     judgement: Judgement,
     baseline: Reading,
     candidate: Reading,
     *,
+    at: datetime,
     details: Mapping[str, Any] | None = None,
 ) -> _Record:
-    """The measurement as status keeps it; its values also go to the controller's /metrics."""
-    for reading in (baseline, candidate):
-        if reading.value is not None and math.isfinite(reading.value):
-            MEASUREMENT_VALUE.labels(
-                namespace=context.namespace, rollout=context.name, metric=metric.name, version=reading.version
-            ).set(reading.value)
+    """The measurement as status keeps it, taken at `at`."""
     return _Record(
         metric=metric.name,
         baseline=baseline,
         candidate=candidate,
         judgement=judgement,
-        time=context.now,
+        time=at,
         details=details or {},
     )
 
@@ -602,6 +696,14 @@ class _Record:
     time: datetime
     details: Mapping[str, Any] = field(default_factory=dict)
     """Extra fields of a model-aware check (`drift`, `slices`, `offline`)."""
+
+    def export(self, context: CheckContext) -> None:
+        """The measured values on the controller's /metrics."""
+        for reading in (self.baseline, self.candidate):
+            if reading.value is not None and math.isfinite(reading.value):
+                MEASUREMENT_VALUE.labels(
+                    namespace=context.namespace, rollout=context.name, metric=self.metric, version=reading.version
+                ).set(reading.value)
 
     def to_json(self, *, run: str) -> JSON:
         body: JSON = {

@@ -43,7 +43,8 @@ class ProviderSettings:
     secret_reader: SecretReader | None = None
     """Reads the Secrets that web metrics take headers from; None rejects such metrics."""
     timeout_seconds: int = 5
-    """Longest wait for one query or request; a reconcile worker waits this long at most per query."""
+    """Longest wait for one Prometheus query; a thread of the measurement pool waits this long at
+    most per query (controller.analysis.measurements), never a reconcile worker."""
     outbound: OutboundPolicy = DEFAULT_POLICY
     """Where web metrics and a metric's own Prometheus address may send requests (controller.outbound)."""
 

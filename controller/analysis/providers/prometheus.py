@@ -111,14 +111,15 @@ class PrometheusProvider:
     def _query(self, source: PrometheusSource) -> Any:
         """The `result` of an instant query."""
         address = source.address or self._default_address
-        # One client per query: requests sessions are not meant to be shared between the reconcile
-        # workers' threads. No retries inside: the next analysis interval is the retry.
+        # One client per query: requests sessions are not meant to be shared between the
+        # measurement pool's threads. No retries inside: the next analysis interval is the retry.
         session = requests.Session() if source.address is None else fenced_session(self._outbound)
         with PrometheusConnect(
             url=address, retry=Retry(total=0), timeout=self._timeout_seconds, session=session
         ) as client:
             try:
-                result = client.custom_query(query=source.query)
+                params = {} if source.at is None else {"time": f"{source.at:.3f}"}
+                result = client.custom_query(query=source.query, params=params)
             except OutboundRefused as error:
                 raise InvalidQuery(f"Prometheus at {address}: {error}") from error
             except requests.RequestException as error:  # refused, timed out, or an answer that is not JSON
