@@ -303,12 +303,13 @@ class ControlPlane:
             user={"token": self.token},
         )
 
-    def start_component(self, *, name: str, argv: Sequence[str]) -> Component:
-        """Starts a process that stop() will stop: its own process group, output in logs/NAME.log."""
+    def start_component(self, *, name: str, argv: Sequence[str], append_log: bool = False) -> Component:
+        """Starts a process that stop() will stop: its own process group, output in logs/NAME.log
+        (appended to, with `append_log`, instead of started afresh)."""
         log_dir = self.work_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         log_file = log_dir / f"{name}.log"
-        with log_file.open("wb") as log:
+        with log_file.open("ab" if append_log else "wb") as log:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -319,6 +320,38 @@ class ControlPlane:
             )
         component = Component(name=name, process=process, log_file=log_file)
         self._components.append(component)
+        return component
+
+    def component(self, name: str) -> Component:
+        """The newest component of that name, running or not (say, to signal it: its pid is also
+        its process-group id)."""
+        for component in reversed(self._components):
+            if component.name == name:
+                return component
+        raise ControlPlaneError(f"no component named {name}")
+
+    def etcd_client_url(self) -> str:
+        """http://127.0.0.1:PORT where etcd serves clients (its gRPC gateway answers JSON there)."""
+        prefix = "--listen-client-urls="
+        argv = [str(arg) for arg in self.component("etcd").process.args]  # type: ignore[union-attr]
+        return next(arg.removeprefix(prefix) for arg in argv if arg.startswith(prefix))
+
+    def restart_component(self, name: str, *, ready_timeout_seconds: float = 120.0) -> Component:
+        """Starts a component that has exited (a test killed it, say) again, with the same command
+        line, port and files, its output appended to the same log; for kube-apiserver, waits until
+        it is ready again."""
+        old = self.component(name)
+        if old.process.poll() is None:
+            raise ControlPlaneError(f"{name} (pid {old.process.pid}) is still running; stop it first")
+        self._components.remove(old)
+        argv = [str(arg) for arg in old.process.args]  # type: ignore[union-attr]
+        component = self.start_component(name=name, argv=argv, append_log=True)
+        if name == "kube-apiserver":
+            self._wait_until(
+                "the restarted kube-apiserver /readyz answers ok",
+                self._apiserver_ready,
+                deadline=time.monotonic() + ready_timeout_seconds,
+            )
         return component
 
     def _http_client(self) -> httpx.Client:
