@@ -168,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue_stall_seconds=args.queue_stall_seconds,
         ),
     )
+    # Passes read their rollout and its route from the informers' caches.
+    for (group, plural), cache in manager.caches().items():
+        kube.use_cache(group=group, plural=plural, cache=cache)
     stop = threading.Event()
     elector = (
         LeaderElector(

@@ -3,6 +3,11 @@
 Calls map API errors onto the retry meaning of `controller.errors`: a conflict or a server or
 connection error is a `TemporaryError`; reads of objects that may legitimately be absent return
 None. Idempotent reads are retried a few times with tenacity before giving up for this pass.
+
+Reads of ModelRollouts (`read_rollout`) and of the kinds given an informer's cache (`use_cache`:
+HTTPRoutes) come from that cache when it holds the object, and from the API server otherwise.
+Every write carries the resourceVersion it was based on; its result is kept in the cache, and a
+conflict drops the object there, so that the pass that runs again reads it fresh.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from urllib3.exceptions import HTTPError
 from controller import telemetry
 from controller.api import GROUP, PLURAL, VERSION
 from controller.errors import TemporaryError
+from controller.watch import ObjectCache
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,11 @@ def _call(operation: str, fn: Callable[[], T]) -> T:
         raise TemporaryError(f"{operation}: {error}") from error
 
 
+def _conflict(error: TemporaryError) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, ApiException) and cause.status == 409
+
+
 def _none_if_absent(operation: str, fn: Callable[[], T]) -> T | None:
     try:
         return _call(operation, _retry_reads(fn))
@@ -93,14 +104,58 @@ class Kube:
         self.component = component
         self.instance = instance
         """This replica's name, written into the Events it emits."""
+        self._caches: dict[tuple[str, str], ObjectCache] = {}
+
+    def use_cache(self, *, group: str, plural: str, cache: ObjectCache) -> None:
+        """Read objects of this kind from `cache` when it holds them (an informer keeps it)."""
+        self._caches[(group, plural)] = cache
+
+    def _cached(self, group: str, plural: str, namespace: str, name: str) -> JSON | None:
+        cache = self._caches.get((group, plural))
+        return None if cache is None else cache.get(namespace, name)
+
+    def _fresh(
+        self, group: str, plural: str, namespace: str, name: str, read: Callable[[], JSON | None]
+    ) -> JSON | None:
+        """Runs a GET; a newer version found refreshes the cache, an absent object leaves it."""
+        found = read()
+        cache = self._caches.get((group, plural))
+        if cache is not None:
+            if found is None:
+                cache.drop(namespace, name)
+            else:
+                cache.put_written(found)
+        return found
+
+    def _written(self, group: str, plural: str, meta: JSON, write: Callable[[], JSON]) -> JSON:
+        """Runs a write; keeps its result in the kind's cache, or drops the object on a conflict."""
+        cache = self._caches.get((group, plural))
+        try:
+            result = write()
+        except TemporaryError as error:
+            if cache is not None and _conflict(error):
+                cache.drop(meta["namespace"], meta["name"])
+            raise
+        if cache is not None:
+            cache.put_written(result)
+        return result
 
     # ModelRollouts -----------------------------------------------------------------------------
 
+    def read_rollout(self, *, namespace: str, name: str) -> JSON | None:
+        """The rollout from the cache, or from the API server when the cache does not hold it."""
+        cached = self._cached(GROUP, PLURAL, namespace, name)
+        return cached if cached is not None else self.get_rollout(namespace=namespace, name=name)
+
     def get_rollout(self, *, namespace: str, name: str) -> JSON | None:
-        return _none_if_absent(
-            f"get ModelRollout {namespace}/{name}",
-            lambda: cast(JSON, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)),
-        )
+        """The rollout as stored now (a GET), which the cache then holds if it held an older version."""
+        return self._fresh(
+            GROUP, PLURAL, namespace, name,
+            lambda: _none_if_absent(
+                f"get ModelRollout {namespace}/{name}",
+                lambda: cast(JSON, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)),
+            ),
+        )  # fmt: skip
 
     def replace_rollout_status(self, *, rollout: JSON, status: JSON) -> JSON:
         meta = rollout["metadata"]
@@ -114,43 +169,56 @@ class Kube:
             },
             "status": status,
         }
-        result = _call(
-            f"write status of ModelRollout {meta['namespace']}/{meta['name']}",
-            lambda: self.custom.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
-            ),
-        )
-        return cast(JSON, result)
+        return self._written(
+            GROUP, PLURAL, meta,
+            lambda: cast(JSON, _call(
+                f"write status of ModelRollout {meta['namespace']}/{meta['name']}",
+                lambda: self.custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+                ),
+            )),
+        )  # fmt: skip
 
     def patch_rollout_metadata(self, *, rollout: JSON, patch: list[JSON]) -> JSON:
         """A JSON patch of metadata (finalizers, annotations); `test` ops guard against races."""
         meta = rollout["metadata"]
-        result = _call(
-            f"patch ModelRollout {meta['namespace']}/{meta['name']}",
-            lambda: self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
-                _content_type="application/json-patch+json",
-            ),
+        return self._written(
+            GROUP, PLURAL, meta,
+            lambda: cast(JSON, _call(
+                f"patch ModelRollout {meta['namespace']}/{meta['name']}",
+                lambda: self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+                    _content_type="application/json-patch+json",
+                ),
+            )),
         )  # fmt: skip
-        return cast(JSON, result)
 
     # Generic objects ---------------------------------------------------------------------------
 
     def get_custom(self, *, group: str, version: str, plural: str, namespace: str, name: str) -> JSON | None:
-        return _none_if_absent(
-            f"get {plural}.{group} {namespace}/{name}",
-            lambda: cast(JSON, self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)),
-        )
+        """The object from the kind's cache (`use_cache`) when it holds it, else from the API server."""
+        cached = self._cached(group, plural, namespace, name)
+        if cached is not None:
+            return cached
+        return self._fresh(
+            group, plural, namespace, name,
+            lambda: _none_if_absent(
+                f"get {plural}.{group} {namespace}/{name}",
+                lambda: cast(JSON, self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)),
+            ),
+        )  # fmt: skip
 
     def replace_custom(self, *, group: str, version: str, plural: str, body: JSON) -> JSON:
         meta = body["metadata"]
-        result = _call(
-            f"update {plural}.{group} {meta['namespace']}/{meta['name']}",
-            lambda: self.custom.replace_namespaced_custom_object(
-                group, version, meta["namespace"], plural, meta["name"], body
-            ),
-        )
-        return cast(JSON, result)
+        return self._written(
+            group, plural, meta,
+            lambda: cast(JSON, _call(
+                f"update {plural}.{group} {meta['namespace']}/{meta['name']}",
+                lambda: self.custom.replace_namespaced_custom_object(
+                    group, version, meta["namespace"], plural, meta["name"], body
+                ),
+            )),
+        )  # fmt: skip
 
     def get_service(self, *, namespace: str, name: str) -> Any | None:
         return _none_if_absent(

@@ -21,7 +21,7 @@ from controller.api import GROUP, PLURAL, VERSION
 from controller.reconcile import Reconciler
 from controller.routers import gatewayapi
 from controller.urgency import is_urgent
-from controller.watch import Informer, Resource
+from controller.watch import Informer, LabelSelector, ObjectCache, Resource
 from controller.workers import WorkerPool
 from controller.workqueue import Key, WorkQueue
 
@@ -59,6 +59,10 @@ class Manager:
         self._lock = threading.Lock()
         self._route_of: dict[Key, tuple[str, str]] = {}
         self._rollouts_of_route: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self.rollout_cache = ObjectCache(keep=LabelSelector.parse(settings.label_selector).matches_object)
+        """The rollouts of this shard, as last received; passes read them from here."""
+        self.route_cache = ObjectCache(keep=self._names_a_route_of_ours)
+        """The routes that owned rollouts name (not every route in the cluster)."""
         self.rollouts = Informer(
             api_client=api_client,
             resource=Resource(
@@ -70,6 +74,7 @@ class Manager:
             ),
             on_event=self._on_rollout_event,
             on_list=self._on_rollout_list,
+            cache=self.rollout_cache,
         )
         self.routes = Informer(
             api_client=api_client,
@@ -81,8 +86,13 @@ class Manager:
             ),
             on_event=self._on_route_event,
             on_list=lambda routes: None,
+            cache=self.route_cache,
         )
         self._threads: list[threading.Thread] = []
+
+    def caches(self) -> dict[tuple[str, str], ObjectCache]:
+        """The informers' caches by (group, plural), for the reconciler's reads (`Kube.use_cache`)."""
+        return {(GROUP, PLURAL): self.rollout_cache, (gatewayapi.GROUP, gatewayapi.PLURAL): self.route_cache}
 
     @property
     def synced(self) -> bool:
@@ -95,9 +105,15 @@ class Manager:
             self._threads.append(thread)
 
         spawn("watch-modelrollouts", self.rollouts.run, stop)
-        spawn("watch-httproutes", self.routes.run, stop)
+        spawn("watch-httproutes", self._watch_routes, stop)
         spawn("resync", self._resync, stop)
         self.workers.start()
+
+    def _watch_routes(self, stop: threading.Event) -> None:
+        # The route cache keeps the routes the rollouts name: list them once the rollouts are known.
+        while not stop.is_set() and not self.rollouts.synced.wait(0.5):
+            pass
+        self.routes.run(stop)
 
     def health_problem(self) -> str | None:
         """Why this replica should be restarted, or None; before start() there is none."""
@@ -114,13 +130,19 @@ class Manager:
     def _key(obj: JSON) -> Key:
         return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
+    def _names_a_route_of_ours(self, route: JSON) -> bool:
+        with self._lock:
+            return self._key(route) in self._rollouts_of_route
+
     def _index(self, key: Key, obj: JSON | None) -> None:
+        unused = None
         with self._lock:
             old = self._route_of.pop(key, None)
             if old is not None:
                 self._rollouts_of_route[old].discard(key)
                 if not self._rollouts_of_route[old]:
                     del self._rollouts_of_route[old]
+                    unused = old
             route_name = (
                 None
                 if obj is None
@@ -130,6 +152,11 @@ class Manager:
                 route = (key[0], str(route_name))
                 self._route_of[key] = route
                 self._rollouts_of_route[route].add(key)
+                if route == unused:
+                    unused = None
+        if unused is not None:
+            # Outside the lock: the cache takes its own, and asks the index under this one.
+            self.route_cache.drop(*unused)
 
     def _on_rollout_list(self, items: Iterable[JSON]) -> None:
         keys = set()

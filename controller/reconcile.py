@@ -153,6 +153,18 @@ def with_refused_write(
     return replace(status, conditions=conditions), replace(plan, events=events, requeue_after=retry)
 
 
+def status_changed(new: ModelRolloutStatus, stored: ModelRolloutStatus) -> bool:
+    """Whether `new` says anything `stored` does not: conditions are compared by type, not by
+    their order in the list (which a pass may change without changing any of them)."""
+
+    def comparable(status: ModelRolloutStatus) -> JSON:
+        raw = status.to_json()
+        raw["conditions"] = sorted(raw.get("conditions") or [], key=lambda condition: str(condition.get("type")))
+        return raw
+
+    return comparable(new) != comparable(stored)
+
+
 def with_reconciled(status: ModelRolloutStatus, *, generation: int, now: datetime) -> ModelRolloutStatus:
     """`status` with a Reconciled=False condition turned True: the pass that writes it completed."""
     previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
@@ -199,7 +211,7 @@ class Reconciler:
 
     def reconcile(self, *, namespace: str, name: str) -> float | None:
         """Runs one pass; returns seconds until the rollout wants another look, if any."""
-        rollout = self.kube.get_rollout(namespace=namespace, name=name)
+        rollout = self.kube.read_rollout(namespace=namespace, name=name)
         if rollout is None or not self.selector.matches_object(rollout):
             # Gone, or moved to another shard (whose controller now owns it, finalizer included):
             # nothing to do here, not even the deletion path.
@@ -232,7 +244,7 @@ class Reconciler:
         else:
             final_status, plan = with_refused_write(final_status, plan, refusal=refusal, now=observed.now)
         final_status = with_recorded_events(final_status, plan.events, rollout=rollout, now=self.clock())
-        if final_status.to_json() != ModelRolloutStatus.from_json(rollout.get("status")).to_json():
+        if status_changed(final_status, ModelRolloutStatus.from_json(rollout.get("status"))):
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
         self._emit(rollout, final_status.recent_events)
@@ -250,7 +262,7 @@ class Reconciler:
     def report_failure(self, *, namespace: str, name: str, error: Exception) -> None:
         """Reconciled=False quoting the error, and a Warning Event when that is news (a failure
         retried with backoff repeats the same message, which is reported once)."""
-        rollout = self.kube.get_rollout(namespace=namespace, name=name)
+        rollout = self.kube.read_rollout(namespace=namespace, name=name)
         if rollout is None or not self.selector.matches_object(rollout):
             return
         status = ModelRolloutStatus.from_json(rollout.get("status"))
@@ -280,11 +292,14 @@ class Reconciler:
 
     def _add_finalizer(self, rollout: JSON) -> JSON:
         finalizers = rollout["metadata"].get("finalizers")
-        patch: list[JSON] = (
-            [{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
+        patch: list[JSON] = [
+            # A JSON patch that sets the resourceVersion read is refused with a conflict when the
+            # rollout changed since (another finalizer added meanwhile is never overwritten).
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": rollout["metadata"]["resourceVersion"]},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}
             if finalizers
-            else [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-        )
+            else {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]
         return self.kube.patch_rollout_metadata(rollout=rollout, patch=patch)
 
     def _remove_finalizer(self, rollout: JSON) -> None:

@@ -1,8 +1,13 @@
 """Watching: list, then watch from that resourceVersion, with bookmarks and a re-list on 410.
 
-An `Informer` keeps no copy of the objects it sees, only what its handler extracts (a key and a
-route name per rollout), so memory per rollout stays small; reconcile passes read the object
-fresh. The handler runs on the watch thread and must be quick: it only enqueues keys.
+An `Informer` may keep an `ObjectCache`: the latest version of each object it received, as
+received but for `metadata.managedFields` (which the controller never reads), dropped on DELETED,
+so that a reconcile pass reads its rollout and route without an API call. Memory per rollout is
+the rollout and its route as compact JSON text (about 3 KB for a rollout with a full history; the
+parsed dicts would take five times as much), nothing more: the route cache keeps only the routes
+some owned rollout names. The cache is updated before the handler runs, so a key enqueued by an event is read at
+least at that event's version. The handler runs on the watch thread and must be quick: it only
+enqueues keys.
 
 A `Resource` may carry a label selector (a shard of the controller owns the ModelRollouts that
 match it): the API server then filters the list and the watch, and sends DELETED for an object
@@ -13,6 +18,7 @@ reads no longer belongs to this shard.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -31,6 +37,101 @@ WATCH_TIMEOUT_SECONDS = 300
 """Server-side timeout of one watch request; the watch then resumes from the last version."""
 ERROR_BACKOFF_SECONDS = 2.0
 """Pause before listing again after an unexpected error."""
+
+
+Key = tuple[str, str]
+"""(namespace, name)"""
+
+
+def _object_key(obj: Mapping[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return str(meta.get("namespace", "")), str(meta["name"])
+
+
+def _version(obj: Mapping[str, Any] | None) -> int | None:
+    """The resourceVersion as a number, or None when absent or not a number."""
+    raw = None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+class ObjectCache:
+    """The latest version of each object an informer received, by (namespace, name).
+
+    Safe by construction rather than by freshness: every write the controller makes carries the
+    resourceVersion it read, so a stale object can only make a write fail with a conflict (and the
+    pass run again), never make one land on a state it did not see. To keep those conflicts rare,
+    the result of the controller's own writes is stored too (`put_written`), but only over an older
+    version of an object still held, and a conflict drops the object (`drop`), so that the pass
+    that runs again reads it fresh (a cache miss is a GET) until its next watch event."""
+
+    def __init__(self, *, keep: Callable[[JSON], bool] = lambda obj: True) -> None:
+        self._keep = keep
+        """Whether to hold an object at all (the routes some owned rollout names, the rollouts of
+        this shard); evaluated outside the cache's lock, so it may take other locks."""
+        self._lock = threading.Lock()
+        self._objects: dict[Key, tuple[int | None, str]] = {}
+        """(resourceVersion as a number, the object as compact JSON) per key."""
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+    def get(self, namespace: str, name: str) -> JSON | None:
+        """The object, parsed for this caller (who may change it), or None when not held."""
+        with self._lock:
+            found = self._objects.get((namespace, name))
+        return None if found is None else dict(json.loads(found[1]))
+
+    def replace_all(self, items: Iterable[JSON]) -> None:
+        """A list's result: exactly these objects (those kept)."""
+        kept = {_object_key(obj): _held(obj) for obj in items if self._keep(obj)}
+        with self._lock:
+            self._objects = kept
+
+    def apply(self, kind: str, obj: JSON) -> None:
+        """A watch event: ADDED and MODIFIED store the object (or drop it when not kept), DELETED drops it."""
+        key = _object_key(obj)
+        kept = kind != "DELETED" and self._keep(obj)
+        held = _held(obj) if kept else (None, "")
+        with self._lock:
+            if kept:
+                self._objects[key] = held
+            else:
+                self._objects.pop(key, None)
+
+    def put_written(self, obj: JSON) -> None:
+        """What a write of the controller returned: held only over an older version of an object
+        still held (a DELETED seen meanwhile is not undone, a newer event is not overwritten)."""
+        key = _object_key(obj)
+        version = _version(obj)
+        kept = self._keep(obj)
+        written = _held(obj)
+        with self._lock:
+            held = self._objects.get(key)
+            if held is None or version is None:
+                return
+            if not kept:
+                del self._objects[key]
+                return
+            if held[0] is not None and version > held[0]:
+                self._objects[key] = written
+
+    def drop(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objects.pop((namespace, name), None)
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._objects)
+
+
+def _held(obj: JSON) -> tuple[int | None, str]:
+    """What the cache holds of an object: its version, and the object as compact JSON without
+    metadata.managedFields (often the larger part of a small object)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return _version(obj), json.dumps(obj, separators=(",", ":"))
 
 
 class _Gone(Exception):
@@ -56,10 +157,12 @@ class Informer:
         resource: Resource,
         on_event: Callable[[str, JSON], None],
         on_list: Callable[[Iterable[JSON]], None],
+        cache: ObjectCache | None = None,
     ) -> None:
         self.resource = resource
         self.on_event = on_event
         self.on_list = on_list
+        self.cache = cache
         self.synced = threading.Event()
         self._custom = client.CustomObjectsApi(api_client)
         self._watch: watch.Watch | None = None
@@ -79,7 +182,10 @@ class Informer:
         while not stop.is_set():
             try:
                 listed = list_call()
-                self.on_list(listed.get("items", []))
+                items = listed.get("items", [])
+                if self.cache is not None:
+                    self.cache.replace_all(items)
+                self.on_list(items)
                 self.synced.set()
                 self._watch_from(list_call, listed["metadata"]["resourceVersion"], stop)
             except _Gone:
@@ -107,6 +213,8 @@ class Informer:
                         raise RuntimeError(f"watch error: {obj}")
                     resource_version = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
+                        if self.cache is not None:
+                            self.cache.apply(kind, obj)
                         self.on_event(kind, obj)
                     if stop.is_set():
                         return

@@ -53,13 +53,17 @@ class FakeApi:
     def get_rollout(self, *, namespace: str, name: str) -> JSON | None:
         return copy.deepcopy(self.rollout)
 
+    read_rollout = get_rollout
+
     def patch_rollout_metadata(self, *, rollout: JSON, patch: list[JSON]) -> JSON:
         assert self.rollout is not None
         self.writes.append("patch rollout")
         meta = copy.deepcopy(self.rollout["metadata"])
         for op in patch:
             path = op["path"].split("/")[2:]
-            if path[0] == "finalizers":
+            if path == ["resourceVersion"]:
+                self._check(self.rollout, {"resourceVersion": op["value"]})
+            elif path[0] == "finalizers":
                 finalizers = meta.setdefault("finalizers", [])
                 if op["op"] == "add":
                     finalizers[:] = op["value"] if len(path) == 1 else [*finalizers, op["value"]]

@@ -1,0 +1,44 @@
+"""The real controller reads its rollouts and routes from the informers' caches: what a pass costs
+in API calls, measured with model_rollouts_api_calls_total."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from localenv.controller import RunningController
+from tests.integration.rollout_world import WeightRecorder, World, rollout_manifest, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def counters(metrics: str, name: str, label: str) -> dict[str, float]:
+    return {found[0]: float(found[1]) for found in re.findall(rf'^{name}\{{{label}="(\w+)"\}} (\S+)$', metrics, re.M)}
+
+
+def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_back(
+    world: World, controller: RunningController
+) -> None:
+    # Given a rollout with two weight steps (three traffic steps with the promotion)
+    recorder = WeightRecorder(world)
+    world.apply(rollout_manifest(steps=[{"setWeight": 20}, {"setWeight": 60}]))
+
+    # When the controller runs it to the end, and settles
+    world.wait_for_phase("Promoted")
+    wait_for(lambda: recorder.latest() == {"v1": 0, "v2": 100}, what="all traffic on v2")
+    time.sleep(2)
+
+    # Then the route was written once per step (and once to claim it), the status at most once
+    # per pass that changed something, and no pass read the rollout or the route back: the GETs
+    # are the Services of each pass (two) and one confirmation of the rollout per route write
+    metrics = controller.metrics()
+    calls = counters(metrics, "model_rollouts_api_calls_total", "operation")
+    passes = sum(counters(metrics, "model_rollouts_reconcile_total", "result").values())
+    assert recorder.candidate_weights() == [0, 20, 60, 100]
+    assert calls["update"] == 4, calls
+    assert calls["patch"] == 1, calls  # the finalizer
+    print(f"{passes:.0f} passes: {calls}")
+    assert calls["write"] <= 5, calls
+    assert calls["get"] <= 2 * passes + 3 + 2, (calls, passes)

@@ -1,0 +1,81 @@
+"""The informers' cache: the latest version of each object received, never older than what it held,
+never holding an object deleted or left behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.watch import ObjectCache
+
+JSON = dict[str, Any]
+
+
+def obj(name: str, version: str, **metadata: Any) -> JSON:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": version, **metadata}, "spec": {"x": 1}}
+
+
+def version(cache: ObjectCache, name: str) -> str | None:
+    found = cache.get("ns", name)
+    return None if found is None else str(found["metadata"]["resourceVersion"])
+
+
+def test_watch_events_store_the_latest_version_and_deleted_drops_it() -> None:
+    cache = ObjectCache()
+    cache.apply("ADDED", obj("a", "1"))
+    cache.apply("MODIFIED", obj("a", "2"))
+    assert version(cache, "a") == "2"
+    cache.apply("DELETED", obj("a", "3"))
+    assert cache.get("ns", "a") is None and len(cache) == 0
+
+
+def test_a_list_replaces_everything_held() -> None:
+    cache = ObjectCache()
+    cache.apply("ADDED", obj("gone", "1"))
+    cache.replace_all([obj("a", "5"), obj("b", "6")])
+    assert sorted(cache.keys()) == [("ns", "a"), ("ns", "b")]
+
+
+def test_objects_are_held_without_managed_fields_and_read_as_copies() -> None:
+    cache = ObjectCache()
+    received = obj("a", "1", managedFields=[{"manager": "kubectl"}], labels={"k": "v"})
+    cache.apply("ADDED", received)
+    found = cache.get("ns", "a")
+    assert found is not None and "managedFields" not in found["metadata"] and found["metadata"]["labels"] == {"k": "v"}
+    assert received["metadata"]["managedFields"], "the object received is not changed"
+    found["spec"]["x"] = 2
+    assert cache.get("ns", "a") == {**found, "spec": {"x": 1}}, "a reader's change does not reach the cache"
+
+
+def test_only_the_objects_kept_are_held() -> None:
+    cache = ObjectCache(keep=lambda o: o["metadata"]["name"] != "other")
+    cache.replace_all([obj("mine", "1"), obj("other", "1")])
+    cache.apply("ADDED", obj("other", "2"))
+    assert cache.keys() == [("ns", "mine")]
+
+
+def test_a_written_version_replaces_only_an_older_one_held() -> None:
+    cache = ObjectCache()
+    cache.apply("ADDED", obj("a", "10"))
+    cache.put_written(obj("a", "12"))
+    assert version(cache, "a") == "12"
+    cache.put_written(obj("a", "11"))
+    assert version(cache, "a") == "12", "an older write result does not replace a newer event"
+    cache.put_written(obj("a", "x13"))
+    assert version(cache, "a") == "12", "a version that is not a number is left to the watch"
+
+
+def test_a_written_version_never_brings_back_an_object_dropped() -> None:
+    cache = ObjectCache()
+    cache.apply("ADDED", obj("a", "1"))
+    cache.apply("DELETED", obj("a", "2"))
+    cache.put_written(obj("a", "3"))
+    assert cache.get("ns", "a") is None
+    cache.put_written(obj("never-seen", "4"))
+    assert cache.get("ns", "never-seen") is None
+
+
+def test_a_written_version_no_longer_kept_drops_the_object() -> None:
+    cache = ObjectCache(keep=lambda o: (o["metadata"].get("labels") or {}).get("shard") == "a")
+    cache.apply("ADDED", obj("r", "1", labels={"shard": "a"}))
+    cache.put_written(obj("r", "2", labels={"shard": "b"}))
+    assert cache.get("ns", "r") is None
