@@ -16,7 +16,7 @@ import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from kubernetes import client
@@ -258,8 +258,9 @@ class Kube:
 
     def emit_event(
         self, *, about: ObjectRef, type: str, reason: str, message: str, now: datetime, name: str | None = None
-    ) -> None:
-        """Creates an Event; with a `name`, an Event of that name already there counts as created."""
+    ) -> bool:
+        """Creates an Event; True once it exists (with a `name`, an Event of that name already
+        there counts as created), False when the API server could not be told."""
         metadata = (
             client.V1ObjectMeta(name=name, namespace=about.namespace)
             if name
@@ -278,7 +279,9 @@ class Kube:
             reason=reason,
             message=message[:1024],
             # eventTime keeps microseconds, so the Events of one pass list in the order they happened.
-            event_time=now,
+            # Sent as text: the client writes a datetime on a whole second without the fraction,
+            # which the API server refuses (MicroTime wants six digits).
+            event_time=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # type: ignore[arg-type]
             action=reason,
             source=client.V1EventSource(component=self.component),
             reporting_component=self.component,
@@ -295,5 +298,7 @@ class Kube:
         try:
             _call(f"emit Event {reason}", create)
         except (TemporaryError, ApiException) as error:
-            # An Event is a courtesy: losing one must not fail the pass that already acted.
+            # An Event must not fail the pass that already acted; the caller may try it again.
             log.warning("could not emit event", extra={"reason": reason, "error": str(error)})
+            return False
+        return True

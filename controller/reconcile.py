@@ -90,12 +90,19 @@ def event_name(*, rollout: JSON, index: int, event: Event, time: str) -> str:
 
 
 def with_recorded_events(
-    status: ModelRolloutStatus, events: tuple[Event, ...], *, rollout: JSON, now: datetime
+    status: ModelRolloutStatus,
+    events: tuple[Event, ...],
+    *,
+    rollout: JSON,
+    now: datetime,
+    created: frozenset[str],
 ) -> ModelRolloutStatus:
-    """`status` recording this pass's Events, each under its name; a pass without Events keeps
-    the previous record, so that the status does not change for nothing."""
+    """`status` recording this pass's Events, each under its name, after those recorded before
+    and not known to be `created` yet (a failed create is tried again); a pass without Events
+    keeps the previous record, so that the status does not change for nothing."""
     if not events:
         return status
+    pending = tuple(event for event in status.recent_events if event.name not in created)
     time = format_time(now)
     recorded = tuple(
         RecordedEvent(
@@ -105,9 +112,9 @@ def with_recorded_events(
             message=event.message,
             time=time,
         )
-        for index, event in enumerate(events[-RECORDED_EVENTS_LIMIT:])
+        for index, event in enumerate(events)
     )
-    return replace(status, recent_events=recorded)
+    return replace(status, recent_events=(pending + recorded)[-RECORDED_EVENTS_LIMIT:])
 
 
 def refusal_text(error: ApiException) -> str:
@@ -225,6 +232,10 @@ class Reconciler:
             rollout = self._add_finalizer(rollout)
 
         status = ModelRolloutStatus.from_json(rollout.get("status"))
+        if (namespace, name) not in self._created_events:
+            # This process's first pass on the rollout: first the Events a predecessor recorded
+            # and may have died before creating (those it did create are refused, and skipped).
+            self._emit(rollout, status.recent_events)
         spec, spec_error, router = self._parse(rollout)
         observed = self._observe(rollout, spec, status, router, deleting=deleting)
         if spec is not None and not deleting:
@@ -243,7 +254,13 @@ class Reconciler:
             final_status = with_reconciled(final_status, generation=observed.generation, now=observed.now)
         else:
             final_status, plan = with_refused_write(final_status, plan, refusal=refusal, now=observed.now)
-        final_status = with_recorded_events(final_status, plan.events, rollout=rollout, now=self.clock())
+        final_status = with_recorded_events(
+            final_status,
+            plan.events,
+            rollout=rollout,
+            now=self.clock(),
+            created=self._created_events.get((namespace, name), frozenset()),
+        )
         if status_changed(final_status, ModelRolloutStatus.from_json(rollout.get("status"))):
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
@@ -590,23 +607,25 @@ class Reconciler:
 
     def _emit(self, rollout: JSON, events: tuple[RecordedEvent, ...]) -> None:
         """Creates the recorded Events this process has not created yet: after a restart, all of
-        them (those created before the crash are refused as duplicates, and skipped)."""
+        them (those created before the crash are refused as duplicates, and skipped). One that
+        fails stays recorded, not created, and is tried again after the next status write."""
         about = self._about(rollout)
         key = (about.namespace, about.name)
-        created = self._created_events.get(key, frozenset())
+        created = set(self._created_events.get(key, frozenset()))
         for event in events:
             if event.name in created:
                 continue
-            self.kube.emit_event(
+            if self.kube.emit_event(
                 about=about,
                 type=event.type,
                 reason=event.reason,
                 message=event.message,
                 now=parse_time(event.time) or self.clock(),
                 name=event.name,
-            )
-            telemetry.TRANSITIONS.labels(reason=event.reason).inc()
-        self._created_events[key] = frozenset(event.name for event in events)
+            ):
+                created.add(event.name)
+                telemetry.TRANSITIONS.labels(reason=event.reason).inc()
+        self._created_events[key] = frozenset(event.name for event in events if event.name in created)
 
     def _forget(self, namespace: str, name: str) -> None:
         self._created_events.pop((namespace, name), None)
