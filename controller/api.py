@@ -152,10 +152,14 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str | None) -> datetime | None:
-    """Reads what `format_time` writes, and whole-second times written by other clients."""
+    """Reads what `format_time` writes, and whole-second times written by other clients; None
+    for a time that cannot be read or that lies outside the calendar once in UTC (a hand edit)."""
     if not text:
         return None
-    return datetime.fromisoformat(text).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ from controller.api import (
 )
 from controller.checks import CheckOutcome, InconclusivePolicy, Stage, StepWindow, Verdict
 
+FULL_SHARE = 100
+"""Percent: all of the route's traffic."""
+MAX_TIMER_SECONDS = 100 * 365 * 86400.0
+"""Timers further away than a century are a century: a stored `pause: 99999999h` (from before
+the schema's one-week maximum) must not overflow the calendar."""
 WAIT_FOR_ROUTE_SECONDS = 2.0
 """Look again this soon when the route did not show the weight just written."""
 REFERENCE_RETRY_SECONDS = 10.0
@@ -133,6 +138,27 @@ def analyze_window(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StepWi
     if not isinstance(step, AnalyzeStep):
         return None
     return StepWindow(index=index, started_at=started, seconds=step.seconds, templates=step.templates)
+
+
+def holding_weight(d: _Decision, spec: ModelRolloutSpec) -> int:
+    """The candidate weight to hold at while a rollout waits (a pause, an inconclusive analysis):
+    the weight the route shows when that is one the current step may show (the previous step's,
+    this setWeight step's, or 100 at the promotion), else the previous step's. Holding never takes
+    back a weight already on the route, so a waiting rollout never flaps."""
+    index = d.status.current_step_index
+    held = held_weight(spec, index)
+    allowed = {held}
+    step = spec.steps[index] if index < len(spec.steps) else None
+    if isinstance(step, SetWeightStep):
+        allowed.add(step.weight)
+    if index >= len(spec.steps):
+        allowed.add(FULL_SHARE)
+    weights = d.observed.route_weights or {}
+    shown = weights.get(spec.candidate)
+    for share in sorted(allowed, reverse=True):
+        if shown == share and sum(weights.values()) == FULL_SHARE:
+            return share
+    return held
 
 
 def held_weight(spec: ModelRolloutSpec, index: int) -> int:
@@ -310,7 +336,9 @@ def _candidate_share(d: _Decision, spec: ModelRolloutSpec | None) -> int:
         return d.status.current_weight
     if d.traffic is not None and not d.traffic.satisfied_by(weights):
         return d.status.current_weight
-    return weights.get(spec.candidate, 0)
+    share = weights.get(spec.candidate, 0)
+    # A route whose rules disagree reads -1 everywhere: no share to report.
+    return share if 0 <= share <= FULL_SHARE else d.status.current_weight
 
 
 def _finalize(d: _Decision, stable: str | None, *, deadline_seconds: float) -> None:
@@ -507,7 +535,7 @@ def _enter_step(
         current_step_index=index,
         step_started_at=format_time(d.now),
         # The deadline counts from when a timed step is due to end, not from when it starts.
-        progress_at=format_time(d.now + timedelta(seconds=timed_seconds)),
+        progress_at=format_time(d.now + timedelta(seconds=min(timed_seconds, MAX_TIMER_SECONDS))),
         paused_by_user=d.status.paused_by_user if paused_by_user is None else paused_by_user,
     )
 
@@ -601,7 +629,7 @@ def _progress(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "AnalysisFailed", analysis.message)
         return
     index = d.status.current_step_index
-    d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=held_weight(spec, index))
+    d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=holding_weight(d, spec))
     if analysis is not None and _paused_by_inconclusive(d, analysis):
         return
     if d.status.paused_by_user:
@@ -688,7 +716,7 @@ def _return_to_stable(
 def _schedule_scale_down(d: _Decision, spec: ModelRolloutSpec, version: str) -> None:
     if spec.scale_down is None or spec.version(version).deployment is None:
         return
-    due = d.now + timedelta(seconds=spec.scale_down.delay_seconds)
+    due = d.now + timedelta(seconds=min(spec.scale_down.delay_seconds, MAX_TIMER_SECONDS))
     d.update(scale_down_at=format_time(due), scale_down_target=version)
     d.after(spec.scale_down.delay_seconds)
 

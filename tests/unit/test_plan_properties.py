@@ -26,8 +26,7 @@ answering when the reconciler would ask them, people acting now and then, or nev
 * when every check passes and the reconciler looks again when asked, is promoted, and takes no
   longer than its pauses and analyses.
 
-What these found is at the end of the file, each case failing until it is fixed; the properties
-leave exactly those cases out (marked KNOWN) so that they guard everything else meanwhile.
+What these found is at the end of the file, each case kept as a regression test.
 """
 
 from __future__ import annotations
@@ -308,15 +307,10 @@ def check_traffic(spec: ModelRolloutSpec | None, plan: Plan) -> None:
     assert candidate in planned_weights(spec), f"candidate weight {candidate} is not a planned weight"
 
 
-def check_status(spec: ModelRolloutSpec, observed: Observed, plan: Plan) -> None:
+def check_status(plan: Plan) -> None:
     """The status is one the CRD's status schema accepts, or the API server refuses to store it."""
     status = plan.status
-    seen = (observed.route_weights or {}).get(spec.candidate, 0)
-    # KNOWN: a route read as -1 (rules that disagree) is copied into status.currentWeight; left out
-    # here until fixed (then drop this condition), see
-    # test_the_status_keeps_a_weight_the_schema_accepts_when_the_route_rules_disagree.
-    if 0 <= seen <= 100:
-        assert 0 <= status.current_weight <= 100, f"status.currentWeight {status.current_weight} is outside 0..100"
+    assert 0 <= status.current_weight <= 100, f"status.currentWeight {status.current_weight} is outside 0..100"
     assert status.current_step_index >= 0, f"status.currentStepIndex {status.current_step_index} is negative"
     assert len(status.history) <= 20 and len(status.conditions) <= 16
 
@@ -410,7 +404,7 @@ def test_any_stored_status_and_observation_gives_a_whole_planned_split(data: st.
     )
     plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
     check_traffic(spec, plan)
-    check_status(spec, observed, plan)
+    check_status(plan)
 
 
 @PROPERTIES
@@ -452,7 +446,7 @@ def test_a_plan_promotes_only_with_the_route_at_the_candidate_and_every_remainin
     )
     plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
     check_traffic(spec, plan)
-    check_status(spec, observed, plan)
+    check_status(plan)
     if valid_action(observed.action) is not None:
         return
     started = parse_time(status.step_started_at)
@@ -479,14 +473,8 @@ class Rollout:
     person: list[str] = field(default_factory=list)
     gates_passed: bool = False
     asked: list[int] = field(default_factory=list)
-    """Candidate weights asked for since the start or the last person's act."""
-
-
-def holds_on_inconclusive(observed: Observed) -> bool:
-    """KNOWN FLAP, left out of the no-flapping property until it is fixed (then drop this): holding
-    on an Inconclusive analysis asks the weight of the step before the current one, below the weight
-    already asked; see test_holding_on_an_inconclusive_analysis_keeps_the_weight_already_asked."""
-    return observed.analysis is not None and observed.analysis.verdict == Verdict.INCONCLUSIVE
+    """Candidate weights written (asked for while the route showed otherwise) since the start or
+    the last person's act."""
 
 
 def down_then_up(asked: Sequence[int]) -> tuple[int, int, int] | None:
@@ -576,7 +564,7 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
         plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
         trace.append(describe(status, observed, plan))
         check_traffic(spec, plan)
-        check_status(spec, observed, plan)
+        check_status(plan)
 
         person = [
             what
@@ -603,9 +591,11 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
             )
 
         asked = candidate_weight(spec, plan)
-        if person or holds_on_inconclusive(observed):
+        if person:
             rollout.asked = []
-        if asked is not None:
+        # Only an ask that moves the route is a write: asking for what the route shows (holding
+        # there while an earlier write has not landed) moves nothing.
+        if asked is not None and not (plan.traffic and plan.traffic.satisfied_by(observed.route_weights)):
             rollout.asked.append(asked)
         if increasing:
             flap = down_then_up(rollout.asked)
@@ -669,15 +659,8 @@ def test_a_rollout_whose_checks_pass_is_promoted_on_time(data: st.DataObject) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Findings: the smallest cases found by the properties above, each failing until it is fixed
-# (strict: a fix makes the test pass and asks for its mark, and the matching KNOWN exception in
-# the properties above, to be removed).
-
-HOLDING_FLAPS = (
-    "issue 13 finding: holding on an Inconclusive analysis asks the weight of the step before the "
-    "current one (plan._progress uses held_weight(index)), though the current setWeight step's weight "
-    "(or the promotion's 100) was already asked and may already be on the route: the route flaps"
-)
+# Findings: the smallest cases found by the properties above (issue 13), each fixed since and kept
+# as a regression test.
 
 
 def _in_progress(raw: dict[str, Any], *, index: int, weight: int) -> tuple[ModelRolloutSpec, ModelRolloutStatus]:
@@ -711,7 +694,6 @@ def _manifest(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 BACKGROUND_ANALYSIS = {"metrics": [{"name": "errors", "preset": "error-rate"}], "startingStep": 0}
 
 
-@pytest.mark.xfail(strict=True, reason=HOLDING_FLAPS)
 @pytest.mark.parametrize(
     ("steps", "index", "asked"),
     [
@@ -749,13 +731,6 @@ def held_weight_of(spec: ModelRolloutSpec, index: int) -> int:
     return weights[-1] if weights else 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 finding: with managed rules that disagree the Gateway API router reads every weight as -1; "
-    "while a reference is broken the plan asks nothing and copies that -1 into status.currentWeight, which the "
-    "status schema (minimum 0) refuses: the status write fails on every pass and ReferencesValid=False is never "
-    "stored",
-)
 def test_the_status_keeps_a_weight_the_schema_accepts_when_the_route_rules_disagree() -> None:
     spec, status = _in_progress(_manifest([{"setWeight": 10}, {"pause": {}}]), index=1, weight=10)
     plan = decide(
@@ -773,13 +748,6 @@ def test_the_status_keeps_a_weight_the_schema_accepts_when_the_route_rules_disag
     assert 0 <= plan.status.current_weight <= 100, f"status.currentWeight {plan.status.current_weight}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="issue 13 finding: parse_spec accepts a pause, analyze or scaleDown duration of any size (the CRD "
-    "caps them at 168h, but not an object stored before that rule); from about 70000000h (8000 years) on, "
-    "decide raises OverflowError computing the step's deadline, on every pass",
-)
 @pytest.mark.parametrize("duration", ["99999999h", "1" + "0" * 400 + "h"])
 def test_a_duration_parse_spec_accepts_never_breaks_decide(duration: str) -> None:
     try:
@@ -796,12 +764,6 @@ def test_a_duration_parse_spec_accepts_never_breaks_decide(duration: str) -> Non
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="issue 13 finding: a status time at the edge of the calendar with an offset (RFC 3339, accepted by "
-    "the schema's date-time format) makes parse_time raise OverflowError in decide",
-)
 @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_any_stored_time_is_read(moment: str) -> None:
     spec, status = _in_progress(_manifest([{"setWeight": 10}, {"pause": {"duration": "1m"}}]), index=1, weight=10)

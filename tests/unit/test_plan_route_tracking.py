@@ -55,16 +55,16 @@ def drift_messages(plan: Plan) -> list[str]:
 
 
 def test_a_hand_edit_of_the_managed_weights_is_reported_with_what_was_found_and_what_is_restored() -> None:
-    # given a rollout at 10 % whose route someone set to 50 %
+    # given a rollout at 10 % whose route someone set to 70 %, a weight no step asks for
     status = at_step(1, routed={"v1": 90, "v2": 10}, phase=Phase.PAUSED, paused_by_user=True)
 
     # when the controller looks
-    plan = run(SPEC, status, {"v1": 50, "v2": 50})
+    plan = run(SPEC, status, {"v1": 30, "v2": 70})
 
     # then it restores its split, and says so
     assert plan.traffic == TrafficSplit.canary(stable="v1", candidate="v2", candidate_weight=10)
     assert drift_messages(plan) == [
-        "the route was changed outside the controller: found v1 50%, v2 50% where it had set v1 90%, v2 10%; "
+        "the route was changed outside the controller: found v1 30%, v2 70% where it had set v1 90%, v2 10%; "
         "restoring v1 90%, v2 10%"
     ]
 
@@ -139,6 +139,16 @@ def test_deletion_waits_for_the_traffic_to_go_home_but_not_for_ever() -> None:
     assert abandoned.traffic is None
     assert [event.reason for event in abandoned.events] == ["DrainAbandoned"]
     assert "send all traffic to v1 by hand" in abandoned.events[0].message
+
+
+def test_a_paused_rollout_whose_route_shows_its_current_steps_weight_holds_there_rather_than_go_back() -> None:
+    # given a rollout paused at step 1 (setWeight 50) with the route at 50, written before a crash
+    status = at_step(1, routed={"v1": 90, "v2": 10}, phase=Phase.PAUSED, paused_by_user=True)
+
+    # then holding keeps 50: taking back a weight already on the route would flap
+    plan = run(SPEC, status, {"v1": 50, "v2": 50})
+    assert plan.traffic == TrafficSplit.canary(stable="v1", candidate="v2", candidate_weight=50)
+    assert drift_messages(plan) == []
 
 
 def test_a_new_candidate_does_not_wait_for_an_unreadable_route_but_starts_pending_under_the_deadline() -> None:

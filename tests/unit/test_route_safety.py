@@ -136,9 +136,8 @@ def test_the_router_tells_two_versions_on_one_service_apart_by_port() -> None:
     spec = parse_spec(raw_spec(("v1", "iris", 80), ("v2", "iris", 81)))
 
     # when 10 % goes to v2
-    written = GatewayAPIRouter(store).write_weights(
-        namespace="ns", spec=spec, weights={"v1": 90, "v2": 10}, owner="iris"
-    )  # type: ignore[arg-type]
+    router = GatewayAPIRouter(store)  # type: ignore[arg-type]
+    written = router.write_weights(namespace="ns", spec=spec, weights={"v1": 90, "v2": 10}, owner="iris")
 
     # then each port gets its own version's weight
     assert written == {"v1": 90, "v2": 10}
