@@ -69,6 +69,7 @@ from bench.simulated_prometheus import (
     Traffic,
     histogram_quantile,
 )
+from controller.analysis.batch import DEFAULT_BATCH_PERIOD_SECONDS
 from controller.analysis.checker import AnalysisChecker
 from controller.api import (
     TERMINAL_PHASES,
@@ -295,8 +296,14 @@ def _controller_result(status: ModelRolloutStatus) -> Result:
 
 
 def run_controller(spec: ModelRolloutSpec, cell: Cell, simulator: Simulator) -> RunOutcome:
-    provider = SimulatedPrometheus(simulator)
-    checker = AnalysisChecker(providers={"prometheus": provider}, template_lookup=_no_template)
+    provider = SimulatedPrometheus(simulator, epoch=(T0 - timedelta(seconds=WARMUP_SECONDS)).timestamp())
+    # Batched as the controller reads (controller/wiring.py): looks on the 5 s grid, each reading
+    # the counts since the previous look from a query for every rollout at once.
+    checker = AnalysisChecker(
+        providers={"prometheus": provider},
+        template_lookup=_no_template,
+        batch_period_seconds=DEFAULT_BATCH_PERIOD_SECONDS,
+    )
     status = ModelRolloutStatus()
     weights = {BASELINE: 100, CANDIDATE: 0}
     elapsed = 0.0

@@ -6,7 +6,9 @@ convention's histogram) and one labelled feedback per request on a slice. It kee
 counters per version at 1-second resolution, the series docs/model-metrics.md names.
 
 The Prometheus is an evaluator for the PromQL the presets and model-aware checks send: `sum`
-(optionally `by`), `rate`, `increase`, `histogram_quantile`, `vector(N)`, `or` and arithmetic. It
+(optionally `by`), `rate`, `increase`, `histogram_quantile`, `vector(N)`, `or`, arithmetic, and
+what the controller's batched queries add (controller.analysis.batch): instant selectors with
+`offset` and a comparison with a number as a filter (`>= 0`). It
 parses a query (cached by text) and evaluates it on the simulator's counters at a settable `now`,
 so a changed preset query is answered as written, or refused with `UnsupportedQuery` when it uses
 something this evaluator does not know: the benchmark must never measure a query it cannot answer.
@@ -354,6 +356,62 @@ class _RangeFunction:
         return vector
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Instant:
+    """A selector's series at `now - offset` (a counter's value then); a series that does not exist
+    yet at that moment is absent."""
+
+    offset: float
+    identity: tuple[_Matcher, ...]
+    labels: tuple[Labels, ...]
+    value: Matrix
+    exists: Matrix
+
+    def evaluate(self, simulator: Simulator, now: float) -> Vector:
+        at = now - self.offset
+        vector: Vector = {}
+        if at < 0:
+            return vector
+        for role, version in enumerate(simulator.versions):
+            identity = {"model": simulator.traffic.model, "version": version}
+            if not all(matcher.matches(identity) for matcher in self.identity):
+                continue
+            current = simulator.counters(role, at)
+            alive = current @ self.exists > 0
+            values = current @ self.value
+            for own, is_alive, value in zip(self.labels, alive, values, strict=True):
+                if is_alive:
+                    vector[tuple(sorted((*own, *identity.items())))] = float(value)
+        return vector
+
+
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Filter:
+    """`A op N`: the series of A whose value compares true with the number N (no `bool`)."""
+
+    op: str
+    operand: _Node
+    number: float
+
+    def evaluate(self, simulator: Simulator, now: float) -> Vector:
+        compare = _COMPARISONS[self.op]
+        return {
+            labels: value
+            for labels, value in self.operand.evaluate(simulator, now).items()
+            if compare(value, self.number)
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Sum:
     by: tuple[str, ...]
@@ -433,7 +491,7 @@ class _Quantile:
 
 
 _TOKEN = re.compile(
-    r'\s*(\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[A-Za-z_:][\w:]*|=~|!~|!=|[-+*/(){},=])'
+    r'\s*(\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[A-Za-z_:][\w:]*|=~|!~|!=|>=|<=|==|[-+*/(){},=<>])'
 )
 _NAME = re.compile(r"[A-Za-z_:][\w:]*")
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
@@ -480,10 +538,17 @@ class _Parser:
         return token
 
     def _or(self) -> _Node:
-        node = self._additive()
+        node = self._comparison()
         while self._peek() == "or":
             self._take()
-            node = _Or(left=node, right=self._additive())
+            node = _Or(left=node, right=self._comparison())
+        return node
+
+    def _comparison(self) -> _Node:
+        node = self._additive()
+        while self._peek() in _COMPARISONS:
+            op = self._take()
+            node = _Filter(op=op, operand=node, number=self._number())
         return node
 
     def _additive(self) -> _Node:
@@ -525,7 +590,10 @@ class _Parser:
             value = self._number()
             self._take(")")
             return _Constant(value=value)
-        raise self._error(f"{token!r} where a function, sum or parentheses were expected")
+        if token in _SERIES:
+            self._position -= 1
+            return self._instant()
+        raise self._error(f"{token!r} where a function, sum, a metric or parentheses were expected")
 
     def _number(self) -> float:
         token = self._take()
@@ -579,6 +647,31 @@ class _Parser:
             exists=_matrix([s.exists for s in picked]),
         )
 
+    def _selected(self, metric: str, matchers: list[_Matcher]) -> tuple[tuple[_Matcher, ...], list[_Series]]:
+        """Matchers on model and version (checked against the simulator) and the series picked."""
+        identity = tuple(m for m in matchers if m.label in _IDENTITY_LABELS)
+        own = [m for m in matchers if m.label in _MODELLED_LABELS and m.label not in _IDENTITY_LABELS]
+        return identity, [s for s in _SERIES[metric] if all(m.matches(dict(s.labels)) for m in own)]
+
+    def _instant(self) -> _Instant:
+        metric = self._name()
+        matchers = self._matchers() if self._peek() == "{" else []
+        offset = 0.0
+        if self._peek() == "offset":
+            self._take()
+            amount, unit = self._number(), self._take()
+            if unit not in _DURATION_SECONDS:
+                raise self._error(f"{unit!r} is not a duration unit (an offset like 30s or 1500ms)")
+            offset = amount * _DURATION_SECONDS[unit]
+        identity, picked = self._selected(metric, matchers)
+        return _Instant(
+            offset=offset,
+            identity=identity,
+            labels=tuple(s.labels for s in picked),
+            value=_matrix([s.value for s in picked]),
+            exists=_matrix([s.exists for s in picked]),
+        )
+
     def _matchers(self) -> list[_Matcher]:
         self._take("{")
         matchers: list[_Matcher] = []
@@ -623,27 +716,43 @@ def parse_query(query: str) -> _Node:
 class SimulatedPrometheus:
     """A MetricProvider and VectorProvider (controller.analysis.providers) over a Simulator."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: Simulator, *, epoch: float | None = None) -> None:
         self.simulator = simulator
         self.now = 0.0
         """Seconds since the simulation start: the moment queries are evaluated at."""
+        self.epoch = epoch
+        """Unix time of the simulation start: a query carrying its evaluation time (`at`) is
+        evaluated then, as Prometheus does with `time=`; None: always at `now`."""
 
     def measure(self, *, source: MetricSource, namespace: str) -> float | None:
         if not isinstance(source, PrometheusSource):
             raise TypeError(f"the simulated Prometheus cannot read a {source.provider} source")
-        vector = self._evaluate(source.query)
+        vector = self._evaluate(source)
         if len(vector) > 1:
             raise UnsupportedQuery(f"query returns {len(vector)} series, not one number: {source.query}")
         return next(iter(vector.values()), None)
 
     def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
         numbers: dict[str, float] = {}
-        for labels, value in self._evaluate(source.query).items():
+        for labels, value in self._evaluate(source).items():
             key = dict(labels).get(label)
             if key is None or key in numbers:
                 raise UnsupportedQuery(f"query does not return one series per {label}: {source.query}")
             numbers[key] = value
         return numbers
 
-    def _evaluate(self, query: str) -> Vector:
-        return parse_query(query).evaluate(self.simulator, self.now)
+    def measure_series(self, *, source: PrometheusSource, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        """A batched query's answer (controller.analysis.batch): a label a series lacks is "" (the
+        simulated series have no namespace)."""
+        numbers: dict[tuple[str, ...], float] = {}
+        for found, value in self._evaluate(source).items():
+            named = dict(found)
+            key = tuple(named.get(label, "") for label in labels)
+            numbers[key] = numbers.get(key, 0.0) + value
+        return numbers
+
+    def _evaluate(self, source: PrometheusSource) -> Vector:
+        at = self.now if source.at is None or self.epoch is None else source.at - self.epoch
+        if at > self.now + 1e-6:
+            raise ValueError(f"a query evaluated at {at} s, after the simulated now {self.now} s")
+        return parse_query(source.query).evaluate(self.simulator, at)

@@ -3,7 +3,8 @@
 The checkers reach the cluster only through the narrow callables built here (a ConfigMap
 reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`. Metric queries run
 on the measurement pool built here (controller.analysis.measurements), never on a reconcile
-worker; `on_result` (the work queue's add) brings a rollout back once its reads are in.
+worker; `on_result` (the work queue's add) brings a rollout back once its reads are in. Count
+queries are batched for every rollout at once (controller.analysis.batch).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.analysis.batch import DEFAULT_BATCH_PERIOD_SECONDS
 from controller.analysis.checker import AnalysisChecker
 from controller.analysis.measurements import MeasurementPool, PoolSettings
 from controller.analysis.providers import ProviderSettings, build_providers
@@ -36,6 +38,9 @@ class CheckerSettings:
     address, gate endpoints (controller.outbound)."""
     measurements: PoolSettings = field(default_factory=PoolSettings)
     """The measurement pool: threads per provider and address, how long unread results are kept."""
+    batch_period_seconds: float | None = DEFAULT_BATCH_PERIOD_SECONDS
+    """Count queries of presets and checks' defaults are batched for every rollout at once, looks
+    on a grid of at most this period (controller.analysis.batch); None reads them per rollout."""
 
 
 def build_checkers(
@@ -75,5 +80,6 @@ def build_checkers(
             read_configmap=read_configmap,
             outbound=settings.outbound,
             measurements=MeasurementPool(settings=settings.measurements, on_result=on_result),
+            batch_period_seconds=settings.batch_period_seconds,
         ),
     )

@@ -15,6 +15,10 @@ The checker never waits for a provider: every read of a look goes through `Measu
 (controller.analysis.measurements), which runs it on the measurement pool. A pass whose look still
 waits for a read changes nothing and asks to be called again; the pool re-enqueues the rollout
 when the reads are in, and the next pass takes the look.
+
+With `batch_period_seconds`, the count queries of the presets and of the model-aware checks'
+defaults are batched (controller.analysis.batch): looks are taken on a grid, and each reads only
+the counts since the metric's previous look, from one query that serves every rollout.
 """
 
 from __future__ import annotations
@@ -28,6 +32,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from controller.analysis.batch import (
+    Index,
+    batch_query,
+    counts_of,
+    grid_ms,
+    index_series,
+    labels_of,
+    latest_on_phase,
+    seconds_between,
+    tick_at_or_after,
+)
 from controller.analysis.evaluate import (
     Judgement,
     MetricState,
@@ -38,11 +53,12 @@ from controller.analysis.evaluate import (
     judge,
     metric_state,
 )
-from controller.analysis.evidence import Evidence, Segment, evidence_by_metric, number_key
+from controller.analysis.evidence import Evidence, Numbers, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import InlineMeasurements, Lane, Look, Measurements
+from controller.analysis.presets import BATCHABLE, CounterSum
 from controller.analysis.profile import ProfileError, TrainingProfile, parse_profile
-from controller.analysis.providers import InvalidQuery, MetricProvider, VectorProvider
+from controller.analysis.providers import InvalidQuery, MetricProvider, SeriesProvider, VectorProvider
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
@@ -160,10 +176,14 @@ class AnalysisChecker:
         read_configmap: ReadConfigMap | None = None,
         outbound: OutboundPolicy = DEFAULT_POLICY,
         measurements: Measurements | None = None,
+        batch_period_seconds: float | None = None,
     ) -> None:
         self._providers = providers
         self._measurements: Measurements = measurements or InlineMeasurements()
         """Where reads run: the controller's measurement pool, or at once on the calling thread."""
+        prometheus = providers.get(PrometheusSource.provider)
+        self._batch_period = batch_period_seconds if isinstance(prometheus, SeriesProvider) else None
+        """Batched count queries on a grid of at most this period; None: every query per rollout."""
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
         self._outbound = outbound
@@ -215,12 +235,20 @@ class AnalysisChecker:
         evidence = dict(stored.evidence)
         states = self._states(plan, run, now=context.now)
         waiting = [m for m, s in zip(plan.metrics, states, strict=True) if not s.complete]
-        due = _next_look(run, plan, interval)
+        # Batched, looks are taken on the grid, so that rollouts looking at once share their queries.
+        grid = self._grid(plan)
+        due = _next_due(run, plan, interval, grid)
+        proposed = context.now
+        if grid is not None and context.now >= due:
+            proposed = latest_on_phase(
+                due, context.now, interval_seconds=plan.analysis.interval_seconds, period_ms=grid
+            )
         reads_pending = False
         if waiting and context.now >= due:
             look = Look(owner=(context.namespace, context.name), run=run.name, due=due)
-            at = self._measurements.look_time(look, context.now)
-            reads = _Reads(self._measurements, look, at=at if self._measurements.deferred else None)
+            at = self._measurements.look_time(look, proposed)
+            evaluated = at if self._measurements.deferred or grid is not None else None
+            reads = _Reads(self._measurements, look, at=evaluated, grid=grid)
             looked = dict(evidence)
             records = []
             for metric in waiting:
@@ -257,7 +285,7 @@ class AnalysisChecker:
         if reads_pending:
             requeue = NOTIFIED_REQUEUE_SECONDS if self._measurements.notifies else WAITING_REQUEUE_SECONDS
         else:
-            requeue = _requeue_after(context.now, run, interval, plan, states)
+            requeue = _requeue_after(context.now, _next_due(run, plan, interval, grid), plan, states)
         return CheckOutcome(
             verdict=overall.verdict,
             message=overall.message,
@@ -270,6 +298,12 @@ class AnalysisChecker:
                 for item in metric.rubric_items
             ),
         )
+
+    def _grid(self, plan: _Plan) -> int | None:
+        """The grid period (ms) of batched looks for this plan; None without batching."""
+        if self._batch_period is None:
+            return None
+        return grid_ms(plan.analysis.interval_seconds, self._batch_period)
 
     def _states(self, plan: _Plan, run: Run, *, now: datetime) -> list[MetricState]:
         # The window is over once a look was taken at its end: the last interval's traffic counts.
@@ -410,6 +444,11 @@ class AnalysisChecker:
             roles["baseline"] = versions.baseline
         seconds = max((at - plan.segment_start).total_seconds(), 1.0)
         numbers: dict[str, dict[str, float]] = {"candidate": {}, "baseline": {}}
+        # The segment so far: batched counts add what is new since its previous look.
+        previous = next(
+            (s for s in evidence.segments if (s.step, s.started_at) == (plan.segment_step, plan.segment_start)), None
+        )
+        since = _since(plan, previous, reads.grid)
         reading = "candidate"
         try:
             if isinstance(test, TrainingSkew):
@@ -424,7 +463,10 @@ class AnalysisChecker:
                 if bound is not None:
                     evidence = replace(evidence, threshold=bound, threshold_basis=max(buckets.values()))
             for reading, version in roles.items():
-                numbers[reading] = self._read_counts(context, test.queries, test.address, version, seconds, reads)
+                so_far = None if previous is None else getattr(previous, reading)
+                numbers[reading] = self._read_counts(
+                    context, test.queries, test.address, version, seconds, reads, since=since, so_far=so_far or {}
+                )
         except (TemporaryError, PermanentError) as error:
             permanent = isinstance(error, PermanentError)
             reason = f"{reading} {roles.get(reading, versions.baseline)}: {error}"
@@ -468,9 +510,16 @@ class AnalysisChecker:
         version: str,
         seconds: float,
         reads: _Reads,
+        *,
+        since: datetime | None = None,
+        so_far: Numbers | None = None,
     ) -> dict[str, float]:
         """Every count of a sequential metric for one version over the last `seconds`; a query
-        without data leaves its key out."""
+        without data leaves its key out.
+
+        A batched query (`reads.grid`, a query of `presets.BATCHABLE`) is read from one query for
+        every rollout. With `since`, it reads only the counts since then and adds them to
+        `so_far`, the segment's counts at its previous look; without, it reads `seconds`."""
         variables = {
             "model": context.spec.model,
             "version": version,
@@ -479,6 +528,15 @@ class AnalysisChecker:
         }
         numbers: dict[str, float] = {}
         for query in queries:
+            batched = BATCHABLE.get(query.query) if reads.grid is not None else None
+            if batched is not None:
+                numbers.update(
+                    self._read_batched(
+                        query.name, batched, context.spec.model, version, address, reads,
+                        seconds=seconds, since=since, so_far=so_far,
+                    )
+                )  # fmt: skip
+                continue
             source = PrometheusSource(query=render_template(query.query, variables), address=address, at=reads.at)
             for label_value, value in self._read_numbers(
                 source, by=query.by, namespace=context.namespace, reads=reads
@@ -486,6 +544,47 @@ class AnalysisChecker:
                 if math.isfinite(value):
                     numbers[number_key(query.name, label_value)] = value
         return numbers
+
+    def _read_batched(
+        self,
+        name: str,
+        counts: CounterSum,
+        model: str,
+        version: str,
+        address: str | None,
+        reads: _Reads,
+        *,
+        seconds: float,
+        since: datetime | None,
+        so_far: Numbers | None,
+    ) -> dict[str, float]:
+        """`counts` of one version from the batched queries of its counters (one per counter, for
+        every rollout at once): over `seconds`, or since `since` added to `so_far`."""
+        assert reads.moment is not None, "batched reads are taken at a grid moment"
+        window = seconds if since is None else seconds_between(since, reads.moment)
+        kept = {k: v for k, v in (so_far or {}).items() if k == name or k.startswith(f"{name}:")}
+        if since is not None and window <= 0:
+            return kept
+        provider = self._providers[PrometheusSource.provider]
+        assert isinstance(provider, SeriesProvider)
+        labels = labels_of(counts)
+        indexes: list[Index] = []
+        for counter in counts.counters:
+            source = PrometheusSource(
+                query=batch_query(counter, by=counts.by, window_seconds=window), address=address, at=reads.at
+            )
+
+            def job(source: PrometheusSource = source) -> Any:
+                return index_series(provider.measure_series(source=source, labels=labels), by=counts.by)
+
+            indexes.append(reads.get(("batch", source), _lane(source), job, stand_in={}, shared=True))
+        read = {
+            number_key(name, key): value
+            for key, value in counts_of(counts, indexes, model=model, version=version).items()
+        }
+        if since is None:
+            return read
+        return {key: kept.get(key, 0.0) + read.get(key, 0.0) for key in {*kept, *read}}
 
     def _read_numbers(
         self, source: PrometheusSource, *, by: str | None, namespace: str, reads: _Reads
@@ -541,11 +640,14 @@ class _Reads:
     provider's error is raised, as the provider raised it); one not in yet is submitted and gives
     the stand-in, and `pending` tells the caller to discard what it computed from it."""
 
-    def __init__(self, measurements: Measurements, look: Look, *, at: datetime | None) -> None:
+    def __init__(self, measurements: Measurements, look: Look, *, at: datetime | None, grid: int | None) -> None:
         self._measurements = measurements
         self._look = look
-        self.at = None if at is None else at.timestamp()
+        self.moment = at
+        self.at = None if at is None else round(at.timestamp() * 1000) / 1000
         """When the queries are evaluated (Unix seconds): the look's moment, or None for now."""
+        self.grid = grid
+        """The grid period (ms) of batched looks; None: nothing batched."""
         self.pending = False
 
     def get(self, key: Hashable, lane: Lane, job: Callable[[], _T], *, stand_in: _T, shared: bool = False) -> _T:
@@ -764,13 +866,28 @@ def _next_look(run: Run, plan: _Plan, interval: timedelta) -> datetime:
     return due
 
 
-def _requeue_after(
-    now: datetime, run: Run, interval: timedelta, plan: _Plan, states: list[MetricState]
-) -> float | None:
-    """Seconds until the next measurement is due or the step's window (or its extension) ends,
-    whichever is first."""
+def _next_due(run: Run, plan: _Plan, interval: timedelta, grid: int | None) -> datetime:
+    """When the next look is due: `_next_look`, on the grid when looks are batched."""
+    due = _next_look(run, plan, interval)
+    return due if grid is None else tick_at_or_after(due, grid)
+
+
+def _since(plan: _Plan, previous: Segment | None, grid: int | None) -> datetime | None:
+    """Where a batched look's counts begin: the segment's previous look, or for its first look the
+    first grid moment at or after the segment began. None without batching."""
+    if grid is None:
+        return None
+    if previous is None:
+        return tick_at_or_after(plan.segment_start, grid)
+    return previous.started_at + timedelta(seconds=previous.seconds)
+
+
+def _requeue_after(now: datetime, due: datetime, plan: _Plan, states: list[MetricState]) -> float | None:
+    """Seconds until the next measurement is due (`due`, which an analyze step's window end bounds)
+    or the step's extension ends, whichever is first."""
     if all(state.complete for state in states):
         return None
-    moments = [_next_look(run, plan, interval)]
-    moments.extend(end for end in (plan.window_end, plan.extension_end) if end is not None and end > now)
+    moments = [due]
+    if plan.extension_end is not None and plan.extension_end > now:
+        moments.append(plan.extension_end)
     return max(0.0, (min(moments) - now).total_seconds())

@@ -124,10 +124,15 @@ class Measurements(Protocol):
 
 
 class InlineMeasurements:
-    """Every read runs at once on the calling thread; for tests, benchmarks and tools."""
+    """Every read runs at once on the calling thread; for tests, benchmarks and tools. The latest
+    few shared reads are kept, so that the versions of a look ask a batched query once."""
 
     notifies = False
     deferred = False
+    KEPT_SHARED = 16
+
+    def __init__(self) -> None:
+        self._shared: dict[Hashable, Finished[Any]] = {}
 
     def look_time(self, look: Look, proposed: datetime) -> datetime:
         return proposed
@@ -135,7 +140,15 @@ class InlineMeasurements:
     def read(
         self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T], shared: bool = False
     ) -> Finished[T] | None:
-        return run_read(job)
+        if not shared:
+            return run_read(job)
+        done = self._shared.pop(key, None)
+        if done is None or not _keeps(done):
+            done = run_read(job)
+        self._shared[key] = done
+        while len(self._shared) > self.KEPT_SHARED:
+            del self._shared[next(iter(self._shared))]
+        return done
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,8 +162,9 @@ class PoolSettings:
     result_seconds: float = 600.0
     """A look untouched this long is forgotten, answered or not (its rollout went away or moved
     on); a shared result is kept at most this long."""
-    shared_linger_seconds: float = 30.0
-    """A shared result stays this long after it was last asked for, for passes that come late."""
+    shared_linger_seconds: float = 10.0
+    """A shared result stays this long after it was last asked for, for passes that come a little
+    late (two batch periods); a pass later still asks again (a batched answer may be large)."""
     sweep_seconds: float = 5.0
     """Expired entries are looked for at most this often."""
 

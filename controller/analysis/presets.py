@@ -9,6 +9,10 @@ every request since then (docs/statistics.md). `latency-p99` counts requests slo
 baseline's 99th percentile from the latency histogram. `container-memory` is a gauge, not a
 sample: it is read and bounded as one number. The model-aware checks (prediction drift, important
 slices, offline vs online) default to the queries at the end of this module.
+
+Every count query here is also known as a `CounterSum` (`BATCHABLE`, by its text): the counters
+it adds up and the labels it is keyed by. The controller reads those batched, one query per
+counter for every rollout at once (controller.analysis.batch), instead of one query per rollout.
 """
 
 from __future__ import annotations
@@ -32,6 +36,46 @@ def _increase(counter: str, *, by: str | None = None) -> str:
 def _or_zero(query: str) -> str:
     # A counter that never moved (no error yet) may have no series at all: that is 0, not "no data".
     return f"({query} or vector(0))"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counter:
+    """One counter a count query adds up."""
+
+    name: str
+    """The counter's series name, e.g. `model_requests_total`."""
+    or_zero: bool = False
+    """A version without a series of it counts 0 (`or vector(0)`), not "no data"."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterSum:
+    """A count query as the controller can batch it: per version, the increase of `counters`
+    added up, keyed by the labels `by` (none: one number). Its PromQL for one rollout is `query`."""
+
+    counters: tuple[Counter, ...]
+    by: tuple[str, ...] = ()
+
+    @property
+    def query(self) -> str:
+        """The per-rollout PromQL, templated with `{{model}}`, `{{version}}` and `{{window}}`."""
+        grouping = ", ".join(self.by) or None
+        terms = [
+            _or_zero(_increase(c.name, by=grouping)) if c.or_zero else _increase(c.name, by=grouping)
+            for c in self.counters
+        ]
+        return " + ".join(terms)
+
+    @property
+    def label(self) -> str | None:
+        """The labels keying its numbers, as `CountQuery.by` names them (`le`, `feature,le`)."""
+        return ",".join(self.by) or None
+
+
+def _sum(*counters: Counter, by: tuple[str, ...] = ()) -> CounterSum:
+    if len(counters) > 1 and by:
+        raise ValueError("a sum of several counters is one number per version")
+    return CounterSum(counters=counters, by=by)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,16 +113,30 @@ class GaugePreset:
 
 Preset = CountsPreset | SlowRequestsPreset | GaugePreset
 
-REQUESTS_QUERY = _increase("model_requests_total")
-_PREDICTED_ROWS = f"{_increase('model_predictions_count')} + {_or_zero(_increase('model_nonfinite_outputs_total'))}"
+_REQUESTS = _sum(Counter(name="model_requests_total"))
+_ERRORS = _sum(Counter(name="model_request_errors_total", or_zero=True))
+_LATENCY_BUCKETS = _sum(Counter(name="model_request_duration_seconds_bucket"), by=("le",))
+_FEEDBACK_CORRECT = _sum(Counter(name="model_feedback_correct_total", or_zero=True))
+_FEEDBACK_TOTAL = _sum(Counter(name="model_feedback_total"))
+_NONFINITE = _sum(Counter(name="model_nonfinite_outputs_total", or_zero=True))
+_INVARIANT_VIOLATIONS = _sum(Counter(name="model_input_invariant_violations_total", or_zero=True))
+_PREDICTED_ROWS_SUM = _sum(
+    Counter(name="model_predictions_count"), Counter(name="model_nonfinite_outputs_total", or_zero=True)
+)
 """Every predicted row is either observed in the prediction histogram or counted as non-finite."""
+_PREDICTION_BUCKETS = _sum(Counter(name="model_predictions_bucket"), by=("le",))
+_SLICE_CORRECT = _sum(Counter(name="model_feedback_correct_total"), by=("slice",))
+_SLICE_TOTAL = _sum(Counter(name="model_feedback_total"), by=("slice",))
+_INPUT_FEATURES = _sum(Counter(name="model_input_feature_bucket"), by=("feature", "le"))
+
+REQUESTS_QUERY = _REQUESTS.query
 _CONTAINER_MEMORY = (
     f'container_memory_working_set_bytes{{namespace="{{{{namespace}}}}",{_SELECTOR},container!="",container!="POD"}}'
 )
 
 PRESETS: dict[str, Preset] = {
     "error-rate": CountsPreset(
-        events_query=_or_zero(_increase("model_request_errors_total")),
+        events_query=_ERRORS.query,
         trials_query=REQUESTS_QUERY,
         events_are_bad=True,
         # No worse than the baseline: the test's null is exactly "as good as the baseline".
@@ -86,15 +144,15 @@ PRESETS: dict[str, Preset] = {
         rubric_items=("Monitor 6",),
     ),
     "latency-p99": SlowRequestsPreset(
-        buckets_query=_increase("model_request_duration_seconds_bucket", by="le"),
+        buckets_query=_LATENCY_BUCKETS.query,
         quantile=0.99,
         # Up to 20 % more requests slower than the baseline's p99 than the baseline has.
         tolerance=Tolerance(relative=0.2),
         rubric_items=("Monitor 6",),
     ),
     "feedback-accuracy": CountsPreset(
-        events_query=_or_zero(_increase("model_feedback_correct_total")),
-        trials_query=_increase("model_feedback_total"),
+        events_query=_FEEDBACK_CORRECT.query,
+        trials_query=_FEEDBACK_TOTAL.query,
         events_are_bad=False,
         tolerance=Tolerance(absolute=0.02),
         rubric_items=("Monitor 7", "Model 5"),
@@ -110,16 +168,16 @@ PRESETS: dict[str, Preset] = {
         rubric_items=("Monitor 6",),
     ),
     "nonfinite-outputs": CountsPreset(
-        events_query=_or_zero(_increase("model_nonfinite_outputs_total")),
-        trials_query=_PREDICTED_ROWS,
+        events_query=_NONFINITE.query,
+        trials_query=_PREDICTED_ROWS_SUM.query,
         events_are_bad=True,
         # A model should never answer NaN: any increase over the baseline is harm.
         tolerance=Tolerance(),
         rubric_items=("Monitor 5",),
     ),
     "input-invariant-violations": CountsPreset(
-        events_query=_or_zero(_increase("model_input_invariant_violations_total")),
-        trials_query=_PREDICTED_ROWS,
+        events_query=_INVARIANT_VIOLATIONS.query,
+        trials_query=_PREDICTED_ROWS_SUM.query,
         events_are_bad=True,
         # Both versions see the same kind of inputs: a higher share means the candidate reads them
         # differently (a skipped scaler, another feature order).
@@ -128,15 +186,36 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-PREDICTION_HISTOGRAM_QUERY = _increase("model_predictions_bucket", by="le")
+PREDICTION_HISTOGRAM_QUERY = _PREDICTION_BUCKETS.query
 """Prediction drift: each bucket's count in the window (cumulative, one series per `le`)."""
-SLICE_CORRECT_QUERY = _increase("model_feedback_correct_total", by="slice")
+SLICE_CORRECT_QUERY = _SLICE_CORRECT.query
 """A slice without a right answer yet may have no series: the judge counts it 0."""
-SLICE_TOTAL_QUERY = _increase("model_feedback_total", by="slice")
+SLICE_TOTAL_QUERY = _SLICE_TOTAL.query
 """Important slices: correct and all labelled predictions in the window, one series per `slice`."""
-INPUT_FEATURE_QUERY = _increase("model_input_feature_bucket", by="feature, le")
+INPUT_FEATURE_QUERY = _INPUT_FEATURES.query
 """Training skew: each input feature's bucket counts in the window (cumulative, one series per
 `feature` and `le`), binned at the edges of the training profile."""
-FEEDBACK_CORRECT_QUERY = _or_zero(_increase("model_feedback_correct_total"))
-FEEDBACK_TOTAL_QUERY = _increase("model_feedback_total")
+FEEDBACK_CORRECT_QUERY = _FEEDBACK_CORRECT.query
+FEEDBACK_TOTAL_QUERY = _FEEDBACK_TOTAL.query
 """Offline vs online: correct and all labelled predictions of a version in the window."""
+
+BATCHABLE: dict[str, CounterSum] = {
+    counts.query: counts
+    for counts in (
+        _REQUESTS,
+        _ERRORS,
+        _LATENCY_BUCKETS,
+        _FEEDBACK_CORRECT,
+        _FEEDBACK_TOTAL,
+        _NONFINITE,
+        _INVARIANT_VIOLATIONS,
+        _PREDICTED_ROWS_SUM,
+        _PREDICTION_BUCKETS,
+        _SLICE_CORRECT,
+        _SLICE_TOTAL,
+        _INPUT_FEATURES,
+    )
+}
+"""The count queries the controller reads batched, by their PromQL text: every preset's and every
+model-aware check's default, and the same text written by hand. Any other query is read for each
+rollout on its own."""

@@ -3,8 +3,8 @@
 Twenty rollouts analyse a model (error rate and latency p99, every 2 s) through a Prometheus that
 answers every query 4 s late: a delaying HTTP proxy on 127.0.0.1 in front of the real
 Prometheus. Beside them, a rollout that only sets weights and an abort of one of the twenty must
-finish about as fast as they do when the same proxy answers at once; and Prometheus sees about as
-many queries per interval from the twenty as from one.
+finish about as fast as they do when the same proxy answers at once, the twenty keep measuring,
+and Prometheus sees about as many queries per interval from the twenty as from one (batched).
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def abort_seconds(world: World, name: str) -> float:
 
 
 def measured(world: World, name: str) -> int:
-    return len((world.status(name).get("analysis") or {}).get("measurements", []))
+    """Looks the rollout's analysis took (its run's tally: status keeps only the last 20 measurements)."""
+    runs = (world.status(name).get("analysis") or {}).get("runs") or [{}]
+    return max((tally["measurements"] for tally in runs[-1].get("metrics", [])), default=0)
 
 
 def looked_once(world: World, name: str) -> Callable[[], bool]:
@@ -179,6 +181,7 @@ def test_a_slow_prometheus_holds_neither_weights_only_rollouts_nor_aborts(
     time.sleep(2 * SLOW_SECONDS)
 
     # Then a weights-only rollout and an abort take about as long as before
+    looks_before = {name: measured(world, name) for name in names[2:]}
     slow_promote = promote_seconds(world, "quick-slow")
     slow_abort = abort_seconds(world, names[1])
     print(
@@ -187,3 +190,19 @@ def test_a_slow_prometheus_holds_neither_weights_only_rollouts_nor_aborts(
     )
     assert slow_promote <= healthy_promote + PROMPT_SLACK_SECONDS
     assert slow_abort <= healthy_abort + PROMPT_SLACK_SECONDS
+
+    # and the other analysed rollouts still take their looks, a few seconds late each, from a few
+    # batched queries: about as many as one rollout alone asks for
+    wait_for(
+        lambda: all(measured(world, name) > looks_before[name] for name in names[2:]) or None,
+        what="a new look of every analysed rollout behind the slow Prometheus",
+        timeout=60,
+    )
+    looks_then = sum(measured(world, name) for name in names[2:])
+    slow = queries_per_interval(proxy, 12)
+    looks = (sum(measured(world, name) for name in names[2:]) - looks_then) / (ANALYSED - 2)
+    print(
+        f"Prometheus answering 4 s late, {ANALYSED - 2} rollouts: {slow:.1f} queries per {INTERVAL_SECONDS}s "
+        f"interval, {looks * 5:.1f} looks per rollout and minute"
+    )
+    assert twenty <= 2 * one + 2, "batched: the queries do not grow with the rollouts"

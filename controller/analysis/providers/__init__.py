@@ -18,6 +18,7 @@ from controller.analysis.providers.base import (
     MetricProvider,
     ProviderUnavailable,
     SecretReader,
+    SeriesProvider,
     VectorProvider,
 )
 from controller.analysis.providers.prometheus import PrometheusProvider
@@ -31,6 +32,7 @@ __all__ = [
     "ProviderSettings",
     "ProviderUnavailable",
     "SecretReader",
+    "SeriesProvider",
     "VectorProvider",
     "build_providers",
 ]

@@ -41,3 +41,13 @@ class VectorProvider(Protocol):
         Several labels, comma-separated, key each number by their values joined by
         LABEL_VALUE_SEPARATOR."""
         ...
+
+
+@runtime_checkable
+class SeriesProvider(Protocol):
+    """A provider that can answer one query for every rollout at once (a batched query)."""
+
+    def measure_series(self, *, source: PrometheusSource, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        """{values of `labels`: number} for every series `source` returns; a series without one of
+        the labels has "" for it (Prometheus drops empty labels). {} for no data."""
+        ...

@@ -92,6 +92,21 @@ def _numbers_by(result: Any, label: str, query: str) -> dict[str, float]:
     return numbers
 
 
+def _series_by(result: Any, labels: tuple[str, ...], query: str) -> dict[tuple[str, ...], float]:
+    """{values of `labels`: number} from an instant vector (a batched query's answer); a label a
+    series lacks reads as "", as Prometheus drops empty labels."""
+    if result and isinstance(result[0], int | float):
+        raise InvalidQuery(f"query returns one number, not one series per {', '.join(labels)}: {query}")
+    numbers: dict[tuple[str, ...], float] = {}
+    for series in result or []:
+        if "value" not in series:
+            raise InvalidQuery(f"query returns a range vector; wrap it in a function such as increase(...): {query}")
+        metric = series.get("metric", {})
+        key = tuple(str(metric.get(name, "")) for name in labels)
+        numbers[key] = numbers.get(key, 0.0) + float(series["value"][1])
+    return numbers
+
+
 class PrometheusProvider:
     def __init__(
         self, *, default_address: str, timeout_seconds: int, outbound: OutboundPolicy = DEFAULT_POLICY
@@ -107,6 +122,9 @@ class PrometheusProvider:
 
     def measure_by(self, *, source: PrometheusSource, label: str) -> dict[str, float]:
         return _numbers_by(self._query(source), label, source.query)
+
+    def measure_series(self, *, source: PrometheusSource, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+        return _series_by(self._query(source), labels, source.query)
 
     def _query(self, source: PrometheusSource) -> Any:
         """The `result` of an instant query."""
