@@ -86,5 +86,6 @@ def test_a_missing_template_holds_the_rollout_before_any_traffic_until_it_is_cre
     # Then the rollout proceeds to its first weight, its references valid again
     wait_for(lambda: recorder.latest().get("v2") == 20, what="20 % on v2", timeout=30)
     assert recorder.candidate_weights() == [0, 20]
-    assert condition(world.status(), "ReferencesValid")["status"] == "True"
+    # The route is written before the status of the same pass: wait for the status too.
+    wait_for(lambda: condition(world.status(), "ReferencesValid")["status"] == "True", what="ReferencesValid=True")
     recorder.stop()
