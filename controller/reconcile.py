@@ -135,20 +135,8 @@ def with_refused_write(
     The rest of the plan stands (its status is still true: the route kept its weights), so the
     progress deadline runs on, and a rollout whose route cannot take the next weight fails and
     returns to the stable version instead of retrying for ever."""
-    previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
-    news = previous is None or (previous.status, previous.reason, previous.message) != (
-        "False",
-        ROUTE_WRITE_REFUSED,
-        refusal,
-    )
-    conditions = set_condition(
-        status.conditions,
-        type=RECONCILED_CONDITION,
-        status=False,
-        reason=ROUTE_WRITE_REFUSED,
-        message=refusal,
-        generation=status.observed_generation,
-        now=now,
+    status, news = with_reconcile_failure(
+        status, reason=ROUTE_WRITE_REFUSED, message=refusal, generation=status.observed_generation, now=now
     )
     retry = min(
         plan.requeue_after if plan.requeue_after is not None else REFUSED_WRITE_RETRY_SECONDS,
@@ -157,7 +145,26 @@ def with_refused_write(
     events = plan.events + (
         (Event(type=EventType.WARNING, reason=ROUTE_WRITE_REFUSED, message=refusal),) if news else ()
     )
-    return replace(status, conditions=conditions), replace(plan, events=events, requeue_after=retry)
+    return status, replace(plan, events=events, requeue_after=retry)
+
+
+def with_reconcile_failure(
+    status: ModelRolloutStatus, *, reason: str, message: str, generation: int, now: datetime
+) -> tuple[ModelRolloutStatus, bool]:
+    """`status` with Reconciled=False for `reason` and `message`, and whether that is news (a
+    failure repeated with backoff keeps the same message, and is reported once)."""
+    previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
+    news = previous is None or (previous.status, previous.reason, previous.message) != ("False", reason, message)
+    conditions = set_condition(
+        status.conditions,
+        type=RECONCILED_CONDITION,
+        status=False,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return replace(status, conditions=conditions), news
 
 
 def status_changed(new: ModelRolloutStatus, stored: ModelRolloutStatus) -> bool:
@@ -285,22 +292,12 @@ class Reconciler:
         status = ModelRolloutStatus.from_json(rollout.get("status"))
         reason = error.reason if isinstance(error, ReconcileError) else FAILURE_REASON
         message = failure_message(error)
-        previous = next((c for c in status.conditions if c.type == RECONCILED_CONDITION), None)
-        if previous is not None and (previous.status, previous.reason, previous.message) == ("False", reason, message):
-            return
         now = self.clock()
-        conditions = set_condition(
-            status.conditions,
-            type=RECONCILED_CONDITION,
-            status=False,
-            reason=reason,
-            message=message,
-            generation=int(rollout["metadata"].get("generation", 0)),
-            now=now,
-        )
-        rollout = self.kube.replace_rollout_status(
-            rollout=rollout, status=replace(status, conditions=conditions).to_json()
-        )
+        generation = int(rollout["metadata"].get("generation", 0))
+        failed, news = with_reconcile_failure(status, reason=reason, message=message, generation=generation, now=now)
+        if not news:
+            return
+        rollout = self.kube.replace_rollout_status(rollout=rollout, status=failed.to_json())
         self.kube.emit_event(
             about=self._about(rollout), type=EventType.WARNING.value, reason=reason, message=message, now=now
         )
