@@ -52,7 +52,7 @@ from controller.analysis.presets import Counter, CounterSum
 from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR
 from controller.analysis.spec import format_window
 
-DEFAULT_BATCH_PERIOD_SECONDS = 5.0
+DEFAULT_BATCH_PERIOD_SECONDS = 1.0
 """The grid batched looks are taken on: at most this far apart (a period dividing the interval)."""
 IDENTITY_LABELS = ("namespace", "model", "version")
 """What a batched query is summed by, besides the counter's own labels."""
