@@ -82,12 +82,13 @@ class World:
                 ),
             )
 
-    def create_route(self) -> None:
+    def create_route(self, name: str = MODEL) -> None:
+        """An HTTPRoute `name` sending all traffic to v1 (v2's backendRef at weight 0)."""
         self.apply(
             {
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",
-                "metadata": {"name": MODEL},
+                "metadata": {"name": name},
                 "spec": {
                     "parentRefs": [{"name": "gateway"}],
                     "rules": [

@@ -60,27 +60,6 @@ def slow_controller(
     print(running.log()[-5000:])
 
 
-def create_route(world: World, name: str) -> None:
-    world.apply(
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": name},
-            "spec": {
-                "parentRefs": [{"name": "gateway"}],
-                "rules": [
-                    {
-                        "backendRefs": [
-                            {"name": "iris-v1", "port": 8080, "weight": 100},
-                            {"name": "iris-v2", "port": 8080, "weight": 0},
-                        ]
-                    }
-                ],
-            },
-        }
-    )
-
-
 def on_route(manifest: JSON, route: str) -> JSON:
     manifest["spec"]["trafficRouting"] = {"gatewayAPI": {"httpRoute": route}}
     return manifest
@@ -117,7 +96,7 @@ def weights(world: World, route: str) -> dict[str, int]:
 
 def promote_seconds(world: World, name: str) -> float:
     """Seconds from creating a weights-only rollout to its phase Promoted."""
-    create_route(world, name)
+    world.create_route(name)
     started = time.monotonic()
     world.apply(weights_only(name))
     world.wait_for_phase("Promoted", name=name, timeout=300)
@@ -160,12 +139,12 @@ def test_a_slow_prometheus_holds_neither_weights_only_rollouts_nor_aborts(
     player.start()
     player.wait_until_seen(prometheus, window="10s")
     names = [f"analysed-{i}" for i in range(ANALYSED)]
-    create_route(world, names[0])
+    world.create_route(names[0])
     world.apply(analysed(names[0], player.model))
     wait_for(lambda: measured(world, names[0]) >= 2 or None, what="two looks of one rollout", timeout=60)
     one = queries_per_interval(proxy, 10)
     for name in names[1:]:
-        create_route(world, name)
+        world.create_route(name)
         world.apply(analysed(name, player.model))
     for name in names:
         wait_for(looked_once(world, name), what=f"a look of {name}", timeout=120)

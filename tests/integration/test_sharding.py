@@ -21,7 +21,7 @@ from controller.leader import default_lease_name
 from controller.routers.ownership import OWNER_ANNOTATION
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
-from tests.integration.rollout_world import PORT, WeightRecorder, World, rollout_manifest, service_name, wait_for
+from tests.integration.rollout_world import WeightRecorder, World, rollout_manifest, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,27 +66,6 @@ def lease_holder(world: World, shard: str) -> str | None:
     return lease.spec.holder_identity if lease.spec else None
 
 
-def create_route(world: World, name: str) -> None:
-    world.apply(
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": name},
-            "spec": {
-                "parentRefs": [{"name": "gateway"}],
-                "rules": [
-                    {
-                        "backendRefs": [
-                            {"name": service_name("v1"), "port": PORT, "weight": 100},
-                            {"name": service_name("v2"), "port": PORT, "weight": 0},
-                        ]
-                    }
-                ],
-            },
-        }
-    )
-
-
 def labelled(manifest: dict[str, Any], shard: str | None) -> dict[str, Any]:
     if shard is not None:
         manifest["metadata"]["labels"] = {SHARD_KEY: shard}
@@ -113,7 +92,7 @@ def test_each_shard_owns_only_the_rollouts_labelled_for_it(world: World, shards:
     # Given a rollout labelled for each shard, and one labelled for neither
     owners = {"alpha": "shard-a", "beta": "shard-b", "stray": None}
     for name, shard in owners.items():
-        create_route(world, name)
+        world.create_route(name)
         manifest = rollout_manifest(name=name, steps=[{"setWeight": 30}, {"pause": {}}])
         manifest["spec"]["trafficRouting"] = {"gatewayAPI": {"httpRoute": name}}
         world.apply(labelled(manifest, shard))
