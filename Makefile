@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-packages binaries lint test unit sandbox demo bench clean
+.PHONY: setup system-packages binaries router-crds lint test unit sandbox demo bench clean
 
-setup: system-packages $(VENV)/.installed binaries ## everything the tests need, on a fresh machine
+setup: system-packages $(VENV)/.installed binaries router-crds ## everything the tests need, on a fresh machine
 
 system-packages: ## Debian packages the tests start for real: Prometheus, and nginx (the sandbox's stand-in for a Gateway)
 	@{ command -v prometheus && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && \
@@ -21,6 +21,9 @@ binaries: ## kube-apiserver, etcd, kubectl, ... and helm, built from Go modules 
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/build-helm.sh >/dev/null
 	bash hack/build-kwok.sh >/dev/null
+
+router-crds: ## Istio and KServe CRDs from pinned Go modules, cached, for the router integration tests
+	bash hack/fetch-router-crds.sh >/dev/null
 
 lint: ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
