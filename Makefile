@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,sandbox]'
 	touch $@
 
-binaries: ## kube-apiserver, etcd, kubectl, ... and helm, built from Go modules and cached
+binaries: ## kube-apiserver, etcd, kubectl, ..., helm, KWOK and Contour, built from Go modules and cached
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/build-helm.sh >/dev/null
 	bash hack/build-kwok.sh >/dev/null
+	bash hack/build-contour.sh >/dev/null
 
 router-crds: ## Istio and KServe CRDs from pinned Go modules, cached, for the router integration tests
 	bash hack/fetch-router-crds.sh >/dev/null
