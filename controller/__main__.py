@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from kubernetes import client, config
 
+from controller.events import EventSender
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
@@ -143,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selector: LabelSelector = args.watch_label_selector
     lease_name = args.lease_name or default_lease_name(selector.text)
     kube = Kube(api_client=api_client, instance=args.identity)
+    events = EventSender(kube=kube)
     manager = Manager(
         api_client=api_client,
         reconciler=Reconciler(
@@ -159,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 on_result=lambda namespace, name: manager.queue.add((namespace, name)),
             ),
             selector=selector,
+            events=events,
         ),
         settings=ManagerSettings(
             namespace=args.namespace or None,
@@ -217,9 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "allowedHosts": ",".join(args.allowed_hosts) or "(any)",
             },
         )
+        events.start()
         manager.start(stop)
         stop.wait()
     manager.stop()
+    events.stop()
     if elector is not None:
         elector.release()
     return 0

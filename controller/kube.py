@@ -5,7 +5,7 @@ connection error is a `TemporaryError`; reads of objects that may legitimately b
 None. Idempotent reads are retried a few times with tenacity before giving up for this pass.
 
 Reads of ModelRollouts (`read_rollout`) and of the kinds given an informer's cache (`use_cache`:
-HTTPRoutes) come from that cache when it holds the object, and from the API server otherwise.
+HTTPRoutes, Services) come from that cache when it holds the object, and from the API server otherwise.
 Every write carries the resourceVersion it was based on; its result is kept in the cache, and a
 conflict drops the object there, so that the pass that runs again reads it fresh.
 """
@@ -13,6 +13,7 @@ conflict drops the object there, so that the pass that runs again reads it fresh
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class Kube:
             if found is None:
                 cache.drop(namespace, name)
             else:
-                cache.put_written(found)
+                cache.put_read(found)
         return found
 
     def _written(self, group: str, plural: str, meta: JSON, write: Callable[[], JSON]) -> JSON:
@@ -220,10 +221,20 @@ class Kube:
             )),
         )  # fmt: skip
 
-    def get_service(self, *, namespace: str, name: str) -> Any | None:
-        return _none_if_absent(
-            f"get Service {namespace}/{name}", lambda: self.core.read_namespaced_service(name, namespace)
-        )
+    def get_service(self, *, namespace: str, name: str) -> JSON | None:
+        """The Service (as JSON) from the Services' cache when it holds it, else from the API server."""
+        cached = self._cached("", "services", namespace, name)
+        if cached is not None:
+            return cached
+        return self._fresh(
+            "", "services", namespace, name,
+            lambda: _none_if_absent(
+                f"get Service {namespace}/{name}",
+                lambda: cast(JSON, json.loads(
+                    cast(Any, self.core.read_namespaced_service(name, namespace, _preload_content=False)).data
+                )),
+            ),
+        )  # fmt: skip
 
     def get_deployment(self, *, namespace: str, name: str) -> Any | None:
         return _none_if_absent(
@@ -261,36 +272,34 @@ class Kube:
     ) -> bool:
         """Creates an Event; True once it exists (with a `name`, an Event of that name already
         there counts as created), False when the API server could not be told."""
-        metadata = (
-            client.V1ObjectMeta(name=name, namespace=about.namespace)
+        event = {
+            "metadata": {"name": name, "namespace": about.namespace}
             if name
-            else client.V1ObjectMeta(generate_name=f"{about.name}.", namespace=about.namespace)
-        )
-        event = client.CoreV1Event(
-            metadata=metadata,
-            involved_object=client.V1ObjectReference(
-                api_version=about.api_version,
-                kind=about.kind,
-                namespace=about.namespace,
-                name=about.name,
-                uid=about.uid,
-            ),
-            type=type,
-            reason=reason,
-            message=message[:1024],
-            # eventTime keeps microseconds, so the Events of one pass list in the order they happened.
-            # Sent as text: the client writes a datetime on a whole second without the fraction,
-            # which the API server refuses (MicroTime wants six digits).
-            event_time=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # type: ignore[arg-type]
-            action=reason,
-            source=client.V1EventSource(component=self.component),
-            reporting_component=self.component,
-            reporting_instance=self.instance,
-        )
+            else {"generateName": f"{about.name}.", "namespace": about.namespace},
+            "involvedObject": {
+                "apiVersion": about.api_version,
+                "kind": about.kind,
+                "namespace": about.namespace,
+                "name": about.name,
+                "uid": about.uid,
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            # eventTime keeps microseconds, so the Events of one pass list in the order they
+            # happened (MicroTime wants six digits).
+            "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": reason,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
+        }
 
         def create() -> None:
             try:
-                self.core.create_namespaced_event(about.namespace, event)
+                # Read raw: building the typed Event of the answer costs more than the call.
+                answer = self.core.create_namespaced_event(about.namespace, cast(Any, event), _preload_content=False)
+                cast(Any, answer).read()
             except ApiException as error:
                 if error.status != 409:
                     raise

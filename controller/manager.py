@@ -88,15 +88,29 @@ class Manager:
             on_list=lambda routes: None,
             cache=self.route_cache,
         )
+        self.service_cache = ObjectCache()
+        """Every Service of the watched namespaces: passes check that the versions' Services exist
+        (a few hundred bytes each, as compact JSON)."""
+        self.services = Informer(
+            api_client=api_client,
+            resource=Resource(group="", version="v1", plural="services", namespace=settings.namespace),
+            on_event=lambda kind, service: None,
+            on_list=lambda services: None,
+            cache=self.service_cache,
+        )
         self._threads: list[threading.Thread] = []
 
     def caches(self) -> dict[tuple[str, str], ObjectCache]:
         """The informers' caches by (group, plural), for the reconciler's reads (`Kube.use_cache`)."""
-        return {(GROUP, PLURAL): self.rollout_cache, (gatewayapi.GROUP, gatewayapi.PLURAL): self.route_cache}
+        return {
+            (GROUP, PLURAL): self.rollout_cache,
+            (gatewayapi.GROUP, gatewayapi.PLURAL): self.route_cache,
+            ("", "services"): self.service_cache,
+        }
 
     @property
     def synced(self) -> bool:
-        return self.rollouts.synced.is_set() and self.routes.synced.is_set()
+        return all(informer.synced.is_set() for informer in (self.rollouts, self.routes, self.services))
 
     def start(self, stop: threading.Event) -> None:
         def spawn(name: str, target: Any, *args: Any) -> None:
@@ -106,6 +120,7 @@ class Manager:
 
         spawn("watch-modelrollouts", self.rollouts.run, stop)
         spawn("watch-httproutes", self._watch_routes, stop)
+        spawn("watch-services", self.services.run, stop)
         spawn("resync", self._resync, stop)
         self.workers.start()
 
@@ -121,8 +136,8 @@ class Manager:
 
     def stop(self) -> None:
         self.queue.shut_down()
-        self.rollouts.stop()
-        self.routes.stop()
+        for informer in (self.rollouts, self.routes, self.services):
+            informer.stop()
 
     # Event handlers: quick, they only index and enqueue ----------------------------------------
 

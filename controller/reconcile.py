@@ -2,8 +2,9 @@
 
     fetch -> ensure finalizer -> parse spec -> observe route and references -> while Pending,
     let every checker validate its part of the spec -> run the checker of the current stage ->
-    decide (pure) and move traffic until the plan holds -> scale down -> emit Events -> write
-    status once -> clear the handled action -> release the finalizer
+    decide (pure) and move traffic until the plan holds -> scale down -> record Events in the
+    status -> write status once -> hand the Events to the sender (controller.events) -> clear the
+    handled action -> release the finalizer
 
 Every step that talks to the API server is idempotent, so a pass cut short anywhere (crash,
 conflict, lost leadership) is simply run again.
@@ -14,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -37,6 +40,7 @@ from controller.api import (
 )
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
 from controller.errors import ReconcileError, ReferenceProblem, TemporaryError
+from controller.events import DirectSender, Outgoing, SendsEvents
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
 from controller.plan import (
     Event,
@@ -212,16 +216,23 @@ class Reconciler:
         clock: Callable[[], datetime] = now_utc,
         route_writes: RouteWriteBudget | None = None,
         selector: LabelSelector | None = None,
+        events: SendsEvents | None = None,
     ) -> None:
         self.kube = kube
+        self.events = events or DirectSender(kube)
+        """Creates the Events passes record (an EventSender: on its own threads)."""
         self.selector = selector or LabelSelector()
         """The rollouts this process owns (its shard); it never acts on any other."""
         self.route_writes = route_writes or RouteWriteBudget()
         self.checkers = checkers
         self.routers = {name: factory(kube) for name, factory in routers.items()}
         self.clock = clock
-        self._created_events: dict[tuple[str, str], frozenset[str]] = {}
-        """Per rollout, the names of its recorded Events this process created."""
+        self._events_lock = threading.Lock()
+        self._created_events: dict[tuple[str, str], set[str]] = {}
+        """Per rollout, the names of its recorded Events this process created (the sender's
+        threads add to it)."""
+        self._sending: set[tuple[str, str, str]] = set()
+        """(namespace, name, Event name) handed to the sender and not done yet: not sent twice."""
 
     def reconcile(self, *, namespace: str, name: str) -> float | None:
         """Runs one pass; returns seconds until the rollout wants another look, if any."""
@@ -239,22 +250,13 @@ class Reconciler:
             rollout = self._add_finalizer(rollout)
 
         status = ModelRolloutStatus.from_json(rollout.get("status"))
-        if (namespace, name) not in self._created_events:
+        if not self._known(namespace, name):
             # This process's first pass on the rollout: first the Events a predecessor recorded
             # and may have died before creating (those it did create are refused, and skipped).
             self._emit(rollout, status.recent_events)
         spec, spec_error, router = self._parse(rollout)
         observed = self._observe(rollout, spec, status, router, deleting=deleting)
-        if spec is not None and not deleting:
-            try:
-                observed = self._run_checker(namespace, name, spec, status, observed)
-            except SpecError as error:
-                # Only a checker can tell that (say) a query names an unknown variable.
-                spec, spec_error = None, str(error)
-            except ReferenceProblem as error:
-                # Only a checker can tell that (say) an AnalysisTemplate is missing.
-                observed = replace(observed, reference_problem=str(error))
-
+        spec, spec_error, observed = self._check(namespace, name, spec, spec_error, status, observed)
         plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router)
         final_status = self._scale_down(namespace, spec, plan)
         if refusal is None:
@@ -266,7 +268,7 @@ class Reconciler:
             plan.events,
             rollout=rollout,
             now=self.clock(),
-            created=self._created_events.get((namespace, name), frozenset()),
+            created=self._created(namespace, name),
         )
         if status_changed(final_status, ModelRolloutStatus.from_json(rollout.get("status"))):
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
@@ -406,7 +408,7 @@ class Reconciler:
                     f"Service {namespace}/{version.backend.service} of version {version_name} not found; "
                     "create it or fix spec.versions[].backend.service"
                 )
-            ports = {p.port for p in (service.spec.ports or [])}
+            ports = {port.get("port") for port in (service.get("spec") or {}).get("ports") or []}
             if version.backend.port not in ports:
                 return (
                     f"Service {namespace}/{version.backend.service} has no port {version.backend.port} "
@@ -418,6 +420,28 @@ class Reconciler:
                     "create it or fix spec.versions[].deployment"
                 )
         return None
+
+    def _check(
+        self,
+        namespace: str,
+        name: str,
+        spec: ModelRolloutSpec | None,
+        spec_error: str | None,
+        status: ModelRolloutStatus,
+        observed: Observed,
+    ) -> tuple[ModelRolloutSpec | None, str | None, Observed]:
+        """Runs the checker of `status`'s stage; returns the spec (None with the error when a
+        checker found it invalid) and what was observed."""
+        if spec is None or observed.deleting:
+            return spec, spec_error, observed
+        try:
+            return spec, spec_error, self._run_checker(namespace, name, spec, status, observed)
+        except SpecError as error:
+            # Only a checker can tell that (say) a query names an unknown variable.
+            return None, str(error), observed
+        except ReferenceProblem as error:
+            # Only a checker can tell that (say) an AnalysisTemplate is missing.
+            return spec, spec_error, replace(observed, reference_problem=str(error))
 
     def _run_checker(
         self,
@@ -511,6 +535,14 @@ class Reconciler:
             decide(spec=spec, spec_error=spec_error, status=status, observed=observed),
             action_handled=action is not None,
         )
+        if stage_to_check(plan.status) == "gates" != stage_to_check(status):
+            # Just started: the gates (and the validation of the whole spec) run now rather than
+            # in a pass of their own, so a rollout whose gates pass at once moves its first
+            # weight in this pass, and Pending is stored only while gates are still running.
+            spec, spec_error, checked = self._check(namespace, name, spec, spec_error, plan.status, observed)
+            checked = replace(checked, action=None)
+            started = decide(spec=spec, spec_error=spec_error, status=plan.status, observed=checked)
+            plan = replace(started, events=plan.events + started.events, action_handled=plan.action_handled)
         if not self._needs_route_write(plan.traffic, observed) or spec is None or router is None:
             return plan, None
         assert plan.traffic is not None
@@ -602,28 +634,37 @@ class Reconciler:
             uid=meta["uid"],
         )
 
+    def _known(self, namespace: str, name: str) -> bool:
+        with self._events_lock:
+            return (namespace, name) in self._created_events
+
+    def _created(self, namespace: str, name: str) -> frozenset[str]:
+        with self._events_lock:
+            return frozenset(self._created_events.get((namespace, name), ()))
+
     def _emit(self, rollout: JSON, events: tuple[RecordedEvent, ...]) -> None:
-        """Creates the recorded Events this process has not created yet: after a restart, all of
-        them (those created before the crash are refused as duplicates, and skipped). One that
-        fails stays recorded, not created, and is tried again after the next status write."""
+        """Hands the sender the recorded Events this process has not created yet: after a restart,
+        all of them (those created before the crash are refused as duplicates, and count as
+        created). One not created stays recorded, and is handed over again by a later pass."""
         about = self._about(rollout)
         key = (about.namespace, about.name)
-        created = set(self._created_events.get(key, frozenset()))
-        for event in events:
-            if event.name in created:
-                continue
-            if self.kube.emit_event(
-                about=about,
-                type=event.type,
-                reason=event.reason,
-                message=event.message,
-                now=parse_time(event.time) or self.clock(),
-                name=event.name,
-            ):
-                created.add(event.name)
-                telemetry.TRANSITIONS.labels(reason=event.reason).inc()
-        self._created_events[key] = frozenset(event.name for event in events if event.name in created)
+        with self._events_lock:
+            created = self._created_events.setdefault(key, set())
+            created &= {event.name for event in events}
+            outgoing = [e for e in events if e.name not in created and (*key, e.name) not in self._sending]
+            self._sending.update((*key, e.name) for e in outgoing)
+        for event in outgoing:
+            self.events.send(Outgoing(about=about, event=event, on_done=partial(self._sent, key, event)))
+
+    def _sent(self, key: tuple[str, str], event: RecordedEvent, created: bool) -> None:
+        with self._events_lock:
+            self._sending.discard((*key, event.name))
+            if not created or key not in self._created_events:
+                return
+            self._created_events[key].add(event.name)
+        telemetry.TRANSITIONS.labels(reason=event.reason).inc()
 
     def _forget(self, namespace: str, name: str) -> None:
-        self._created_events.pop((namespace, name), None)
+        with self._events_lock:
+            self._created_events.pop((namespace, name), None)
         telemetry.forget_rollout(namespace=namespace, name=name)

@@ -20,6 +20,10 @@ CANDIDATE_WEIGHT = Gauge(
     "model_rollouts_candidate_weight_percent", "Candidate share of traffic as verified on the route.",
     ["namespace", "rollout"],
 )  # fmt: skip
+EVENTS_DEFERRED = Counter(
+    "model_rollouts_events_deferred_total",
+    "Events the sender's queue could not take; each is sent again by its rollout's next pass.",
+)
 API_CALLS = Counter("model_rollouts_api_calls_total", "Kubernetes API calls by operation.", ["operation"])
 IS_LEADER = Gauge("model_rollouts_leader", "1 while this replica holds the leader lease.")
 

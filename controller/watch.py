@@ -62,15 +62,17 @@ class ObjectCache:
     pass run again), never make one land on a state it did not see. To keep those conflicts rare,
     the result of the controller's own writes is stored too (`put_written`), but only over an older
     version of an object still held, and a conflict drops the object (`drop`), so that the pass
-    that runs again reads it fresh (a cache miss is a GET) until its next watch event."""
+    that runs again reads it fresh (a cache miss is a GET) until its next watch event. The cache
+    never goes back to an older version than it holds (the event of a version the controller
+    already wrote over comes late), and it tells its informer which events are echoes of the
+    controller's own writes, which start no pass: the pass that wrote has acted on them."""
 
     def __init__(self, *, keep: Callable[[JSON], bool] = lambda obj: True) -> None:
         self._keep = keep
         """Whether to hold an object at all (the routes some owned rollout names, the rollouts of
         this shard); evaluated outside the cache's lock, so it may take other locks."""
         self._lock = threading.Lock()
-        self._objects: dict[Key, tuple[int | None, str]] = {}
-        """(resourceVersion as a number, the object as compact JSON) per key."""
+        self._objects: dict[Key, _Held] = {}
 
     def __len__(self) -> int:
         with self._lock:
@@ -80,7 +82,7 @@ class ObjectCache:
         """The object, parsed for this caller (who may change it), or None when not held."""
         with self._lock:
             found = self._objects.get((namespace, name))
-        return None if found is None else dict(json.loads(found[1]))
+        return None if found is None else dict(json.loads(found.text))
 
     def replace_all(self, items: Iterable[JSON]) -> None:
         """A list's result: exactly these objects (those kept)."""
@@ -88,33 +90,48 @@ class ObjectCache:
         with self._lock:
             self._objects = kept
 
-    def apply(self, kind: str, obj: JSON) -> None:
-        """A watch event: ADDED and MODIFIED store the object (or drop it when not kept), DELETED drops it."""
+    def apply(self, kind: str, obj: JSON) -> bool:
+        """A watch event: ADDED and MODIFIED store the object (or drop it when not kept), DELETED
+        drops it. Returns whether the event is news: False for the echo of the controller's own
+        write (the version `put_written` holds), which the pass that wrote has acted on already."""
         key = _object_key(obj)
         kept = kind != "DELETED" and self._keep(obj)
-        held = _held(obj) if kept else (None, "")
+        held = _held(obj) if kept else _Held(version=None, text="")
         with self._lock:
+            before = self._objects.get(key)
+            if kept and before is not None and _older(held, than=before):
+                # The event of a version the controller wrote over before its event came: what
+                # the cache holds is newer (passes read it), and has its own event coming.
+                return False
             if kept:
                 self._objects[key] = held
             else:
                 self._objects.pop(key, None)
+        echo = kept and before is not None and before.written and before.version == held.version
+        return not echo
 
     def put_written(self, obj: JSON) -> None:
         """What a write of the controller returned: held only over an older version of an object
         still held (a DELETED seen meanwhile is not undone, a newer event is not overwritten)."""
+        self._put(obj, written=True)
+
+    def put_read(self, obj: JSON) -> None:
+        """What a GET returned, held like a write's result; its watch event is still news."""
+        self._put(obj, written=False)
+
+    def _put(self, obj: JSON, *, written: bool) -> None:
         key = _object_key(obj)
-        version = _version(obj)
         kept = self._keep(obj)
-        written = _held(obj)
+        fresh = _held(obj, written=written)
         with self._lock:
             held = self._objects.get(key)
-            if held is None or version is None:
+            if held is None or fresh.version is None:
                 return
             if not kept:
                 del self._objects[key]
                 return
-            if held[0] is not None and version > held[0]:
-                self._objects[key] = written
+            if _older(held, than=fresh):
+                self._objects[key] = fresh
 
     def drop(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -125,22 +142,41 @@ class ObjectCache:
             return list(self._objects)
 
 
-def _held(obj: JSON) -> tuple[int | None, str]:
-    """What the cache holds of an object: its version, and the object as compact JSON without
-    metadata.managedFields (often the larger part of a small object)."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Held:
+    version: int | None
+    """The resourceVersion as a number."""
+    text: str
+    """The object as compact JSON."""
+    written: bool = False
+    """Whether it is the result of the controller's own write (its watch event is an echo)."""
+
+
+def _older(held: _Held, *, than: _Held) -> bool:
+    return held.version is not None and than.version is not None and held.version < than.version
+
+
+def _held(obj: JSON, *, written: bool = False) -> _Held:
+    """What the cache holds of an object: without metadata.managedFields (often the larger part
+    of a small object)."""
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return _version(obj), json.dumps(obj, separators=(",", ":"))
+    return _Held(version=_version(obj), text=json.dumps(obj, separators=(",", ":")), written=written)
 
 
 class _Gone(Exception):
     """The resourceVersion is too old (HTTP 410): list again."""
 
 
+CORE_LISTS: dict[str, tuple[str, str]] = {"services": ("list_namespaced_service", "list_service_for_all_namespaces")}
+"""The core kinds an informer can watch: plural -> (namespaced list, list across namespaces) of CoreV1Api."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Resource:
     group: str
+    """API group; empty for the core group (a kind of CORE_LISTS)."""
     version: str
     plural: str
     namespace: str | None = None
@@ -165,12 +201,18 @@ class Informer:
         self.cache = cache
         self.synced = threading.Event()
         self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
         self._watch: watch.Watch | None = None
 
     def _list_call(self) -> Callable[..., Any]:
         r = self.resource
         namespace = r.namespace
         selector: dict[str, Any] = {"label_selector": r.label_selector} if r.label_selector else {}
+        if not r.group:
+            namespaced, everywhere = CORE_LISTS[r.plural]
+            if namespace:
+                return lambda **kw: getattr(self._core, namespaced)(namespace, **selector, **kw)
+            return lambda **kw: getattr(self._core, everywhere)(**selector, **kw)
         if namespace:
             return lambda **kw: self._custom.list_namespaced_custom_object(
                 r.group, r.version, namespace, r.plural, **selector, **kw
@@ -181,7 +223,8 @@ class Informer:
         list_call = self._list_call()
         while not stop.is_set():
             try:
-                listed = list_call()
+                # As JSON, for every kind: the typed models of core kinds cost far more to build.
+                listed = json.loads(list_call(_preload_content=False).data)
                 items = listed.get("items", [])
                 if self.cache is not None:
                     self.cache.replace_all(items)
@@ -198,7 +241,7 @@ class Informer:
 
     def _watch_from(self, list_call: Callable[..., Any], resource_version: str, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+            self._watch = watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
             try:
                 for event in self._watch.stream(  # type: ignore[no-untyped-call]
                     list_call,
@@ -213,9 +256,9 @@ class Informer:
                         raise RuntimeError(f"watch error: {obj}")
                     resource_version = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
-                        if self.cache is not None:
-                            self.cache.apply(kind, obj)
-                        self.on_event(kind, obj)
+                        news = self.cache.apply(kind, obj) if self.cache is not None else True
+                        if news:
+                            self.on_event(kind, obj)
                     if stop.is_set():
                         return
             except ApiException as error:

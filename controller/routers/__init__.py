@@ -19,15 +19,17 @@ class Router(Protocol):
     def read_weights(
         self, *, namespace: str, spec: ModelRolloutSpec, owner: str, replacing: str | None = None
     ) -> dict[str, int]:
-        """Percent per version as the route has it, claiming an unowned route for `owner` (or one
-        owned by `replacing`, an owner that is gone); raises ReferenceProblem when it cannot read,
-        RouteOwnedElsewhere when another rollout owns the route."""
+        """Percent per version as the route has it; raises ReferenceProblem when it cannot read,
+        RouteOwnedElsewhere when another rollout owns the route. An unowned route is claimed for
+        `owner` by its first `write_weights`; one owned by `replacing` (an owner found to be gone)
+        is claimed at once."""
         ...
 
     def write_weights(
         self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int], owner: str
     ) -> dict[str, int]:
-        """Sets the split (versions not named get 0) and returns it as stored by the API server."""
+        """Sets the split (versions not named get 0), claiming the route for `owner` in the same
+        write, and returns the split as stored by the API server."""
         ...
 
     def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:

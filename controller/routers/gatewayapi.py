@@ -177,7 +177,7 @@ class GatewayAPIRouter:
         route = self._get(namespace, spec)
         ownership.check_owner(route, route=self._label(namespace, route), owner=owner, replacing=replacing)
         weights = self._weights(route, spec)
-        if ownership.claim(route, owner=owner):
+        if replacing is not None and ownership.claim(route, owner=owner):
             self._replace(route)
         return weights
 

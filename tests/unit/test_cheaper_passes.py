@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.api import ACTION_ANNOTATION, GROUP, PLURAL
 from controller.errors import TemporaryError
+from controller.events import SendsEvents
 from controller.kube import Kube
 from controller.reconcile import Reconciler
 from controller.routers import gatewayapi
@@ -109,13 +111,16 @@ class FakeServer:
                 meta.get("annotations", {}).pop(path[1].replace("~1", "/"), None)
         return self._store(plural, current)
 
-    # CoreV1Api
-    def read_namespaced_service(self, name: str, namespace: str) -> Any:
+    # CoreV1Api, answering as raw responses (`_preload_content=False`)
+    def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
         self.calls["get services"] += 1
-        return SimpleNamespace(spec=SimpleNamespace(ports=[SimpleNamespace(port=8080)]))
+        if ("services", name) not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        return SimpleNamespace(data=json.dumps(self.objects[("services", name)]).encode())
 
-    def create_namespaced_event(self, namespace: str, event: Any) -> None:
+    def create_namespaced_event(self, namespace: str, event: JSON, **_: Any) -> Any:
         self.calls["emit event"] += 1
+        return SimpleNamespace(read=lambda: b"{}")
 
 
 class Clock:
@@ -126,14 +131,18 @@ class Clock:
         return self.now
 
 
-def world(steps: list[JSON]) -> tuple[FakeServer, Reconciler, Clock]:
+def world(steps: list[JSON], *, events: SendsEvents | None = None) -> tuple[FakeServer, Reconciler, Clock]:
     server = FakeServer()
     kube = Kube(api_client=client.ApiClient())
     kube.custom = server  # type: ignore[assignment]
     kube.core = server  # type: ignore[assignment]
-    for plural, group in ((PLURAL, GROUP), (gatewayapi.PLURAL, gatewayapi.GROUP)):
+    for plural, group in ((PLURAL, GROUP), (gatewayapi.PLURAL, gatewayapi.GROUP), ("services", "")):
         server.caches[plural] = ObjectCache()
         kube.use_cache(group=group, plural=plural, cache=server.caches[plural])
+    for version in ("v1", "v2"):
+        server.create(
+            "services", {"metadata": {"name": f"iris-{version}", "namespace": NS}, "spec": {"ports": [{"port": 8080}]}}
+        )
     server.create(
         gatewayapi.PLURAL,
         {
@@ -160,7 +169,7 @@ def world(steps: list[JSON]) -> tuple[FakeServer, Reconciler, Clock]:
         },
     )
     clock = Clock()
-    return server, Reconciler(kube=kube, clock=clock), clock
+    return server, Reconciler(kube=kube, clock=clock, events=events), clock
 
 
 def phase(server: FakeServer) -> str | None:
@@ -177,7 +186,7 @@ def run_pass(server: FakeServer, reconciler: Reconciler) -> Counter[str]:
     return server.calls - before
 
 
-def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_neither_from_the_server() -> None:
+def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_nothing_but_a_confirmation() -> None:
     # given a rollout with two weight steps (then the promotion: three traffic steps)
     server, reconciler, _ = world([{"setWeight": 10}, {"setWeight": 50}])
 
@@ -188,33 +197,29 @@ def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_nei
         assert len(passes) < 10, passes
     idle = run_pass(server, reconciler)
 
-    # then the first pass adds the finalizer, claims the route and records Pending (once per rollout)
-    first, *steps = passes
-    assert first == {
-        "patch modelrollouts": 1, "update httproutes": 1, "write status of modelrollouts": 1,
-        "get services": 2, "emit event": 1,
-    }  # fmt: skip
-    # and each traffic step writes the route once and the status once; the only read of the
-    # rollout or route from the server is the one that confirms the rollout before moving traffic
+    # then each of the three traffic steps writes the route once and the status once; the only
+    # read from the server is the one that confirms the rollout before moving traffic (Services
+    # come from their cache); the first pass also adds the finalizer, and passes the gates and
+    # claims the route on its way to the first weight (RolloutStarted with StepCompleted)
     assert weights(server) == [0, 100]
-    assert steps == [
-        {"get modelrollouts": 1, "update httproutes": 1, "write status of modelrollouts": 1,
-         "get services": 2, "emit event": 1},
-    ] * 3  # fmt: skip
-    # and a pass with nothing to do writes nothing and reads neither (v2 is now both stable and
-    # candidate: one Service to check)
-    assert idle == {"get services": 1}
+    traffic_step = {"get modelrollouts": 1, "update httproutes": 1, "write status of modelrollouts": 1}
+    assert passes == [
+        {**traffic_step, "patch modelrollouts": 1, "emit event": 2},
+        {**traffic_step, "emit event": 1},
+        {**traffic_step, "emit event": 1},
+    ]
+    # and a pass with nothing to do makes no call at all
+    assert idle == {}
 
 
 def test_a_stale_route_makes_the_write_fail_and_the_pass_that_runs_again_reads_it_fresh() -> None:
-    # given a rollout about to move traffic, whose route changed on the server (a label added)
-    # while the cache has not seen it yet
+    # given a new rollout, whose route changed on the server (a label added) while the cache has
+    # not seen it yet
     server, reconciler, _ = world([{"setWeight": 10}])
-    run_pass(server, reconciler)
     server.deliver = False
     server.change(gatewayapi.PLURAL, "iris", labels={"team": "ml"})
 
-    # when the pass writes the route from the cached version
+    # when its first pass writes the first weight on the cached version
     with pytest.raises(TemporaryError, match="409"):
         reconciler.reconcile(namespace=NS, name="iris")
 

@@ -79,3 +79,37 @@ def test_a_written_version_no_longer_kept_drops_the_object() -> None:
     cache.apply("ADDED", obj("r", "1", labels={"shard": "a"}))
     cache.put_written(obj("r", "2", labels={"shard": "b"}))
     assert cache.get("ns", "r") is None
+
+
+def test_the_echo_of_the_controllers_own_write_is_not_news_but_other_events_are() -> None:
+    # given an object the controller wrote over (version 12), then one it read with a GET (version 20)
+    cache = ObjectCache()
+    assert cache.apply("ADDED", obj("a", "10")) is True
+    cache.put_written(obj("a", "12"))
+
+    # when the watch brings the write's own event, then someone else's change
+    echo = cache.apply("MODIFIED", obj("a", "12"))
+    change = cache.apply("MODIFIED", obj("a", "13"))
+    cache.put_read(obj("a", "20"))
+    read_event = cache.apply("MODIFIED", obj("a", "20"))
+
+    # then only the echo starts no pass: a version merely read is still news to the handler
+    assert (echo, change, read_event) == (False, True, True)
+    assert version(cache, "a") == "20"
+
+
+def test_a_late_event_of_a_version_written_over_never_takes_the_cache_back() -> None:
+    # given two writes in a row (versions 11 and 12), before the first one's event came
+    cache = ObjectCache()
+    cache.apply("ADDED", obj("a", "10"))
+    cache.put_written(obj("a", "11"))
+    cache.put_written(obj("a", "12"))
+
+    # when the first write's event comes, then the second's
+    late = cache.apply("MODIFIED", obj("a", "11"))
+
+    # then the cache keeps the newer version, and neither event starts a pass
+    assert late is False and version(cache, "a") == "12"
+    assert cache.apply("MODIFIED", obj("a", "12")) is False
+    # and a deletion is news whatever version it carries
+    assert cache.apply("DELETED", obj("a", "12")) is True and cache.get("ns", "a") is None

@@ -52,13 +52,20 @@ class RouteStore:
         return owner
 
 
-def test_the_first_rollout_to_read_an_unowned_route_claims_it() -> None:
+def test_the_first_rollout_to_write_weights_on_an_unowned_route_claims_it_in_that_write() -> None:
+    # given an unowned route
     store = RouteStore()
+    router = GatewayAPIRouter(store)  # type: ignore[arg-type]
 
-    weights = GatewayAPIRouter(store).read_weights(namespace="ns", spec=SPEC, owner="iris-a")  # type: ignore[arg-type]
+    # when a rollout reads it, then writes its first weights
+    weights = router.read_weights(namespace="ns", spec=SPEC, owner="iris-a")
+    writes_after_reading = store.writes
+    router.write_weights(namespace="ns", spec=SPEC, weights={"v1": 90, "v2": 10}, owner="iris-a")
 
+    # then reading wrote nothing, and the one weight write claimed it
     assert weights == {"v1": 100, "v2": 0}
-    assert store.owner == "iris-a"
+    assert writes_after_reading == 0
+    assert (store.writes, store.owner) == (1, "iris-a")
 
 
 def test_a_second_rollout_on_an_owned_route_is_told_the_owner_and_writes_nothing() -> None:

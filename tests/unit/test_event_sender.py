@@ -1,0 +1,118 @@
+"""Events are created on the sender's own threads: a pass never waits for them, none is lost when
+the queue is full or a create fails, and none is handed over twice while it is being created."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from controller import telemetry
+from controller.api import RecordedEvent
+from controller.events import EventSender, Outgoing
+from controller.kube import Kube, ObjectRef
+from tests.unit.test_cheaper_passes import run_pass, world
+
+ABOUT = ObjectRef(api_version="rollouts.mlops.dev/v1alpha1", kind="ModelRollout", namespace="ns", name="iris", uid="u1")
+
+
+def recorded(name: str) -> RecordedEvent:
+    return RecordedEvent(name=name, type="Normal", reason="StepCompleted", message="", time="2026-11-30T12:00:00Z")
+
+
+class EventsApi(Kube):
+    """Kube whose Event creates are answered here: each fails when its name says so."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def emit_event(self, *, name: str | None = None, now: datetime, **_: Any) -> bool:
+        if name and name.startswith("raise"):
+            raise RuntimeError("the client broke")
+        self.created.append(str(name))
+        return True
+
+
+class Outcomes:
+    def __init__(self, expected: int) -> None:
+        self.done: dict[str, bool] = {}
+        self._expected = expected
+        self._all = threading.Event()
+
+    def outgoing(self, name: str) -> Outgoing:
+        def on_done(created: bool) -> None:
+            self.done[name] = created
+            if len(self.done) == self._expected:
+                self._all.set()
+
+        return Outgoing(about=ABOUT, event=recorded(name), on_done=on_done)
+
+    def wait(self) -> dict[str, bool]:
+        assert self._all.wait(5), self.done
+        return self.done
+
+
+def test_events_are_created_on_the_senders_threads_and_a_failing_create_ends_no_thread() -> None:
+    # given a started sender with one thread
+    api = EventsApi()
+    sender = EventSender(kube=api, threads=1)
+    sender.start()
+    outcomes = Outcomes(expected=3)
+
+    # when it is handed an Event whose create raises between two good ones
+    for name in ("first", "raise-once", "third"):
+        sender.send(outcomes.outgoing(name))
+
+    # then the good ones are created by the same thread, and each outcome is reported
+    assert outcomes.wait() == {"first": True, "raise-once": False, "third": True}
+    assert api.created == ["first", "third"]
+    sender.stop()
+
+
+def test_an_event_the_full_queue_cannot_take_is_reported_not_created_at_once() -> None:
+    # given a sender whose queue holds one Event, with no thread taking them yet
+    sender = EventSender(kube=EventsApi(), threads=1, queue_limit=1)
+    outcomes = Outcomes(expected=1)
+    deferred_before = telemetry.EVENTS_DEFERRED._value.get()
+
+    # when it is handed two
+    sender.send(outcomes.outgoing("queued"))
+    sender.send(outcomes.outgoing("deferred"))
+
+    # then the second is reported not created (its rollout's next pass sends it again), and counted
+    assert outcomes.wait() == {"deferred": False}
+    assert telemetry.EVENTS_DEFERRED._value.get() == deferred_before + 1
+
+
+class HeldSender:
+    """Keeps what it is handed, as a sender whose threads have not got to it yet."""
+
+    def __init__(self) -> None:
+        self.held: list[Outgoing] = []
+
+    def send(self, outgoing: Outgoing) -> None:
+        self.held.append(outgoing)
+
+
+def test_a_pass_hands_over_an_event_being_created_only_once_and_one_not_created_again() -> None:
+    # given a rollout whose first pass recorded two Events and handed them to the sender
+    sender = HeldSender()
+    server, reconciler, _ = world([{"setWeight": 10}, {"setWeight": 50}], events=sender)
+    run_pass(server, reconciler)
+    assert [o.event.reason for o in sender.held] == ["RolloutStarted", "StepCompleted"]
+
+    # when the next pass runs while those are still being created
+    run_pass(server, reconciler)
+
+    # then it hands over only its own Event
+    assert [o.event.message for o in sender.held[2:]] == ["step 1 completed"]
+
+    # and when the first create fails and the others succeed, the next pass (the promotion)
+    # hands over the failed one again with its own, and none of those created
+    first, *others = sender.held
+    first.on_done(False)
+    for outgoing in others:
+        outgoing.on_done(True)
+    sender.held.clear()
+    run_pass(server, reconciler)
+    assert [o.event.reason for o in sender.held] == ["RolloutStarted", "Promoted"]
