@@ -7,9 +7,8 @@ PY := $(VENV)/bin/python
 
 setup: system-packages $(VENV)/.installed binaries router-crds ## everything the tests need, on a fresh machine
 
-system-packages: ## Debian packages the tests start for real: Prometheus, and nginx (the sandbox's stand-in for a Gateway)
-	@{ command -v prometheus && test -x /usr/sbin/nginx; } >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus nginx-light openssl >/dev/null; }
+system-packages: ## Debian packages the tests start for real as processes, never as services: Prometheus, Alertmanager, nginx (the sandbox's stand-in for a Gateway)
+	@bash hack/install-system-packages.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
