@@ -222,6 +222,12 @@ def by_label(found: Iterable[Sample], name: str, label: str) -> dict[str, float]
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
+def mean_call_ms(found: Iterable[Sample], operation: str) -> float:
+    name = "model_rollouts_api_call_duration_seconds"
+    count = total(found, f"{name}_count", operation=operation)
+    return 1000 * total(found, f"{name}_sum", operation=operation) / count if count else math.nan
+
+
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
     """As PromQL's histogram_quantile over cumulative (le, count) buckets: linear within a bucket,
     the highest finite bound when the rank falls in +Inf."""
@@ -524,16 +530,23 @@ class FloorClient:
     _history: dict[int, list[JSON]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _left: int = 0
+    call_seconds: list[float] = field(default_factory=list)
+    """How long each of its API calls took."""
+
+    def _timed(self, call: Callable[[], object]) -> None:
+        started = time.monotonic()
+        call()
+        self.call_seconds.append(time.monotonic() - started)
 
     def _write(self, i: int, *, weight: int, step: int, phase: str) -> None:
         custom = client.CustomObjectsApi(self.api)
         name = f"model-{i}"
         merge = "application/merge-patch+json"
         weights = {"v1": 100 - weight, "v2": weight}
-        custom.patch_namespaced_custom_object(
+        self._timed(lambda: custom.patch_namespaced_custom_object(
             ROUTE_GROUP, ROUTE_VERSION, NAMESPACE, ROUTE_PLURAL, name, {"spec": route_body(name, weights)},
             _content_type=merge,
-        )  # fmt: skip
+        ))  # fmt: skip
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         history = self._history.setdefault(i, [])
         history.append({"time": now, "phase": phase, "step": step, "weight": weight, "reason": "Floor"})
@@ -542,9 +555,9 @@ class FloorClient:
             "stableVersion": "v2" if phase == "Promoted" else "v1", "candidateVersion": "v2",
             "message": f"candidate at {weight}%", "routeWeights": weights, "history": history,
         }  # fmt: skip
-        custom.patch_namespaced_custom_object_status(
+        self._timed(lambda: custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, NAMESPACE, PLURAL, name, {"status": status}, _content_type=merge
-        )
+        ))  # fmt: skip
 
     def _work(self) -> None:
         while True:
@@ -601,7 +614,8 @@ def lockstep(n: int, args: argparse.Namespace) -> list[Row]:
         )
 
         floor_routes = RouteWatcher(api)
-        floor_seconds = FloorClient(api=api, rollouts=n, threads=args.floor_threads).run()
+        floor = FloorClient(api=api, rollouts=n, threads=args.floor_threads)
+        floor_seconds = floor.run()
         time.sleep(1)
         floor_routes.stop()
         floor_pauses = floor_routes.pauses(10, 50)
@@ -641,6 +655,9 @@ def lockstep(n: int, args: argparse.Namespace) -> list[Row]:
             f"{seconds(percentile(floor_pauses, 50))} / {seconds(percentile(floor_pauses, 99))}"),
         Row(scenario, "API calls per rollout", f"{per_rollout:.1f}, {per_rollout / TRAFFIC_STEPS:.1f} per traffic step "
             f"({breakdown})"),
+        Row(scenario, "mean time of an API call: controller by operation; floor",
+            ", ".join(f"{op} {mean_call_ms(found, op):.0f} ms" for op in calls)
+            + f"; floor {1000 * statistics.fmean(floor.call_seconds):.0f} ms"),
         Row(scenario, "passes/s", f"{passes_total(found) / elapsed:.0f}"),
         Row(scenario, "controller RSS: idle / peak (VmHWM)", f"{mib(idle_kib)} / {mib(memory.hwm_kib)}"),
     ]  # fmt: skip

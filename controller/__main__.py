@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from kubernetes import client, config
 
-from controller.events import EventSender
+from controller.events import DEFAULT_EVENTS_PER_SECOND, DEFAULT_SENDER_THREADS, EventSender, SenderSettings
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
@@ -27,6 +27,9 @@ from controller.wiring import CheckerSettings, build_checkers
 log = logging.getLogger("controller")
 
 DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
+API_THREADS_BESIDES_WORKERS = 6
+"""Threads other than the workers and the Event sender that call the API server: one watch per
+watched kind (three), leader election, a failure report, one spare."""
 """What the Prometheus Operator names its Service; override with --prometheus-address."""
 
 _STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({})))
@@ -67,6 +70,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=4, help="reconcile passes at once")
     parser.add_argument("--resync-seconds", type=float, default=300.0, help="reconcile every rollout this often")
+    parser.add_argument(
+        "--events-per-second",
+        type=_positive_rate,
+        default=DEFAULT_EVENTS_PER_SECOND,
+        help="sustained rate of Event creates (bursts of up to 50 go at once); Events beyond it wait",
+    )
     parser.add_argument(
         "--queue-stall-seconds",
         type=float,
@@ -118,6 +127,17 @@ def _label_selector(text: str) -> LabelSelector:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _positive_rate(text: str) -> float:
+    """A rate a second: a number above zero."""
+    try:
+        rate = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from error
+    if not rate > 0 or rate == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a rate above 0, such as 25")
+    return rate
+
+
 def _allowed_hosts(text: str) -> tuple[str, ...]:
     """`--allowed-hosts` checked as the policy will read it; a mistake stops the controller at start."""
     hosts = parse_allowed_hosts(text)
@@ -135,16 +155,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
 
+    configuration = client.Configuration()
     if args.kubeconfig:
-        api_client = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=args.kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        api_client = client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # One kept-alive connection per thread that calls the API server at once (the client's
+    # default is 10): beyond the pool's size every call would open a new TLS connection, whose
+    # handshake costs the API server more than the call itself.
+    configuration.connection_pool_maxsize = args.workers + DEFAULT_SENDER_THREADS + API_THREADS_BESIDES_WORKERS
+    api_client = client.ApiClient(configuration)
 
     selector: LabelSelector = args.watch_label_selector
     lease_name = args.lease_name or default_lease_name(selector.text)
     kube = Kube(api_client=api_client, instance=args.identity)
-    events = EventSender(kube=kube)
+    events = EventSender(kube=kube, settings=SenderSettings(events_per_second=args.events_per_second))
     manager = Manager(
         api_client=api_client,
         reconciler=Reconciler(
@@ -224,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manager.start(stop)
         stop.wait()
     manager.stop()
+    # The Events of the last passes: created now, or left recorded for the next controller.
     events.stop()
     if elector is not None:
         elector.release()

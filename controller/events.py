@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,10 +30,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SENDER_THREADS = 2
 """Events created at once; each create is one API call of a few milliseconds."""
+DEFAULT_EVENTS_PER_SECOND = 25.0
+"""Sustained rate of Event creates (client-go limits its clients the same way): when thousands of
+rollouts move at once, their Events wait rather than take the API server from their traffic
+steps. Small numbers go at once (`DEFAULT_EVENT_BURST`)."""
+DEFAULT_EVENT_BURST = 50
+"""Events created without waiting after a quiet time."""
 DEFAULT_QUEUE_LIMIT = 10_000
 """Events waiting to be created; beyond that an Event waits for its rollout's next pass."""
 IDLE_POLL_SECONDS = 1.0
 """How often an idle sender thread looks whether it should stop."""
+DRAIN_POLL_SECONDS = 0.05
+DEFAULT_DRAIN_SECONDS = 10.0
+"""On shutdown, the Events still queued are created for at most this long, without the rate limit
+(a pod gets 30 s after SIGTERM); what is left stays recorded for the next controller to create."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,16 +83,51 @@ class DirectSender:
         outgoing.on_done(create(self.kube, outgoing))
 
 
-class EventSender:
-    """A bounded queue of Events and the threads that create them."""
+class TokenBucket:
+    """At most `rate` a second on average, `burst` at once."""
 
-    def __init__(
-        self, *, kube: Kube, threads: int = DEFAULT_SENDER_THREADS, queue_limit: int = DEFAULT_QUEUE_LIMIT
-    ) -> None:
+    def __init__(self, *, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def wait_seconds(self) -> float:
+        """Takes a token and returns 0, or returns how long until one is due (taking none)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
+
+
+@dataclass(frozen=True, kw_only=True)
+class SenderSettings:
+    threads: int = DEFAULT_SENDER_THREADS
+    """Threads creating Events."""
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    """Events waiting at most; beyond, an Event waits for its rollout's next pass."""
+    events_per_second: float = DEFAULT_EVENTS_PER_SECOND
+    """Sustained rate of Event creates."""
+    burst: int = DEFAULT_EVENT_BURST
+    """Event creates without waiting after a quiet time."""
+
+
+class EventSender:
+    """A bounded queue of Events and the threads that create them, at a bounded rate."""
+
+    def __init__(self, *, kube: Kube, settings: SenderSettings = SenderSettings()) -> None:
         self.kube = kube
-        self.threads = threads
-        self._queue: queue.Queue[Outgoing] = queue.Queue(maxsize=queue_limit)
+        self.threads = settings.threads
+        self._bucket = TokenBucket(rate=settings.events_per_second, burst=settings.burst)
+        self._queue: queue.Queue[Outgoing] = queue.Queue(maxsize=settings.queue_limit)
         self._stop = threading.Event()
+        self._draining = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -90,7 +136,12 @@ class EventSender:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, *, drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Creates what is queued, at full speed, for at most `drain_seconds`, then stops."""
+        self._draining.set()
+        deadline = time.monotonic() + drain_seconds
+        while self._threads and self._queue.unfinished_tasks and time.monotonic() < deadline:
+            self._stop.wait(DRAIN_POLL_SECONDS)
         self._stop.set()
 
     def send(self, outgoing: Outgoing) -> None:
@@ -106,13 +157,22 @@ class EventSender:
                 outgoing = self._queue.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
                 continue
-            # A sender thread outlives any one Event: one not created is sent again by a later pass.
-            created = False
             try:
-                created = create(self.kube, outgoing)
-            except Exception:
-                log.exception("event create failed", extra={"event": outgoing.event.name})
-            try:
-                outgoing.on_done(created)
-            except Exception:
-                log.exception("event bookkeeping failed", extra={"event": outgoing.event.name})
+                self._create(outgoing)
+            finally:
+                self._queue.task_done()
+
+    def _create(self, outgoing: Outgoing) -> None:
+        while not self._draining.is_set() and (wait := self._bucket.wait_seconds()) > 0:
+            if self._draining.wait(wait):
+                break
+        # A sender thread outlives any one Event: one not created is sent again by a later pass.
+        created = False
+        try:
+            created = create(self.kube, outgoing)
+        except Exception:
+            log.exception("event create failed", extra={"event": outgoing.event.name})
+        try:
+            outgoing.on_done(created)
+        except Exception:
+            log.exception("event bookkeeping failed", extra={"event": outgoing.event.name})

@@ -57,9 +57,11 @@ _retry_reads = retry(
 
 def _call(operation: str, fn: Callable[[], T]) -> T:
     """Run one API call; transient failures become TemporaryError."""
-    telemetry.API_CALLS.labels(operation=operation.split(" ", 1)[0]).inc()
+    kind = operation.split(" ", 1)[0]
+    telemetry.API_CALLS.labels(operation=kind).inc()
     try:
-        return fn()
+        with telemetry.API_CALL_SECONDS.labels(operation=kind).time():
+            return fn()
     except ApiException as error:
         if _transient(error):
             delay = 0.2 if error.status == 409 else 2.0

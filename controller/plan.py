@@ -101,6 +101,9 @@ class Observed:
     """Raw value of the action annotation, if present."""
     route_weights: Mapping[str, int] | None = None
     """Percent of traffic per version (of spec.versions) on the route; None when unreadable."""
+    unrecorded_write: Mapping[str, int] | None = None
+    """The split this process wrote on the route in a pass whose status write did not land (a
+    conflict): found on the route, it is the controller's own doing, not an edit."""
     reference_problem: str | None = None
     gates: CheckOutcome | None = None
     analysis: CheckOutcome | None = None
@@ -282,12 +285,19 @@ def _track_route(d: _Decision, spec: ModelRolloutSpec | None) -> None:
     Found otherwise than recorded and otherwise than asked, the route was edited by hand (or by
     another tool): the plan restores it, and the Event says what was found and what is restored.
     Found as asked (by this decision, on its way) but not as recorded is no edit: a crash between
-    a route write and the status write leaves exactly that, and it is simply recorded."""
+    a route write and the status write leaves exactly that, and it is simply recorded; so is the
+    split of a route write whose status write was refused (`Observed.unrecorded_write`), which a
+    person's action handled since may no longer ask."""
     found = d.observed.route_weights
     planned = d.traffic
     if found is None:
         return
-    if planned is None or any(split.satisfied_by(found) for split in d.asked):
+    own = d.observed.unrecorded_write
+    if (
+        planned is None
+        or any(split.satisfied_by(found) for split in d.asked)
+        or (own is not None and TrafficSplit(weights=own).satisfied_by(found))
+    ):
         d.update(route_weights=dict(found), route_backends=_backends_with_traffic(d.status, spec, found))
         return
     recorded = d.status.route_weights

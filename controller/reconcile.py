@@ -231,6 +231,8 @@ class Reconciler:
         self._created_events: dict[tuple[str, str], set[str]] = {}
         """Per rollout, the names of its recorded Events this process created (the sender's
         threads add to it)."""
+        self._unrecorded_writes: dict[tuple[str, str], dict[str, int]] = {}
+        """Per rollout, the split a pass wrote on the route and has not recorded in status yet."""
         self._sending: set[tuple[str, str, str]] = set()
         """(namespace, name, Event name) handed to the sender and not done yet: not sent twice."""
 
@@ -272,6 +274,7 @@ class Reconciler:
         )
         if status_changed(final_status, ModelRolloutStatus.from_json(rollout.get("status"))):
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
+        self._unrecorded_writes.pop((namespace, name), None)
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
         self._emit(rollout, final_status.recent_events)
         if plan.action_handled:
@@ -369,6 +372,7 @@ class Reconciler:
         namespace = meta["namespace"]
         observed = Observed(
             now=self.clock(),
+            unrecorded_write=self._unrecorded_writes.get((namespace, meta["name"])),
             generation=int(meta.get("generation", 0)),
             deleting=deleting,
             deletion_requested_at=parse_time(meta.get("deletionTimestamp")),
@@ -565,6 +569,7 @@ class Reconciler:
             log.warning("route write refused", extra={"namespace": namespace, "error": refusal})
             return plan, refusal
         log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
+        self._unrecorded_writes[(namespace, name)] = dict(weights)
         observed = replace(observed, route_weights=weights, action=None, now=self.clock())
         written = replace(plan.status, route_weights=weights)
         after = decide(spec=spec, spec_error=spec_error, status=written, observed=observed)
@@ -584,7 +589,16 @@ class Reconciler:
         rollout's; this ties the route write to the rollout's too, so that traffic moves only on a
         decision made from the stored status. A rollout relabelled into another shard meanwhile (or
         changed in any other way: an action, a spec edit) is not acted on by a pass that read it
-        before; the new owner continues from the stored status."""
+        before; the new owner continues from the stored status.
+
+        Only a sharded controller (one with a label selector) asks. Unsharded, no other process
+        writes the status this pass decided from (the cache never goes back behind this process's
+        own writes), and what a person changes while a pass runs (an action, a spec edit) is acted
+        on by the next pass, as soon as the watch brings it: this pass's status write is refused
+        as a conflict and the pass runs again. The GET would cost one API call, as much as a
+        write on a busy API server, per traffic step of every rollout."""
+        if not self.selector.text:
+            return
         meta = rollout["metadata"]
         fresh = self.kube.get_rollout(namespace=meta["namespace"], name=meta["name"])
         if fresh is None or not self.selector.matches_object(fresh):
@@ -665,6 +679,7 @@ class Reconciler:
         telemetry.TRANSITIONS.labels(reason=event.reason).inc()
 
     def _forget(self, namespace: str, name: str) -> None:
+        self._unrecorded_writes.pop((namespace, name), None)
         with self._events_lock:
             self._created_events.pop((namespace, name), None)
         telemetry.forget_rollout(namespace=namespace, name=name)

@@ -25,6 +25,10 @@ EVENTS_DEFERRED = Counter(
     "Events the sender's queue could not take; each is sent again by its rollout's next pass.",
 )
 API_CALLS = Counter("model_rollouts_api_calls_total", "Kubernetes API calls by operation.", ["operation"])
+API_CALL_SECONDS = Histogram(
+    "model_rollouts_api_call_duration_seconds", "Time of one Kubernetes API call (retries included), by operation.",
+    ["operation"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
 IS_LEADER = Gauge("model_rollouts_leader", "1 while this replica holds the leader lease.")
 
 

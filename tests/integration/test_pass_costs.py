@@ -32,8 +32,8 @@ def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_ba
 
     # Then the route and the status were written once per traffic step (the route claimed in its
     # first write, the gates passed in the pass that started the rollout), and nothing was read
-    # back: the GETs are one confirmation of the rollout per route write, and at most the two
-    # Services when a pass runs before their watch events have reached the Services' cache
+    # back: the only GETs are at most the two Services, when a pass runs before their watch
+    # events have reached the Services' cache (an unsharded controller confirms nothing)
     metrics = controller.metrics()
     calls = counters(metrics, "model_rollouts_api_calls_total", "operation")
     passes = sum(counters(metrics, "model_rollouts_reconcile_total", "result").values())
@@ -42,4 +42,4 @@ def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_ba
     assert calls["write"] == 3, calls
     assert calls["update"] == 3, calls
     assert calls["patch"] == 1, calls  # the finalizer
-    assert calls["get"] <= 3 + 2, calls
+    assert calls.get("get", 0) <= 2, calls

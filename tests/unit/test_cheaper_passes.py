@@ -25,7 +25,7 @@ from controller.events import SendsEvents
 from controller.kube import Kube
 from controller.reconcile import Reconciler
 from controller.routers import gatewayapi
-from controller.watch import ObjectCache
+from controller.watch import LabelSelector, ObjectCache
 
 JSON = dict[str, Any]
 NS = "ns"
@@ -131,7 +131,11 @@ class Clock:
         return self.now
 
 
-def world(steps: list[JSON], *, events: SendsEvents | None = None) -> tuple[FakeServer, Reconciler, Clock]:
+def world(
+    steps: list[JSON], *, events: SendsEvents | None = None, sharded: bool = False
+) -> tuple[FakeServer, Reconciler, Clock]:
+    """A route, two Services and a rollout on them; `sharded`: the rollout is labelled shard=a and
+    the reconciler owns that shard."""
     server = FakeServer()
     kube = Kube(api_client=client.ApiClient())
     kube.custom = server  # type: ignore[assignment]
@@ -157,7 +161,13 @@ def world(steps: list[JSON], *, events: SendsEvents | None = None) -> tuple[Fake
         {
             "apiVersion": "rollouts.mlops.dev/v1alpha1",
             "kind": "ModelRollout",
-            "metadata": {"name": "iris", "namespace": NS, "uid": "u1", "generation": 1},
+            "metadata": {
+                "name": "iris",
+                "namespace": NS,
+                "uid": "u1",
+                "generation": 1,
+                "labels": {"shard": "a"} if sharded else {},
+            },
             "spec": {
                 "model": "iris",
                 "versions": [{"version": v, "backend": {"service": f"iris-{v}", "port": 8080}} for v in ("v1", "v2")],
@@ -169,7 +179,8 @@ def world(steps: list[JSON], *, events: SendsEvents | None = None) -> tuple[Fake
         },
     )
     clock = Clock()
-    return server, Reconciler(kube=kube, clock=clock, events=events), clock
+    selector = LabelSelector.parse("shard=a" if sharded else "")
+    return server, Reconciler(kube=kube, clock=clock, events=events, selector=selector), clock
 
 
 def phase(server: FakeServer) -> str | None:
@@ -186,7 +197,7 @@ def run_pass(server: FakeServer, reconciler: Reconciler) -> Counter[str]:
     return server.calls - before
 
 
-def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_nothing_but_a_confirmation() -> None:
+def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_nothing() -> None:
     # given a rollout with two weight steps (then the promotion: three traffic steps)
     server, reconciler, _ = world([{"setWeight": 10}, {"setWeight": 50}])
 
@@ -197,12 +208,12 @@ def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_not
         assert len(passes) < 10, passes
     idle = run_pass(server, reconciler)
 
-    # then each of the three traffic steps writes the route once and the status once; the only
-    # read from the server is the one that confirms the rollout before moving traffic (Services
-    # come from their cache); the first pass also adds the finalizer, and passes the gates and
-    # claims the route on its way to the first weight (RolloutStarted with StepCompleted)
+    # then each of the three traffic steps writes the route once and the status once, and reads
+    # nothing from the server (rollout, route and Services come from the caches); the first pass
+    # also adds the finalizer, and passes the gates and claims the route on its way to the first
+    # weight (RolloutStarted with StepCompleted)
     assert weights(server) == [0, 100]
-    traffic_step = {"get modelrollouts": 1, "update httproutes": 1, "write status of modelrollouts": 1}
+    traffic_step = {"update httproutes": 1, "write status of modelrollouts": 1}
     assert passes == [
         {**traffic_step, "patch modelrollouts": 1, "emit event": 2},
         {**traffic_step, "emit event": 1},
@@ -232,15 +243,34 @@ def test_a_stale_route_makes_the_write_fail_and_the_pass_that_runs_again_reads_i
     assert server.objects[(gatewayapi.PLURAL, "iris")]["metadata"]["labels"] == {"team": "ml"}
 
 
-def test_a_stale_rollout_never_moves_traffic_on_a_decision_it_did_not_see() -> None:
-    # given a rollout paused for 10 s at 10 %, aborted by a person when the pause has run out,
-    # the cache not having seen the abort yet
-    server, reconciler, clock = world([{"setWeight": 10}, {"pause": {"duration": "10s"}}, {"setWeight": 50}])
+def aborted_while_the_cache_has_not_seen_it(*, sharded: bool) -> tuple[FakeServer, Reconciler]:
+    """A rollout paused for 10 s at 10 %, aborted by a person when the pause has run out, the
+    cache not having seen the abort yet."""
+    server, reconciler, clock = world(
+        [{"setWeight": 10}, {"pause": {"duration": "10s"}}, {"setWeight": 50}], sharded=sharded
+    )
     while phase(server) != "Progressing" or weights(server) != [90, 10]:
         run_pass(server, reconciler)
     server.deliver = False
     server.change(PLURAL, "iris", annotations={ACTION_ANNOTATION: "abort"})
     clock.now = T0 + timedelta(seconds=11)
+    return server, reconciler
+
+
+def test_a_sharded_controller_confirms_the_rollout_before_each_route_write() -> None:
+    # given a sharded controller's rollout
+    server, reconciler, _ = world([{"setWeight": 10}], sharded=True)
+
+    # when its first pass moves traffic
+    first = run_pass(server, reconciler)
+
+    # then it read the rollout from the server once, just before the route write
+    assert first["get modelrollouts"] == 1 and first["update httproutes"] == 1
+
+
+def test_a_sharded_controller_never_moves_traffic_on_a_decision_it_did_not_see() -> None:
+    # given a sharded controller's rollout, aborted while the cache has not seen it
+    server, reconciler = aborted_while_the_cache_has_not_seen_it(sharded=True)
 
     # when a pass decides from the cached rollout to move on to 50 %
     with pytest.raises(TemporaryError, match="changed during the pass; traffic not moved"):
@@ -251,3 +281,23 @@ def test_a_stale_rollout_never_moves_traffic_on_a_decision_it_did_not_see() -> N
     run_pass(server, reconciler)
     assert weights(server) == [100, 0]
     assert phase(server) == "Aborted"
+
+
+def test_unsharded_a_change_made_during_a_pass_is_acted_on_by_the_next_pass() -> None:
+    # given an unsharded controller's rollout, aborted while the cache has not seen it
+    server, reconciler = aborted_while_the_cache_has_not_seen_it(sharded=False)
+
+    # when a pass decides from the cached rollout to move on to 50 %
+    with pytest.raises(TemporaryError, match="409"):
+        reconciler.reconcile(namespace=NS, name="iris")
+
+    # then that one step landed on the route, but its status write was refused; the pass that
+    # runs again reads the rollout fresh, sees the abort and sends all traffic home
+    assert weights(server) == [50, 50]
+    assert phase(server) == "Progressing"
+    again = run_pass(server, reconciler)
+    assert again["get modelrollouts"] == 1
+    assert weights(server) == [100, 0]
+    assert phase(server) == "Aborted"
+    reasons = [event["reason"] for event in server.objects[(PLURAL, "iris")]["status"]["recentEvents"]]
+    assert "TrafficDrift" not in reasons, "the step the refused pass wrote is the controller's own"

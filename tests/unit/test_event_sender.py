@@ -9,7 +9,7 @@ from typing import Any
 
 from controller import telemetry
 from controller.api import RecordedEvent
-from controller.events import EventSender, Outgoing
+from controller.events import EventSender, Outgoing, SenderSettings, TokenBucket
 from controller.kube import Kube, ObjectRef
 from tests.unit.test_cheaper_passes import run_pass, world
 
@@ -55,7 +55,7 @@ class Outcomes:
 def test_events_are_created_on_the_senders_threads_and_a_failing_create_ends_no_thread() -> None:
     # given a started sender with one thread
     api = EventsApi()
-    sender = EventSender(kube=api, threads=1)
+    sender = EventSender(kube=api, settings=SenderSettings(threads=1))
     sender.start()
     outcomes = Outcomes(expected=3)
 
@@ -71,7 +71,7 @@ def test_events_are_created_on_the_senders_threads_and_a_failing_create_ends_no_
 
 def test_an_event_the_full_queue_cannot_take_is_reported_not_created_at_once() -> None:
     # given a sender whose queue holds one Event, with no thread taking them yet
-    sender = EventSender(kube=EventsApi(), threads=1, queue_limit=1)
+    sender = EventSender(kube=EventsApi(), settings=SenderSettings(threads=1, queue_limit=1))
     outcomes = Outcomes(expected=1)
     deferred_before = telemetry.EVENTS_DEFERRED._value.get()
 
@@ -82,6 +82,40 @@ def test_an_event_the_full_queue_cannot_take_is_reported_not_created_at_once() -
     # then the second is reported not created (its rollout's next pass sends it again), and counted
     assert outcomes.wait() == {"deferred": False}
     assert telemetry.EVENTS_DEFERRED._value.get() == deferred_before + 1
+
+
+def test_stopping_creates_what_is_queued_at_once_whatever_the_rate() -> None:
+    # given a started sender allowed one Event now and the next in an hour, holding three
+    api = EventsApi()
+    sender = EventSender(kube=api, settings=SenderSettings(threads=1, events_per_second=1 / 3600, burst=1))
+    sender.start()
+    outcomes = Outcomes(expected=3)
+    for name in ("a", "b", "c"):
+        sender.send(outcomes.outgoing(name))
+
+    # when the controller shuts down
+    sender.stop(drain_seconds=5)
+
+    # then all three were created before it stopped
+    assert sorted(api.created) == ["a", "b", "c"]
+    assert outcomes.wait() == {"a": True, "b": True, "c": True}
+
+
+def test_events_are_created_in_a_burst_then_at_the_sustained_rate() -> None:
+    # given a bucket of 2 a second with a burst of 3, and a clock that stands still
+    now = [100.0]
+    bucket = TokenBucket(rate=2, burst=3, clock=lambda: now[0])
+
+    # when four creates ask at once
+    waits = [bucket.wait_seconds() for _ in range(4)]
+
+    # then three go at once and the fourth is told to wait half a second, after which it goes
+    assert waits == [0, 0, 0, 0.5]
+    now[0] += 0.5
+    assert bucket.wait_seconds() == 0
+    # and a long quiet time refills the burst, never more
+    now[0] += 3600
+    assert [bucket.wait_seconds() for _ in range(4)] == [0, 0, 0, 0.5]
 
 
 class HeldSender:
