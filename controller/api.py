@@ -199,6 +199,8 @@ class TrafficRouting:
     """Name of the router implementation, the key used under spec.trafficRouting."""
     config: Mapping[str, Any]
     """That key's raw value, parsed by the router itself."""
+    parsed: object = None
+    """The router's typed configuration, once the reconciler had the router parse `config`."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,12 @@
 """Runs the pieces together: informers feed the work queue, a fixed pool of workers reconciles.
 
-Informer(ModelRollouts) ──┐
-Informer(HTTPRoutes) ─────┼──> WorkQueue ──> WorkerPool (N threads) ──> Reconciler.reconcile(key)
-resync timer ─────────────┘        ^                                       │
-                                   └──────────── requeue-after / backoff ───┘
+Informer(ModelRollouts) ────────────┐
+Informer(each router's kind) ───────┼──> WorkQueue ──> WorkerPool (N threads) ──> Reconciler.reconcile(key)
+resync timer ───────────────────────┘        ^                                       │
+Informer(Services): cache only               └──────────── requeue-after / backoff ───┘
+
+The routed objects (HTTPRoutes, VirtualServices, ...) are watched once per kind that a registered
+router writes (`controller.routers.ROUTERS`), and cached only when an owned rollout names them.
 """
 
 from __future__ import annotations
@@ -11,15 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kubernetes import client
 
 from controller.api import GROUP, PLURAL, VERSION
 from controller.reconcile import Reconciler
-from controller.routers import gatewayapi
+from controller.routers import ROUTERS, RoutedKind, RouterPlugin
 from controller.urgency import is_urgent
 from controller.watch import Informer, LabelSelector, ObjectCache, Resource
 from controller.workers import WorkerPool
@@ -28,6 +32,8 @@ from controller.workqueue import Key, WorkQueue
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+RouteKey = tuple[str, str, str]
+"""(kind plural, namespace, name) of a routed object."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +52,16 @@ class ManagerSettings:
 
 
 class Manager:
-    def __init__(self, *, api_client: client.ApiClient, reconciler: Reconciler, settings: ManagerSettings) -> None:
+    def __init__(
+        self,
+        *,
+        api_client: client.ApiClient,
+        reconciler: Reconciler,
+        settings: ManagerSettings,
+        routers: Mapping[str, RouterPlugin] = ROUTERS,
+    ) -> None:
         self.settings = settings
+        self.plugins = routers
         self.reconciler = reconciler
         self.queue = WorkQueue()
         self.workers = WorkerPool(
@@ -57,12 +71,11 @@ class Manager:
             stall_seconds=settings.queue_stall_seconds,
         )
         self._lock = threading.Lock()
-        self._route_of: dict[Key, tuple[str, str]] = {}
-        self._rollouts_of_route: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._route_of: dict[Key, RouteKey | None] = {}
+        """Every known rollout of this shard, with the routed object it names (if its spec names one)."""
+        self._rollouts_of_route: dict[RouteKey, set[Key]] = defaultdict(set)
         self.rollout_cache = ObjectCache(keep=LabelSelector.parse(settings.label_selector).matches_object)
         """The rollouts of this shard, as last received; passes read them from here."""
-        self.route_cache = ObjectCache(keep=self._names_a_route_of_ours)
-        """The routes that owned rollouts name (not every route in the cluster)."""
         self.rollouts = Informer(
             api_client=api_client,
             resource=Resource(
@@ -76,18 +89,21 @@ class Manager:
             on_list=self._on_rollout_list,
             cache=self.rollout_cache,
         )
-        self.routes = Informer(
-            api_client=api_client,
-            resource=Resource(
-                group=gatewayapi.GROUP,
-                version=gatewayapi.VERSION,
-                plural=gatewayapi.PLURAL,
-                namespace=settings.namespace,
-            ),
-            on_event=self._on_route_event,
-            on_list=lambda routes: None,
-            cache=self.route_cache,
-        )
+        kinds = list(dict.fromkeys(plugin.kind for plugin in routers.values()))
+        self.route_caches = {kind: ObjectCache(keep=partial(self._names_a_route_of_ours, kind)) for kind in kinds}
+        """Per routed kind, the objects that owned rollouts name (not every such object in the cluster)."""
+        self.routes = [
+            Informer(
+                api_client=api_client,
+                resource=Resource(
+                    group=kind.group, version=kind.version, plural=kind.plural, namespace=settings.namespace
+                ),
+                on_event=partial(self._on_route_event, kind),
+                on_list=lambda routes: None,
+                cache=self.route_caches[kind],
+            )
+            for kind in kinds
+        ]
         self.service_cache = ObjectCache()
         """Every Service of the watched namespaces: passes check that the versions' Services exist
         (a few hundred bytes each, as compact JSON)."""
@@ -102,15 +118,15 @@ class Manager:
 
     def caches(self) -> dict[tuple[str, str], ObjectCache]:
         """The informers' caches by (group, plural), for the reconciler's reads (`Kube.use_cache`)."""
-        return {
-            (GROUP, PLURAL): self.rollout_cache,
-            (gatewayapi.GROUP, gatewayapi.PLURAL): self.route_cache,
-            ("", "services"): self.service_cache,
-        }
+        routes = {(kind.group, kind.plural): cache for kind, cache in self.route_caches.items()}
+        return {(GROUP, PLURAL): self.rollout_cache, ("", "services"): self.service_cache, **routes}
 
     @property
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in (self.rollouts, self.routes, self.services))
+        return all(informer.synced.is_set() for informer in self._informers())
+
+    def _informers(self) -> list[Informer]:
+        return [self.rollouts, self.services, *self.routes]
 
     def start(self, stop: threading.Event) -> None:
         def spawn(name: str, target: Any, *args: Any) -> None:
@@ -119,16 +135,17 @@ class Manager:
             self._threads.append(thread)
 
         spawn("watch-modelrollouts", self.rollouts.run, stop)
-        spawn("watch-httproutes", self._watch_routes, stop)
+        for informer in self.routes:
+            spawn(f"watch-{informer.resource.plural}", self._watch_routes, informer, stop)
         spawn("watch-services", self.services.run, stop)
         spawn("resync", self._resync, stop)
         self.workers.start()
 
-    def _watch_routes(self, stop: threading.Event) -> None:
-        # The route cache keeps the routes the rollouts name: list them once the rollouts are known.
+    def _watch_routes(self, informer: Informer, stop: threading.Event) -> None:
+        # A route cache keeps the routes the rollouts name: list them once the rollouts are known.
         while not stop.is_set() and not self.rollouts.synced.wait(0.5):
             pass
-        self.routes.run(stop)
+        informer.run(stop)
 
     def health_problem(self) -> str | None:
         """Why this replica should be restarted, or None; before start() there is none."""
@@ -136,7 +153,7 @@ class Manager:
 
     def stop(self) -> None:
         self.queue.shut_down()
-        for informer in (self.rollouts, self.routes, self.services):
+        for informer in self._informers():
             informer.stop()
 
     # Event handlers: quick, they only index and enqueue ----------------------------------------
@@ -145,11 +162,24 @@ class Manager:
     def _key(obj: JSON) -> Key:
         return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
-    def _names_a_route_of_ours(self, route: JSON) -> bool:
+    def _names_a_route_of_ours(self, kind: RoutedKind, route: JSON) -> bool:
         with self._lock:
-            return self._key(route) in self._rollouts_of_route
+            return (kind.plural, *self._key(route)) in self._rollouts_of_route
+
+    def _route_named(self, key: Key, obj: JSON) -> RouteKey | None:
+        """The routed object the rollout's spec names, if its router is known and its config parses."""
+        routing = (obj.get("spec") or {}).get("trafficRouting")
+        if not isinstance(routing, dict):
+            return None
+        for router_key, raw in routing.items():
+            plugin = self.plugins.get(router_key)
+            name = None if plugin is None else plugin.routed_object(raw)
+            if plugin is not None and name is not None:
+                return (plugin.kind.plural, key[0], name)
+        return None
 
     def _index(self, key: Key, obj: JSON | None) -> None:
+        route = None if obj is None else self._route_named(key, obj)
         unused = None
         with self._lock:
             old = self._route_of.pop(key, None)
@@ -158,20 +188,18 @@ class Manager:
                 if not self._rollouts_of_route[old]:
                     del self._rollouts_of_route[old]
                     unused = old
-            route_name = (
-                None
-                if obj is None
-                else ((obj.get("spec") or {}).get("trafficRouting") or {}).get("gatewayAPI", {}).get("httpRoute")
-            )
-            if route_name:
-                route = (key[0], str(route_name))
+            if obj is not None:
                 self._route_of[key] = route
+            if route is not None:
                 self._rollouts_of_route[route].add(key)
                 if route == unused:
                     unused = None
         if unused is not None:
             # Outside the lock: the cache takes its own, and asks the index under this one.
-            self.route_cache.drop(*unused)
+            plural, namespace, name = unused
+            for kind, cache in self.route_caches.items():
+                if kind.plural == plural:
+                    cache.drop(namespace, name)
 
     def _on_rollout_list(self, items: Iterable[JSON]) -> None:
         keys = set()
@@ -188,13 +216,14 @@ class Manager:
         self._index(key, None if kind == "DELETED" else obj)
         self.queue.add(key, urgent=kind != "DELETED" and is_urgent(obj))
 
-    def _on_route_event(self, kind: str, obj: JSON) -> None:
+    def _on_route_event(self, kind: RoutedKind, event: str, obj: JSON) -> None:
         with self._lock:
-            keys = list(self._rollouts_of_route.get(self._key(obj), ()))
+            keys = list(self._rollouts_of_route.get((kind.plural, *self._key(obj)), ()))
         for key in keys:
             self.queue.add(key)
 
     def _resync(self, stop: threading.Event) -> None:
+        """Every known rollout, whatever its router (or none that parses)."""
         while not stop.wait(self.settings.resync_seconds):
             with self._lock:
                 keys = list(self._route_of)

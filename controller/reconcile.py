@@ -54,7 +54,7 @@ from controller.plan import (
     route_spec,
     stage_to_check,
 )
-from controller.routers import ROUTERS, Router, RouterFactory
+from controller.routers import ROUTERS, Router, RouterPlugin
 from controller.routers.ownership import RouteOwnedElsewhere
 from controller.routers.safety import RouteWriteBudget, refuse_unsafe_split
 from controller.watch import LabelSelector
@@ -212,7 +212,7 @@ class Reconciler:
         *,
         kube: Kube,
         checkers: Checkers = Checkers(),
-        routers: Mapping[str, RouterFactory] = ROUTERS,
+        routers: Mapping[str, RouterPlugin] = ROUTERS,
         clock: Callable[[], datetime] = now_utc,
         route_writes: RouteWriteBudget | None = None,
         selector: LabelSelector | None = None,
@@ -225,7 +225,8 @@ class Reconciler:
         """The rollouts this process owns (its shard); it never acts on any other."""
         self.route_writes = route_writes or RouteWriteBudget()
         self.checkers = checkers
-        self.routers = {name: factory(kube) for name, factory in routers.items()}
+        self.plugins = routers
+        self.routers = {key: plugin.build(kube) for key, plugin in routers.items()}
         self.clock = clock
         self._events_lock = threading.Lock()
         self._created_events: dict[tuple[str, str], set[str]] = {}
@@ -348,16 +349,18 @@ class Reconciler:
             log.info("action annotation changed meanwhile; it is handled on the next pass")
 
     def _parse(self, rollout: JSON) -> tuple[ModelRolloutSpec | None, str | None, Router | None]:
+        """The spec with its router's configuration parsed by the router, or the first mistake."""
         try:
             spec = parse_spec(rollout.get("spec") or {})
+            routing = spec.traffic_routing
+            plugin = self.plugins.get(routing.router)
+            if plugin is None:
+                known = ", ".join(sorted(self.plugins))
+                return None, f"spec.trafficRouting.{routing.router}: unknown router; use one of {known}", None
+            spec = replace(spec, traffic_routing=replace(routing, parsed=plugin.parse_config(routing.config)))
         except SpecError as error:
             return None, str(error), None
-        router = self.routers.get(spec.traffic_routing.router)
-        if router is None:
-            known = ", ".join(sorted(self.routers))
-            message = f"spec.trafficRouting.{spec.traffic_routing.router}: unknown router; use one of {known}"
-            return None, message, None
-        return spec, None, router
+        return spec, None, self.routers[routing.router]
 
     def _observe(
         self,
@@ -383,7 +386,7 @@ class Reconciler:
         try:
             weights = self._read_route(router, namespace, meta["name"], route_spec(spec, status))
             stable = (rollout.get("status") or {}).get("stableVersion") or spec.baseline
-            problem = None if deleting else self._backend_problem(namespace, spec, stable)
+            problem = None if deleting else self._backend_problem(namespace, spec, stable, router)
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
         return replace(observed, route_weights=weights, reference_problem=problem)
@@ -398,29 +401,21 @@ class Reconciler:
             log.info("taking over a route whose owner is gone", extra={"namespace": namespace, "owner": error.owner})
             return router.read_weights(namespace=namespace, spec=spec, owner=name, replacing=error.owner)
 
-    def _backend_problem(self, namespace: str, spec: ModelRolloutSpec, stable: str) -> str | None:
+    def _backend_problem(self, namespace: str, spec: ModelRolloutSpec, stable: str, router: Router) -> str | None:
         if stable not in {v.version for v in spec.versions}:
             return (
                 f"the stable version {stable} (status.stableVersion) is not in spec.versions; "
                 "keep it listed until its successor is promoted"
             )
-        for version_name in dict.fromkeys((stable, spec.candidate)):
-            version = spec.version(version_name)
-            service = self.kube.get_service(namespace=namespace, name=version.backend.service)
-            if service is None:
+        serving = tuple(dict.fromkeys((stable, spec.candidate)))
+        problem = router.reference_problem(namespace=namespace, spec=spec, versions=serving)
+        if problem is not None:
+            return problem
+        for version_name in serving:
+            deployment = spec.version(version_name).deployment
+            if deployment and self.kube.get_deployment(namespace=namespace, name=deployment) is None:
                 return (
-                    f"Service {namespace}/{version.backend.service} of version {version_name} not found; "
-                    "create it or fix spec.versions[].backend.service"
-                )
-            ports = {port.get("port") for port in (service.get("spec") or {}).get("ports") or []}
-            if version.backend.port not in ports:
-                return (
-                    f"Service {namespace}/{version.backend.service} has no port {version.backend.port} "
-                    f"(it has {sorted(ports)}); fix spec.versions[].backend.port"
-                )
-            if version.deployment and self.kube.get_deployment(namespace=namespace, name=version.deployment) is None:
-                return (
-                    f"Deployment {namespace}/{version.deployment} of version {version_name} not found; "
+                    f"Deployment {namespace}/{deployment} of version {version_name} not found; "
                     "create it or fix spec.versions[].deployment"
                 )
         return None
@@ -554,9 +549,10 @@ class Reconciler:
         route = f"spec.trafficRouting.{spec.traffic_routing.router}"
         refuse_unsafe_split(spec=routed, weights=plan.traffic.weights, route=route)
         self._confirm_unchanged(rollout)
-        watched = router.watched_route(spec=spec)
+        plugin = self.plugins[spec.traffic_routing.router]
         self.route_writes.spend(
-            (spec.traffic_routing.router, namespace, *(watched or ())), label=f"{route} in namespace {namespace}"
+            (plugin.key, namespace, plugin.kind.plural, plugin.object_name(spec.traffic_routing.parsed)),
+            label=f"{route} in namespace {namespace}",
         )
         try:
             weights = router.write_weights(namespace=namespace, spec=routed, weights=plan.traffic.weights, owner=name)

@@ -37,6 +37,8 @@ WATCH_TIMEOUT_SECONDS = 300
 """Server-side timeout of one watch request; the watch then resumes from the last version."""
 ERROR_BACKOFF_SECONDS = 2.0
 """Pause before listing again after an unexpected error."""
+NOT_SERVED_RETRY_SECONDS = 60.0
+"""Pause before listing again a kind the API server does not serve (CRD not installed) or forbids."""
 
 
 Key = tuple[str, str]
@@ -233,11 +235,28 @@ class Informer:
                 self._watch_from(list_call, listed["metadata"]["resourceVersion"], stop)
             except _Gone:
                 log.info("watch expired; listing again", extra={"resource": self.resource.plural})
-            except Exception:
+            except Exception as error:
                 if stop.is_set():
                     return
+                if isinstance(error, ApiException) and error.status in (403, 404):
+                    self._not_served(error)
+                    stop.wait(NOT_SERVED_RETRY_SECONDS)
+                    continue
                 log.exception("watch failed; listing again", extra={"resource": self.resource.plural})
                 stop.wait(ERROR_BACKOFF_SECONDS)
+
+    def _not_served(self, error: ApiException) -> None:
+        """The kind is not installed (a router's CRD absent from this cluster) or not granted:
+        nothing of it is cached, so a rollout naming such an object reads it with a GET, finds it
+        missing and waits, saying so. The informer counts as synced meanwhile (the controller is
+        ready), and lists again later."""
+        log.warning(
+            "cannot list this kind; objects of it are read one by one",
+            extra={"resource": self.resource.plural, "status": error.status},
+        )
+        if self.cache is not None:
+            self.cache.replace_all([])
+        self.synced.set()
 
     def _watch_from(self, list_call: Callable[..., Any], resource_version: str, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -13,14 +13,17 @@ with a non-zero weight is a reference problem: the split would not be the one th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from controller.api import GROUP as ROLLOUTS_GROUP
-from controller.api import ModelRolloutSpec
+from controller.api import ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 from controller.routers import ownership
+from controller.routers.plugin import RoutedKind, RouterPlugin, config_of
 from controller.routers.safety import refuse_unsafe_split
+from controller.routers.services import service_problem
 
 GROUP = "gateway.networking.k8s.io"
 VERSION = "v1"
@@ -33,11 +36,32 @@ ADDED_BACKENDS_ANNOTATION = f"{ROLLOUTS_GROUP}/added-backends"
 JSON = dict[str, Any]
 
 
-def _route_name(spec: ModelRolloutSpec) -> str:
-    name = spec.traffic_routing.config.get("httpRoute")
-    if not name:
-        raise ReferenceProblem("spec.trafficRouting.gatewayAPI.httpRoute is empty; name the HTTPRoute to manage")
-    return str(name)
+CONFIG_PATH = "spec.trafficRouting.gatewayAPI"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayAPIRouting:
+    http_route: str
+    """Name of the HTTPRoute, in the rollout's namespace."""
+    rule_names: tuple[str, ...] = ()
+    """Rules (by `name`) whose backendRefs the controller manages; empty: every rule."""
+
+
+def parse_config(raw: object) -> GatewayAPIRouting:
+    """The typed value of spec.trafficRouting.gatewayAPI; raises SpecError naming the field."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(CONFIG_PATH, "must be an object, e.g. {httpRoute: iris}")
+    route = raw.get("httpRoute")
+    if not isinstance(route, str) or not route:
+        raise SpecError(f"{CONFIG_PATH}.httpRoute", "name the HTTPRoute to manage, a non-empty string")
+    names = raw.get("ruleNames") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise SpecError(f"{CONFIG_PATH}.ruleNames", "must be a list of rule names (non-empty strings)")
+    return GatewayAPIRouting(http_route=route, rule_names=tuple(names))
+
+
+def _config(spec: ModelRolloutSpec) -> GatewayAPIRouting:
+    return config_of(spec, GatewayAPIRouting, parse_config)
 
 
 def _is_service_ref(ref: Mapping[str, Any]) -> bool:
@@ -46,7 +70,7 @@ def _is_service_ref(ref: Mapping[str, Any]) -> bool:
 
 def managed_rules(route: JSON, spec: ModelRolloutSpec) -> list[JSON]:
     rules: list[JSON] = route.get("spec", {}).get("rules", [])
-    wanted = tuple(spec.traffic_routing.config.get("ruleNames") or ())
+    wanted = _config(spec).rule_names
     if not wanted:
         return rules
     named = [rule for rule in rules if rule.get("name") in wanted]
@@ -147,7 +171,7 @@ class GatewayAPIRouter:
         self.kube = kube
 
     def _get(self, namespace: str, spec: ModelRolloutSpec) -> JSON:
-        name = _route_name(spec)
+        name = _config(spec).http_route
         route = self.kube.get_custom(group=GROUP, version=VERSION, plural=PLURAL, namespace=namespace, name=name)
         if route is None:
             raise ReferenceProblem(f"HTTPRoute {namespace}/{name} not found; create it or fix spec.trafficRouting")
@@ -205,6 +229,14 @@ class GatewayAPIRouter:
         if ownership.release(route, owner=owner):
             self._replace(route)
 
-    def watched_route(self, *, spec: ModelRolloutSpec) -> tuple[str, str] | None:
-        name = spec.traffic_routing.config.get("httpRoute")
-        return (PLURAL, str(name)) if name else None
+    def reference_problem(self, *, namespace: str, spec: ModelRolloutSpec, versions: tuple[str, ...]) -> str | None:
+        return service_problem(self.kube, namespace=namespace, spec=spec, versions=versions)
+
+
+PLUGIN = RouterPlugin(
+    key="gatewayAPI",
+    kind=RoutedKind(group=GROUP, version=VERSION, plural=PLURAL),
+    parse_config=parse_config,
+    object_name=lambda config: config.http_route,
+    build=GatewayAPIRouter,
+)

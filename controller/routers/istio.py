@@ -58,7 +58,9 @@ from controller.api import ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 from controller.routers import ownership
+from controller.routers.plugin import RoutedKind, RouterPlugin, config_of
 from controller.routers.safety import refuse_unsafe_split
+from controller.routers.services import service_problem
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -120,10 +122,7 @@ def parse_config(raw: object) -> IstioRouting:
 
 
 def _config(spec: ModelRolloutSpec) -> IstioRouting:
-    try:
-        return parse_config(spec.traffic_routing.config)
-    except SpecError as error:
-        raise ReferenceProblem(str(error)) from error
+    return config_of(spec, IstioRouting, parse_config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +415,7 @@ class IstioRouter:
         vs = self._get(namespace, config)
         ownership.check_owner(vs, route=self._label(namespace, vs), owner=owner, replacing=replacing)
         weights = vs_weights(vs, config, self._versions(namespace, spec, config))
-        if ownership.claim(vs, owner=owner):
+        if replacing is not None and ownership.claim(vs, owner=owner):
             self._replace(vs)
         return weights
 
@@ -452,6 +451,23 @@ class IstioRouter:
         if ownership.release(vs, owner=owner):
             self._replace(vs)
 
-    def watched_route(self, *, spec: ModelRolloutSpec) -> tuple[str, str] | None:
-        name = spec.traffic_routing.config.get("virtualService")
-        return (PLURAL, str(name)) if name else None
+    def reference_problem(self, *, namespace: str, spec: ModelRolloutSpec, versions: tuple[str, ...]) -> str | None:
+        """By host, the versions' Services; by subset, the DestinationRule and the versions' subsets
+        (a subset that does not exist is refused by the write itself, see SubsetVersions)."""
+        config = _config(spec)
+        if config.destination_rule is None:
+            return service_problem(self.kube, namespace=namespace, spec=spec, versions=versions)
+        try:
+            self._versions(namespace, spec, config)
+        except ReferenceProblem as error:
+            return str(error)
+        return None
+
+
+PLUGIN = RouterPlugin(
+    key="istio",
+    kind=RoutedKind(group=GROUP, version=VERSION, plural=PLURAL),
+    parse_config=parse_config,
+    object_name=lambda config: config.virtual_service,
+    build=IstioRouter,
+)

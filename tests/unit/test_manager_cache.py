@@ -10,6 +10,8 @@ from kubernetes import client
 from controller.kube import Kube
 from controller.manager import Manager, ManagerSettings
 from controller.reconcile import Reconciler
+from controller.routers import gatewayapi, istio
+from controller.watch import ObjectCache
 
 JSON = dict[str, Any]
 SHARD = "sharding.fluxcd.io/key"
@@ -31,6 +33,10 @@ def rollout(name: str, route: str, version: str = "1", labels: dict[str, str] | 
     }
 
 
+def httproutes(m: Manager) -> ObjectCache:
+    return m.route_caches[gatewayapi.PLUGIN.kind]
+
+
 def route(name: str, version: str = "1") -> JSON:
     return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": version}, "spec": {}}
 
@@ -38,21 +44,40 @@ def route(name: str, version: str = "1") -> JSON:
 def test_only_the_routes_an_owned_rollout_names_are_held() -> None:
     m = manager()
     m._on_rollout_list([rollout("iris", "iris-route")])
-    m.route_cache.replace_all([route("iris-route"), route("someone-elses")])
-    assert m.route_cache.keys() == [("ns", "iris-route")]
+    httproutes(m).replace_all([route("iris-route"), route("someone-elses")])
+    assert httproutes(m).keys() == [("ns", "iris-route")]
 
 
 def test_a_route_no_rollout_names_any_more_is_let_go() -> None:
     m = manager()
     m._on_rollout_event("ADDED", rollout("iris", "old-route"))
-    m.route_cache.apply("ADDED", route("old-route"))
+    httproutes(m).apply("ADDED", route("old-route"))
 
     m._on_rollout_event("MODIFIED", rollout("iris", "new-route", version="2"))
-    assert m.route_cache.get("ns", "old-route") is None
+    assert httproutes(m).get("ns", "old-route") is None
 
-    m.route_cache.apply("ADDED", route("new-route"))
+    httproutes(m).apply("ADDED", route("new-route"))
     m._on_rollout_event("DELETED", rollout("iris", "new-route", version="3"))
-    assert len(m.route_cache) == 0
+    assert len(httproutes(m)) == 0
+
+
+def test_each_routers_kind_has_its_cache_holding_what_its_rollouts_name_and_every_rollout_is_resynced() -> None:
+    # given one rollout on an HTTPRoute, one on a VirtualService, one whose router config does not parse
+    m = manager()
+    on_istio = {**rollout("iris-b", "x"), "spec": {"trafficRouting": {"istio": {"virtualService": "iris-vs"}}}}
+    broken = {**rollout("iris-c", "x"), "spec": {"trafficRouting": {"istio": {"virtualService": 7}}}}
+    m._on_rollout_list([rollout("iris", "iris-route"), on_istio, broken])
+
+    # when each kind's informer lists its objects
+    httproutes(m).replace_all([route("iris-route"), route("iris-vs")])
+    m.route_caches[istio.PLUGIN.kind].replace_all([route("iris-vs"), route("iris-route")])
+
+    # then each cache holds the object of its kind its rollout names, and a change of the
+    # VirtualService brings back its rollout
+    assert httproutes(m).keys() == [("ns", "iris-route")]
+    assert m.route_caches[istio.PLUGIN.kind].keys() == [("ns", "iris-vs")]
+    m.queue.shut_down()
+    assert set(m._route_of) == {("ns", "iris"), ("ns", "iris-b"), ("ns", "iris-c")}, "all three are resynced"
 
 
 def test_the_reconciler_reads_through_the_caches_and_a_rollout_leaving_the_shard_is_not_kept() -> None:

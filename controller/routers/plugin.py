@@ -1,0 +1,98 @@
+"""What a router plug-in is: one object per module, listed once in `controller.routers.ROUTERS`.
+
+    RouterPlugin
+      key           the key under spec.trafficRouting ("gatewayAPI", "istio", ...)
+      kind          the kind it writes weights on: the manager watches and caches it, and a change
+                    of a routed object brings its rollouts back
+      parse_config  spec.trafficRouting.<key> -> the router's typed configuration; SpecError
+                    naming the field (checked while the spec is parsed, before any weight moves)
+      object_name   the typed configuration -> the name of the routed object (same namespace)
+      build         Kube -> the Router that does the I/O
+
+A `Router` reads and writes the share of traffic each model version gets, and nothing else on
+the objects it touches but the owner annotation (see `ownership`); it also says what it needs to
+exist before traffic can move (`reference_problem`). Weights are percentages per version label of
+spec.versions; `owner` is the name of the ModelRollout acting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from controller.api import ModelRolloutSpec, SpecError
+from controller.errors import ReferenceProblem
+from controller.kube import Kube
+
+Config = TypeVar("Config")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutedKind:
+    """The kind of object a router writes weights on."""
+
+    group: str
+    version: str
+    plural: str
+
+
+class Router(Protocol):
+    def read_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, owner: str, replacing: str | None = None
+    ) -> dict[str, int]:
+        """Percent per version as the route has it; raises ReferenceProblem when it cannot read,
+        RouteOwnedElsewhere when another rollout owns the route. An unowned route is claimed for
+        `owner` by its first `write_weights`; one owned by `replacing` (an owner found to be gone)
+        is claimed at once."""
+        ...
+
+    def write_weights(
+        self, *, namespace: str, spec: ModelRolloutSpec, weights: Mapping[str, int], owner: str
+    ) -> dict[str, int]:
+        """Sets the split (versions not named get 0), claiming the route for `owner` in the same
+        write, and returns the split as stored by the API server."""
+        ...
+
+    def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:
+        """Removes `owner`'s claim from the route, if it is there (the route may be gone)."""
+        ...
+
+    def reference_problem(self, *, namespace: str, spec: ModelRolloutSpec, versions: tuple[str, ...]) -> str | None:
+        """What must exist before `versions` get traffic and does not (a Service, a port, a
+        subset), said with the field to fix; None when nothing is missing."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterPlugin:
+    key: str
+    """The key under spec.trafficRouting."""
+    kind: RoutedKind
+    """The kind of the routed object: watched, cached, and a change of one brings back its rollouts."""
+    parse_config: Callable[[Any], object]
+    """spec.trafficRouting.<key> (raw JSON) -> the typed configuration; raises SpecError."""
+    object_name: Callable[[Any], str]
+    """The typed configuration -> the routed object's name."""
+    build: Callable[[Kube], Router]
+    """The Router doing this plug-in's I/O."""
+
+    def routed_object(self, raw: object) -> str | None:
+        """The routed object's name from a raw configuration, None when it does not parse."""
+        try:
+            return self.object_name(self.parse_config(raw))
+        except SpecError:
+            return None
+
+
+def config_of(spec: ModelRolloutSpec, kind: type[Config], parse: Callable[[Any], Config]) -> Config:
+    """The router's typed configuration: the one parsed with the spec, or parsed now (a spec built
+    by other code); a configuration that does not parse is a reference problem here, since the
+    reconciler refuses it as a spec error before any router is called."""
+    parsed = spec.traffic_routing.parsed
+    if isinstance(parsed, kind):
+        return parsed
+    try:
+        return parse(spec.traffic_routing.config)
+    except SpecError as error:
+        raise ReferenceProblem(str(error)) from error
