@@ -29,7 +29,7 @@ import httpx
 import yaml
 
 from localenv.prometheus import free_port
-from localenv.readiness import wait_until_answering
+from localenv.readiness import stop_process, wait_until_answering
 
 BINARY = "prometheus-alertmanager"
 READY_TIMEOUT_SECONDS = 30.0
@@ -155,12 +155,7 @@ class LocalAlertmanager:
         """Stop the process (SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS)."""
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        stop_process(self._process, timeout_seconds=STOP_TIMEOUT_SECONDS)
         self._process = None
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ import httpx
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from localenv.readiness import wait_until_answering
+from localenv.readiness import stop_process, wait_until_answering
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -113,12 +113,7 @@ class LocalPrometheus:
         """Stop the process (SIGTERM, then SIGKILL); data and port stay for a later start()."""
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process, timeout_seconds=STOP_TIMEOUT_SECONDS)
         self._process = None
 
     def close(self) -> None:

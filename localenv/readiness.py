@@ -28,3 +28,13 @@ def wait_until_answering(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready within {timeout_seconds:g}s:\n{log_tail()}")
         time.sleep(POLL_SECONDS)
+
+
+def stop_process(process: subprocess.Popen[Any], *, timeout_seconds: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_seconds`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_seconds)

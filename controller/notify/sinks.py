@@ -89,42 +89,37 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class WebhookSink:
-    """POSTs `Notification.to_json()` to a URL: for an incident tool, a bot, or a ticket system."""
+class _PostingSink:
+    """A sink that POSTs a JSON body to a URL, with extra headers."""
 
     name: str
     """Names the sink in logs, errors and Events."""
     url: str = field(repr=False)
-    """The receiver's URL (http or https); a secret."""
+    """The receiver's URL (http or https); a secret (a Slack incoming webhook URL is one)."""
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Extra headers, typically `Authorization`; secrets."""
-
-    kind = "webhook"
 
     def __post_init__(self) -> None:
         check_url(self.url)
         _check_headers(self.headers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSink(_PostingSink):
+    """POSTs `Notification.to_json()` to a URL: for an incident tool, a bot, or a ticket system."""
+
+    kind = "webhook"
 
     def body(self, notification: Notification) -> dict[str, Any]:
         return notification.to_json()
 
 
 @dataclass(frozen=True, kw_only=True)
-class SlackSink:
-    """POSTs a Slack message (`text` and `blocks`) to an incoming webhook URL."""
-
-    name: str
-    """Names the sink in logs, errors and Events."""
-    url: str = field(repr=False)
-    """The incoming webhook URL (`https://hooks.slack.com/services/...`); a secret."""
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    """Extra headers, for a Slack-compatible server that wants them; Slack itself needs none."""
+class SlackSink(_PostingSink):
+    """POSTs a Slack message (`text` and `blocks`) to an incoming webhook URL
+    (`https://hooks.slack.com/services/...`, or a Slack-compatible server's)."""
 
     kind = "slack"
-
-    def __post_init__(self) -> None:
-        check_url(self.url)
-        _check_headers(self.headers)
 
     def body(self, notification: Notification) -> dict[str, Any]:
         return slack_message(notification)
