@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes import client, watch
 
+from controller.routers import ROUTERS
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from localenv.router_crds import ISTIO, install_router_crds
@@ -210,3 +212,19 @@ def test_an_istio_rollout_survives_sigkills_mid_way_without_a_flap(
 
     # then the weights only ever went up, each step once
     assert recorder.candidate() == [0, 20, 60, 100]
+
+
+def test_the_istio_example_is_accepted_and_parsed_by_the_istio_plugin(on_istio: World) -> None:
+    # given the example manifest (Services, VirtualService, ModelRollout)
+    example = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "canary-istio.yaml"
+
+    # when it is applied
+    on_istio.kubectl("apply", "-f", str(example))
+
+    # then the rollout is stored as written and its router configuration parses
+    stored = on_istio.rollout()
+    written = next(doc for doc in yaml.safe_load_all(example.read_text()) if doc["kind"] == "ModelRollout")
+    assert stored["spec"] == written["spec"]
+    config = ROUTERS["istio"].parse_config(stored["spec"]["trafficRouting"]["istio"])
+    assert ROUTERS["istio"].object_name(config) == "iris"
+    assert split(virtual_service(on_istio)) == {"v1": 100}
