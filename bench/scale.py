@@ -29,7 +29,7 @@ Scenarios (`--scenario`, default all), each on a fresh control plane:
   at most 1.5 times that at the smallest.
 * **isolation**: `--isolation-rollouts` rollouts in a 10-minute analyze step measuring both
   presets every `--interval`, behind a proxy answering `--isolation-delay` s late
-  (localenv/delaying_proxy.py); once their first measurements are due, 10 weights-only rollouts
+  (localenv/delaying_proxy.py); once their first looks' queries reach the proxy, 10 weights-only rollouts
   (as in lockstep) are created and one analysis rollout is aborted. Figure: the time until all
   10 are Promoted and the abort is Aborted, run once with a delay of 0 and once slow; target:
   slow at most 1.2 times healthy. Gives up after `--isolation-timeout`.
@@ -112,6 +112,9 @@ LATENESS_TARGET_SECONDS = 2.0
 RSS_TARGET_BYTES = 500e6
 QUERIES_GROWTH_TARGET = 1.5
 ISOLATION_RATIO_TARGET = 1.2
+ISOLATION_LOOK_EARLY_SECONDS = 2.0
+"""Start watching for the first looks' queries this long before they are due (the phase watcher sees a
+step start a little after it began)."""
 
 
 # Output --------------------------------------------------------------------------------------
@@ -878,11 +881,17 @@ def isolation_run(n: int, args: argparse.Namespace, *, delay: float) -> Isolatio
             )  # fmt: skip
             if not in_analysis:
                 progress(f"  only {phases.at_step(1, names)}/{n} reached their analyze step; going on")
-            # The weights-only rollouts and the abort come as the first measurements fall due (one
-            # interval into the step), healthy or slow alike.
+            # The weights-only rollouts and the abort come as the first looks' queries reach the
+            # proxy (about one interval into the step), healthy or slow alike: while the slow
+            # proxy holds them, they hold the measurement pool, and nothing else may wait on them.
             first = phases.first_at_step(1) or time.monotonic()
-            time.sleep(max(0.0, first + args.interval - time.monotonic()))
-            queries_before = sum(proxy.requests.values())
+            time.sleep(max(0.0, first + args.interval - ISOLATION_LOOK_EARLY_SECONDS - time.monotonic()))
+            asked = sum(proxy.requests.values())
+            wait_for(
+                lambda: sum(proxy.requests.values()) > asked, timeout=2 * args.interval, memory=memory,
+                what=lambda: f"first looks' queries: {sum(proxy.requests.values()) - asked}",
+            )  # fmt: skip
+            queries_before = asked
             started = time.monotonic()
             in_parallel(lambda i: create_rollout(api, i, steps=WEIGHT_STEPS), quick)
             client.CustomObjectsApi(api).patch_namespaced_custom_object(
