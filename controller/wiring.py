@@ -1,10 +1,14 @@
 """Builds the checkers the reconciler runs, from the modules that implement them.
 
 The checkers reach the cluster only through the narrow callables built here (a ConfigMap
-reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`. Metric queries run
-on the measurement pool built here (controller.analysis.measurements), never on a reconcile
-worker; `on_result` (the work queue's add) brings a rollout back once its reads are in. Count
-queries are batched for every rollout at once (controller.analysis.batch).
+reader, a Secret reader, an AnalysisTemplate lookup), all going through `Kube`. Each gives None
+for an object that does not exist, and the checker that asked raises `ReferenceProblem` naming
+the field, so every missing object ends the same way (ReferencesValid=False, no traffic change);
+the web provider's Secret reader, which runs on the measurement pool, raises it itself.
+
+Metric queries run on the measurement pool built here (controller.analysis.measurements), never
+on a reconcile worker; `on_result` (the work queue's add) brings a rollout back once its reads
+are in. Count queries are batched for every rollout at once (controller.analysis.batch).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from controller.analysis.checker import AnalysisChecker
 from controller.analysis.measurements import MeasurementPool, PoolSettings
 from controller.analysis.providers import ProviderSettings, build_providers
 from controller.api import GROUP, VERSION
-from controller.errors import PermanentError
+from controller.errors import ReferenceProblem
 from controller.gates.checker import GatesChecker, GatesSettings
 from controller.kube import Kube
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy
@@ -49,10 +53,16 @@ def build_checkers(
     """`on_result(namespace, name)` is called when a rollout's metric reads are in (wire it to the
     work queue's add); without it a rollout waiting for reads is looked at again every second."""
 
+    def secret_data(namespace: str, name: str) -> Mapping[str, str] | None:
+        return kube.get_secret_data(namespace=namespace, name=name)
+
     def read_secret(*, namespace: str, name: str) -> Mapping[str, str]:
-        data = kube.get_secret_data(namespace=namespace, name=name)
+        """For the web provider. The analysis checker asks for the Secret before each look, so
+        this finds it missing only when it was deleted in between: the checker then reports the
+        ReferenceProblem naming the field, as it does for the Secret it finds missing itself."""
+        data = secret_data(namespace, name)
         if data is None:
-            raise PermanentError(f"Secret {namespace}/{name} not found; create it or fix headersFrom")
+            raise ReferenceProblem(f"Secret {namespace}/{name} does not exist; create it or fix headersFrom.secretName")
         return data
 
     def template(*, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -78,6 +88,7 @@ def build_checkers(
             providers=providers,
             template_lookup=template,
             read_configmap=read_configmap,
+            read_secret=secret_data if settings.read_secrets else None,
             outbound=settings.outbound,
             measurements=MeasurementPool(settings=settings.measurements, on_result=on_result),
             batch_period_seconds=settings.batch_period_seconds,

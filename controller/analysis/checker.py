@@ -24,7 +24,7 @@ the counts since the metric's previous look, from one query that serves every ro
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -57,7 +57,7 @@ from controller.analysis.evidence import Evidence, Numbers, Segment, evidence_by
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import InlineMeasurements, Lane, Look, Measurements
 from controller.analysis.presets import BATCHABLE, CounterSum
-from controller.analysis.profile import ProfileError, TrainingProfile, parse_profile
+from controller.analysis.profile import TrainingProfile, parse_profile
 from controller.analysis.providers import InvalidQuery, MetricProvider, SeriesProvider, VectorProvider
 from controller.analysis.spec import (
     AnalysisMetric,
@@ -101,6 +101,18 @@ class TemplateLookup(Protocol):
     """The `spec` of an AnalysisTemplate in `namespace`, or None when there is none by that name."""
 
     def __call__(self, *, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+
+ReadSecret = Callable[[str, str], Mapping[str, str] | None]
+"""`read_secret(namespace, name)`: the Secret's data, or None when it does not exist. The checker
+only asks whether a web metric's `headersFrom` Secret is there; the web provider reads the headers."""
+
+
+class _MissingReference(Exception):
+    """A read found an object missing (a provider raised ReferenceProblem on the pool). Deliberately
+    not a ReconcileError: the measurement pool keeps a provider's TemporaryError or PermanentError
+    for the look, and hands out any other exception once, so the read runs again at the next ask,
+    when the object may exist."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +186,7 @@ class AnalysisChecker:
         providers: Mapping[str, MetricProvider],
         template_lookup: TemplateLookup,
         read_configmap: ReadConfigMap | None = None,
+        read_secret: ReadSecret | None = None,
         outbound: OutboundPolicy = DEFAULT_POLICY,
         measurements: Measurements | None = None,
         batch_period_seconds: float | None = None,
@@ -186,6 +199,10 @@ class AnalysisChecker:
         """Batched count queries on a grid of at most this period; None: every query per rollout."""
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
+        """Reads training profiles; without it, a training-skew metric's profile is missing."""
+        self._read_secret = read_secret
+        """Tells whether a `headersFrom` Secret exists; None (the controller reads no Secrets):
+        not asked, and the web provider reports the headers it cannot read."""
         self._outbound = outbound
         """The fence the providers apply at request time (controller.outbound); `validate` applies
         its host-level part to every URL a planned metric would call."""
@@ -193,19 +210,45 @@ class AnalysisChecker:
     def validate(self, *, context: CheckContext) -> None:
         """Plans every pass the rollout can make, measuring nothing: each analyze step's and, from
         `startingStep` on, background analysis. Whatever `_plan` would raise once traffic is
-        shared (a spec mistake, a missing or invalid AnalysisTemplate) is raised now instead, and
-        so is a URL of a planned metric that the outbound fence refuses by its host
-        (`_check_outbound`)."""
+        shared (a spec mistake such as an unknown `{{variable}}`, in the rollout or in a template;
+        a missing AnalysisTemplate) is raised now instead, and so is a URL of a planned metric
+        that the outbound fence refuses by its host (`_check_outbound`). Then every object the
+        planned metrics read must exist: a training profile's ConfigMap (with its key) and a web
+        metric's `headersFrom` Secret (`_check_references`); a missing one is a ReferenceProblem
+        naming the field, so the rollout waits for it before the first weight moves. Spec
+        mistakes come first: a rollout that would fail anyway does not wait for an object."""
         analysis = parse_analysis(context.spec.analysis)
         steps = context.spec.steps
+        plans: list[_Plan | None] = []
         for index, step in enumerate(steps):
             if isinstance(step, AnalyzeStep):
                 window = StepWindow(index=index, started_at=context.now, seconds=step.seconds, templates=step.templates)
-                self._check_outbound(context, self._plan(replace(context, step=window)))
+                plans.append(self._plan(replace(context, step=window)))
         if analysis is not None and analysis.starting_step is not None:
             _check_starting_step(analysis.starting_step, step_count=len(steps))
             at_start = replace(context.status, current_step_index=analysis.starting_step)
-            self._check_outbound(context, self._plan(replace(context, status=at_start, step=None)))
+            plans.append(self._plan(replace(context, status=at_start, step=None)))
+        for plan in plans:
+            self._check_outbound(context, plan)
+        self._check_references(context.namespace, [plan for plan in plans if plan is not None])
+
+    def _check_references(self, namespace: str, plans: Sequence[_Plan]) -> None:
+        """Raises ReferenceProblem for the first object the plans' metrics read that does not
+        exist; a metric planned for several runs is looked at once."""
+        located = {plan.metric_fields[metric.name]: metric for plan in plans for metric in plan.metrics}
+        for metric_field, metric in located.items():
+            if isinstance(metric, SequentialSpec):
+                if isinstance(metric.test, TrainingSkew):
+                    self._profile_data(namespace, metric.test, metric_field=metric_field)
+            else:
+                self._check_secret(namespace, metric.source, metric_field=metric_field)
+
+    def _check_secret(self, namespace: str, source: MetricSource, *, metric_field: str) -> None:
+        """A web metric's `headersFrom` Secret must exist (asked only when this controller reads Secrets)."""
+        if not isinstance(source, WebSource) or source.headers_secret is None or self._read_secret is None:
+            return
+        if self._read_secret(namespace, source.headers_secret) is None:
+            raise ReferenceProblem(_missing_secret(metric_field, namespace, source.headers_secret))
 
     def _check_outbound(self, context: CheckContext, plan: _Plan | None) -> None:
         """Each URL the plan's metrics would call (a web `url` rendered for both versions, a
@@ -245,19 +288,33 @@ class AnalysisChecker:
             )
         reads_pending = False
         if waiting and context.now >= due:
+            # Checked here, on the reconcile thread, so that a missing Secret holds the rollout
+            # (ReferencesValid=False) every pass until it exists, rather than failing a read.
+            for metric in waiting:
+                if isinstance(metric, MetricSpec):
+                    self._check_secret(context.namespace, metric.source, metric_field=plan.metric_fields[metric.name])
             look = Look(owner=(context.namespace, context.name), run=run.name, due=due)
             at = self._measurements.look_time(look, proposed)
             evaluated = at if self._measurements.deferred or grid is not None else None
             reads = _Reads(self._measurements, look, at=evaluated, grid=grid)
             looked = dict(evidence)
             records = []
+            missing: list[ReferenceProblem] = []
             for metric in waiting:
-                if isinstance(metric, SequentialSpec):
-                    gathered = looked.get(metric.name) or Evidence(metric=metric.name)
-                    record, looked[metric.name] = self._look(context, plan, metric, gathered, at=at, reads=reads)
-                else:
-                    record = self._measure(context, plan, metric, at=at, reads=reads)
+                try:
+                    if isinstance(metric, SequentialSpec):
+                        gathered = looked.get(metric.name) or Evidence(metric=metric.name)
+                        record, looked[metric.name] = self._look(context, plan, metric, gathered, at=at, reads=reads)
+                    else:
+                        record = self._measure(context, plan, metric, at=at, reads=reads)
+                except ReferenceProblem as problem:
+                    # The look's other reads are still asked for: none keeps an answer saying an
+                    # object is missing for a pass after it exists again.
+                    missing.append(problem)
+                    continue
                 records.append(record)
+            if missing:
+                raise missing[0]
             reads_pending = reads.pending
             if not reads_pending:
                 # Every read is in: the look is taken, as of `at`.
@@ -384,27 +441,37 @@ class AnalysisChecker:
         it), keyed by the field configuring each (`AnalysisTemplate latency: spec.metrics[0]`)."""
         metrics: dict[str, AnalysisMetric] = {}
         for name, field_path in named_in.items():
-            template = self._template_lookup(namespace=namespace, name=name)
-            if template is None:
-                # A missing object, not a mistake in the spec: creating it lets the rollout go on.
-                raise ReferenceProblem(
-                    f"{field_path}: AnalysisTemplate {name!r} does not exist in namespace {namespace}; "
-                    "create it or fix the name"
-                )
+            template = self._template(namespace, name, field_path=field_path)
             path = f"AnalysisTemplate {name}: spec.metrics"
             for i, metric in enumerate(parse_metrics(template.get("metrics"), path=path)):
                 metrics[f"{path}[{i}]"] = metric
         return metrics
 
+    def _template(self, namespace: str, name: str, *, field_path: str) -> Mapping[str, Any]:
+        """The AnalysisTemplate's spec; ReferenceProblem naming `field_path` (the field naming it)
+        when it does not exist: a missing object, not a mistake in the spec, so creating it lets
+        the rollout go on."""
+        template = self._template_lookup(namespace=namespace, name=name)
+        if template is None:
+            raise ReferenceProblem(
+                f"{field_path}: AnalysisTemplate {name!r} does not exist in namespace {namespace}; "
+                "create it or fix the name"
+            )
+        return template
+
     def _budget(self, context: CheckContext, analysis: AnalysisSpec) -> Budget:
         """An equal share of the rollout's error rates for every sequential metric the rollout
-        measures in any step (Bonferroni: the shares add up to the whole)."""
-        step_templates = tuple(
-            name for step in context.spec.steps if isinstance(step, AnalyzeStep) for name in step.templates
-        )
+        measures in any step (Bonferroni: the shares add up to the whole). Every template named
+        anywhere counts, so one missing (even a later step's) is a ReferenceProblem: without it
+        the shares would silently change."""
+        named_in = _templates_named_in(analysis, None)
+        for index, step in enumerate(context.spec.steps):
+            if isinstance(step, AnalyzeStep):
+                for name in step.templates:
+                    named_in.setdefault(name, f"spec.steps[{index}].analyze.templates")
         names = {m.name for m in analysis.metrics if isinstance(m, SequentialSpec)}
-        for name in dict.fromkeys(analysis.templates + step_templates):
-            template = self._template_lookup(namespace=context.namespace, name=name) or {}
+        for name, field_path in named_in.items():
+            template = self._template(context.namespace, name, field_path=field_path)
             for metric in parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"):
                 if isinstance(metric, SequentialSpec):
                     names.add(metric.name)
@@ -417,10 +484,15 @@ class AnalysisChecker:
     def _measure(
         self, context: CheckContext, plan: _Plan, metric: MetricSpec, *, at: datetime, reads: _Reads
     ) -> _Record:
-        readings = {
-            role: self._read(context, plan, metric, version, reads)
-            for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version))
-        }
+        readings: dict[str, Reading] = {}
+        missing: list[ReferenceProblem] = []
+        for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version)):
+            try:
+                readings[role] = self._read(context, plan, metric, version, reads)
+            except ReferenceProblem as problem:
+                missing.append(problem)  # the other version's read is still asked for (see __call__)
+        if missing:
+            raise missing[0]
         judgement = judge(metric=metric, baseline=readings["baseline"], candidate=readings["candidate"])
         return _record(metric, judgement, readings["baseline"], readings["candidate"], at=at)
 
@@ -450,9 +522,16 @@ class AnalysisChecker:
         )
         since = _since(plan, previous, reads.grid)
         reading = "candidate"
+        # A missing profile is a ReferenceProblem for the pass (the rollout holds), a malformed one
+        # a permanent error of the metric (below).
+        profile = (
+            self._profile_data(context.namespace, test, metric_field=plan.metric_fields[metric.name])
+            if isinstance(test, TrainingSkew)
+            else None
+        )
         try:
-            if isinstance(test, TrainingSkew):
-                evidence = replace(evidence, reference=self._training_profile(context.namespace, test))
+            if isinstance(test, TrainingSkew) and profile is not None:
+                evidence = replace(evidence, reference=self._training_profile(context.namespace, test, profile))
             reading = "baseline"
             if isinstance(test, SlowRequestsTest) and evidence.threshold_basis < test.threshold_requests:
                 lookback = self._read_counts(
@@ -467,6 +546,8 @@ class AnalysisChecker:
                 numbers[reading] = self._read_counts(
                     context, test.queries, test.address, version, seconds, reads, since=since, so_far=so_far or {}
                 )
+        except _MissingReference as missing:
+            raise ReferenceProblem(f"{plan.metric_fields[metric.name]}: {missing}") from missing
         except (TemporaryError, PermanentError) as error:
             permanent = isinstance(error, PermanentError)
             reason = f"{reading} {roles.get(reading, versions.baseline)}: {error}"
@@ -490,17 +571,29 @@ class AnalysisChecker:
         details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
         return _record(metric, judgement, look.baseline, look.candidate, at=at, details=details), evidence
 
-    def _training_profile(self, namespace: str, test: TrainingSkew) -> TrainingProfile:
-        where = f"ConfigMap {namespace}/{test.profile_config_map}"
-        data = self._read_configmap(namespace, test.profile_config_map) if self._read_configmap else None
+    def _profile_data(self, namespace: str, test: TrainingSkew, *, metric_field: str) -> Mapping[str, str]:
+        """The data of the training profile's ConfigMap, which holds its key; ReferenceProblem
+        naming the field when the ConfigMap or the key is not there."""
+        field_path = f"{metric_field}.{TrainingSkew.key}.profile"
+        name = test.profile_config_map
+        data = self._read_configmap(namespace, name) if self._read_configmap else None
         if data is None:
-            raise ProfileError(
-                f"{where} not found; create it from the training pipeline's profile or fix profile.configMap"
+            raise ReferenceProblem(
+                f"{field_path}.configMap: ConfigMap {namespace}/{name} does not exist; "
+                "create it from the training pipeline's profile or fix the name"
             )
-        text = data.get(test.profile_key)
-        if text is None:
-            raise ProfileError(f"{where} has no key {test.profile_key} (it has {sorted(data)}); fix profile.key")
-        return parse_profile(text, where=f"{where} key {test.profile_key}")
+        if test.profile_key not in data:
+            raise ReferenceProblem(
+                f"{field_path}.key: ConfigMap {namespace}/{name} has no key {test.profile_key} "
+                f"(it has {sorted(data)}); add it or fix the key"
+            )
+        return data
+
+    @staticmethod
+    def _training_profile(namespace: str, test: TrainingSkew, data: Mapping[str, str]) -> TrainingProfile:
+        """The profile in `data` (from `_profile_data`); ProfileError when it is malformed."""
+        where = f"ConfigMap {namespace}/{test.profile_config_map} key {test.profile_key}"
+        return parse_profile(data[test.profile_key], where=where)
 
     def _read_counts(
         self,
@@ -606,7 +699,11 @@ class AnalysisChecker:
         provider = self._providers[source.provider]
 
         def job() -> float | None:
-            return provider.measure(source=source, namespace=namespace)
+            try:
+                return provider.measure(source=source, namespace=namespace)
+            except ReferenceProblem as error:
+                # A Secret deleted since the pass checked it: not kept for the look, see _MissingReference.
+                raise _MissingReference(str(error)) from error
 
         return reads.get(("one", source, namespace), _lane(source), job, stand_in=None)
 
@@ -628,6 +725,14 @@ class AnalysisChecker:
                     namespace=context.namespace,
                     reads=reads,
                 )
+        except _MissingReference as missing:
+            metric_field = plan.metric_fields[metric.name]
+            problem = (
+                _missing_secret(metric_field, context.namespace, source.headers_secret)
+                if isinstance(source, WebSource) and source.headers_secret is not None
+                else f"{metric_field}: {missing}"
+            )
+            raise ReferenceProblem(problem) from missing
         except TemporaryError as error:
             return Reading(version=version, error=str(error))
         except PermanentError as error:
@@ -663,6 +768,14 @@ def _lane(source: MetricSource) -> Lane:
     if isinstance(source, PrometheusSource):
         return Lane(provider=source.provider, address=source.address or "")
     return Lane(provider=source.provider, address=urlsplit(source.url).netloc)
+
+
+def _missing_secret(metric_field: str, namespace: str, name: str) -> str:
+    """What a missing `headersFrom` Secret is reported as, wherever it was found missing."""
+    return (
+        f"{metric_field}.provider.web.headersFrom.secretName: Secret {namespace}/{name} does not exist; "
+        "create it or fix the name"
+    )
 
 
 def _templates_named_in(analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, str]:

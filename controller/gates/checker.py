@@ -4,7 +4,11 @@ Each pass either reuses a stored success or runs the gates from the start: readi
 servers, metadata, contract, golden set. Only waiting for readiness spans passes (its start is
 kept in status, so a restarted controller keeps counting). A success is stored in status field
 `gates`, keyed by the candidate, the baseline and the gates config, and is not run again; a
-failure is reported but not reused, so a `retry` after fixing (say) a ConfigMap checks afresh.
+failure is reported but not reused, so a `retry` after fixing (say) a golden set checks afresh.
+
+A golden set's ConfigMap, or its key, that does not exist fails nothing: `validate` and the gates
+raise `controller.errors.ReferenceProblem` naming the field, and the rollout waits with
+ReferencesValid=False, no traffic moving, until it is created (or fails at its progress deadline).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import httpx
 
 from controller.api import format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, Verdict
+from controller.errors import ReferenceProblem
 from controller.gates.contract import (
     ContractReport,
     ModelMetadata,
@@ -27,7 +32,7 @@ from controller.gates.contract import (
     check_contract,
     parse_metadata,
 )
-from controller.gates.errors import GateInputError
+from controller.gates.errors import EndpointRefused, GateInputError, OipUnavailable
 from controller.gates.golden import (
     GoldenReport,
     GoldenRequest,
@@ -35,9 +40,9 @@ from controller.gates.golden import (
     judge_golden_set,
     parse_golden_set,
 )
-from controller.gates.oip import OipClient, OipUnavailable, wait_until_ready
-from controller.gates.spec import GatesSpec, GoldenSetSpec, configures_gates, parse_gates
-from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
+from controller.gates.oip import OipClient, wait_until_ready
+from controller.gates.spec import ConfigMapRef, GatesSpec, GoldenSetSpec, configures_gates, parse_gates
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy
 
 STATUS_FIELD = "gates"
 CONTRACT_RUBRIC_ITEMS = ("Infra 2", "Data 1")
@@ -91,8 +96,20 @@ class GatesChecker:
         self._sleep = sleep
 
     def validate(self, *, context: CheckContext) -> None:
-        """Nothing to do ahead: the gates themselves run before any traffic, and a mistake in
-        spec.gates fails them (GateFailed) naming the field."""
+        """The golden set's ConfigMap, when spec.gates names one, must exist and hold its key:
+        else `ReferenceProblem` naming the field, so the rollout waits for it (ReferencesValid=False)
+        while the candidate's Deployment may still be starting. Nothing else ahead: the gates
+        themselves run before any traffic, and a mistake in spec.gates fails them (GateFailed)
+        naming the field."""
+        raw = context.spec.gates
+        if not configures_gates(raw):
+            return
+        try:
+            gates = parse_gates(raw)
+        except GateInputError:
+            return  # the gates report it, naming the field
+        if gates.golden_set is not None and gates.golden_set.config_map is not None:
+            self._golden_set_data(namespace=context.namespace, ref=gates.golden_set.config_map)
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         raw = context.spec.gates
@@ -122,7 +139,7 @@ class GatesChecker:
             finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {error}")
         except OipUnavailable as error:
             finding = _Finding(verdict=Verdict.RUNNING, message=f"gates: a model server did not answer: {error}")
-        except OutboundRefused as error:
+        except EndpointRefused as error:
             finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {_refused_endpoint(context, error)}")
         return self._outcome(context=context, key=key, finding=finding)
 
@@ -178,18 +195,29 @@ class GatesChecker:
             return list(golden.inline), "spec.gates.goldenSet.inline"
         assert golden.config_map is not None  # parse_gates sets exactly one
         ref = golden.config_map
-        data = self._read_configmap(namespace, ref.name)
-        if data is None:
-            raise GateInputError(
-                "spec.gates.goldenSet.configMapRef", f"ConfigMap {namespace}/{ref.name} does not exist"
-            )
+        data = self._golden_set_data(namespace=namespace, ref=ref)
         where = f"ConfigMap {namespace}/{ref.name} key {ref.key}"
-        if ref.key not in data:
-            raise GateInputError(where, f"missing; the ConfigMap has keys {sorted(data)}")
         try:
             return json.loads(data[ref.key]), where
         except json.JSONDecodeError as error:
             raise GateInputError(where, f"not JSON: {error}") from error
+
+    def _golden_set_data(self, *, namespace: str, ref: ConfigMapRef) -> Mapping[str, str]:
+        """The ConfigMap's data, holding `ref.key`. A ConfigMap or key that is not there is a
+        missing reference, not a failed gate: the rollout waits for it (ReferencesValid=False) and
+        goes on once it is created, or fails at its progress deadline."""
+        field_path = "spec.gates.goldenSet.configMapRef"
+        data = self._read_configmap(namespace, ref.name)
+        if data is None:
+            raise ReferenceProblem(
+                f"{field_path}.name: ConfigMap {namespace}/{ref.name} does not exist; create it or fix the name"
+            )
+        if ref.key not in data:
+            raise ReferenceProblem(
+                f"{field_path}.key: ConfigMap {namespace}/{ref.name} has no key {ref.key} "
+                f"(it has {sorted(data)}); add it or fix the key"
+            )
+        return data
 
     def _run(self, *, context: CheckContext, gates: GatesSpec, waiting_since: str | None) -> _Finding:
         model = context.spec.model
@@ -314,7 +342,7 @@ class GatesChecker:
         )
 
 
-def _refused_endpoint(context: CheckContext, error: OutboundRefused) -> str:
+def _refused_endpoint(context: CheckContext, error: EndpointRefused) -> str:
     """The refusal, naming the endpoint fields whose host was refused so the fix is plain."""
     fields = []
     for index, entry in enumerate(context.spec.versions):

@@ -1,12 +1,12 @@
 """The I/O edge of the gates: one version's Open Inference Protocol server, over `httpx` (sync).
 
-A server that cannot be reached, times out or answers 503 is *unavailable* (`OipUnavailable`:
-try again later). Any other answer to an infer request is the model's answer, refusals included,
-and is judged by the golden-set rules.
+A server that cannot be reached, times out or answers 503 is *unavailable* (`OipUnavailable`, a
+TemporaryError: try again later). Any other answer to an infer request is the model's answer,
+refusals included, and is judged by the golden-set rules.
 
 Requests pass the outbound fence (controller.outbound): an endpoint it refuses raises
-`OutboundRefused`, which is not retried. Messages carry the status code and its reason phrase,
-never the body of an answer: an endpoint is whatever URL the spec names.
+`EndpointRefused` (a PermanentError), which is not retried. Messages carry the status code and
+its reason phrase, never the body of an answer: an endpoint is whatever URL the spec names.
 """
 
 from __future__ import annotations
@@ -26,13 +26,11 @@ from tenacity import (
     wait_fixed,
 )
 
-from controller.gates.errors import GateInputError
+from controller.gates.errors import EndpointRefused, GateInputError, OipUnavailable
 from controller.gates.golden import InferAnswer, parse_infer_response
-from controller.outbound import DEFAULT_POLICY, OutboundPolicy, fenced_transport
+from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused, fenced_transport
 
-
-class OipUnavailable(Exception):
-    """The server could not answer now (connection, timeout, 503); retrying may help."""
+__all__ = ["EndpointRefused", "OipClient", "OipUnavailable", "wait_until_ready"]
 
 
 class OipClient:
@@ -67,6 +65,8 @@ class OipClient:
     def _get(self, path: str) -> httpx.Response:
         try:
             response = self._http.get(path)
+        except OutboundRefused as error:
+            raise EndpointRefused(error) from error
         except httpx.TransportError as error:
             raise OipUnavailable(f"{self.base_url}{path}: {error!r}") from error
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
@@ -95,6 +95,8 @@ class OipClient:
         path = f"/v2/models/{quote(model, safe='')}/infer"
         try:
             response = self._http.post(path, json=body)
+        except OutboundRefused as error:
+            raise EndpointRefused(error) from error
         except httpx.TransportError as error:
             raise OipUnavailable(f"{self.base_url}{path}: {error!r}") from error
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:

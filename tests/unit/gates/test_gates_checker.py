@@ -14,6 +14,7 @@ import pytest
 
 from controller.api import ModelRolloutStatus, parse_spec
 from controller.checks import CheckContext, CheckOutcome, Verdict
+from controller.errors import ReferenceProblem
 from controller.gates.checker import GatesChecker, GatesSettings
 from controller.outbound import OutboundPolicy
 
@@ -200,14 +201,78 @@ def test_a_golden_set_from_a_configmap_forwards_only_declared_fields() -> None:
     ]
 
 
+MISSING_GOLDEN_SET = {
+    "the ConfigMap": (
+        {},
+        "spec.gates.goldenSet.configMapRef.name: ConfigMap shop/golden does not exist; create it or fix the name",
+    ),
+    "its key": (
+        {"shop/golden": {"other": "[]"}},
+        "spec.gates.goldenSet.configMapRef.key: ConfigMap shop/golden has no key requests.json (it has ['other']); "
+        "add it or fix the key",
+    ),
+}
+
+
+@pytest.mark.parametrize(("configmaps", "expected"), MISSING_GOLDEN_SET.values(), ids=MISSING_GOLDEN_SET.keys())
+def test_a_missing_golden_set_is_a_reference_problem_naming_the_field_not_a_failed_gate(
+    configmaps: Mapping[str, Mapping[str, str]], expected: str
+) -> None:
+    # given gates whose golden set is a ConfigMap that is missing, or lacks the key named
+    baseline, candidate = FakeServer(), FakeServer()
+    checker = GatesChecker(
+        read_configmap=lambda namespace, name: configmaps.get(f"{namespace}/{name}"),
+        transport=transport(baseline, candidate),
+        sleep=lambda seconds: None,
+    )
+    pending = context({"contract": {}, "goldenSet": {"configMapRef": {"name": "golden", "key": "requests.json"}}})
+
+    # when the rollout is validated, and when the gates run, then both raise the same ReferenceProblem
+    for check in (checker.validate, checker.__call__):
+        with pytest.raises(ReferenceProblem) as raised:
+            check(context=pending)
+        assert str(raised.value) == expected
+    # and no model server was asked anything
+    assert baseline.requests == candidate.requests == 0
+
+
+def test_validate_reads_only_a_golden_set_configmap_and_leaves_spec_mistakes_to_the_gates() -> None:
+    # given a checker whose ConfigMap reader would fail the test
+    def never(namespace: str, name: str) -> Mapping[str, str] | None:
+        raise AssertionError(f"read ConfigMap {namespace}/{name}")
+
+    checker = GatesChecker(read_configmap=never)
+
+    # when rollouts with no gates, an inline golden set, or a malformed gates section are
+    # validated, then nothing is raised (the gates report a mistake, naming the field)
+    for gates in ({}, {"goldenSet": {"inline": GOLDEN}}, {"goldenSet": {"inline": GOLDEN, "minAgreement": 7}}):
+        checker.validate(context=context(gates))
+
+
+def test_with_the_configmap_present_validate_passes_and_the_gates_read_it() -> None:
+    # given the golden set's ConfigMap with its key
+    entries = json.dumps(GOLDEN)
+    reads: list[str] = []
+
+    def read(namespace: str, name: str) -> Mapping[str, str] | None:
+        reads.append(f"{namespace}/{name}")
+        return {"requests.json": entries}
+
+    checker = GatesChecker(
+        read_configmap=read, transport=transport(FakeServer(), FakeServer()), sleep=lambda seconds: None
+    )
+    pending = context({"goldenSet": {"configMapRef": {"name": "golden", "key": "requests.json"}}})
+
+    # when validated and run, then it passes, the ConfigMap read by each
+    checker.validate(context=pending)
+    outcome = checker(context=pending)
+    assert outcome is not None and outcome.verdict is Verdict.SUCCESSFUL
+    assert reads == ["shop/golden", "shop/golden"]
+
+
 @pytest.mark.parametrize(
     ("configmaps", "expected"),
     [
-        ({}, "spec.gates.goldenSet.configMapRef: ConfigMap shop/golden does not exist"),
-        (
-            {"shop/golden": {"other": "[]"}},
-            "ConfigMap shop/golden key requests.json: missing; the ConfigMap has keys ['other']",
-        ),
         ({"shop/golden": {"requests.json": "[{"}}, "ConfigMap shop/golden key requests.json: not JSON: Expecting"),
         (
             {"shop/golden": {"requests.json": '[{"inputs": [{"name": "features", "shape": [2, 4], "data": [1]}]}]'}},

@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from controller.gates.errors import GateInputError
+from controller.errors import PermanentError, TemporaryError
+from controller.gates.errors import EndpointRefused, GateInputError
 from controller.gates.oip import OipClient, OipUnavailable, wait_until_ready
-from controller.outbound import OutboundPolicy, OutboundRefused
+from controller.outbound import OutboundPolicy
 
 
 def client(handler: httpx.MockTransport) -> OipClient:
@@ -101,7 +102,7 @@ def test_a_refused_endpoint_is_refused_at_once_not_waited_for() -> None:
         ("http://model.test:8080", OutboundPolicy(allowed_hosts=("*.models.svc",))),
     ):
         oip = OipClient(base_url=base_url, timeout_seconds=1.0, outbound=policy, transport=httpx.MockTransport(handle))
-        with oip, pytest.raises(OutboundRefused, match="are refused"):
+        with oip, pytest.raises(EndpointRefused, match="are refused"):
             wait_until_ready(oip, model="iris", attempts=3, interval_seconds=1.0, sleep=pauses.append)
     assert seen == [] and pauses == []
 
@@ -112,3 +113,12 @@ def test_a_malformed_answer_is_quoted_only_briefly() -> None:
         answer = oip.infer(model="iris", body={"inputs": []})
     assert answer.error is not None and "is not a list of sizes" in answer.error
     assert answer.error.count("s3cr3t") <= 6 and len(answer.error) < 150
+
+
+def test_what_the_gates_raise_carries_its_retry_meaning() -> None:
+    # given the errors of the gates, then each is in the tree of controller.errors
+    assert issubclass(OipUnavailable, TemporaryError), "a server that did not answer now: wait"
+    assert issubclass(GateInputError, PermanentError), "an input that cannot be used: fail"
+    assert issubclass(EndpointRefused, PermanentError), "a refused endpoint: fail"
+    # and a spec parser's backstop may still raise GateInputError as the ValueError it expects
+    assert issubclass(GateInputError, ValueError)
