@@ -435,7 +435,10 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
 
     if not _reference_condition(d):
         d.after(REFERENCE_RETRY_SECONDS)
-        _check_deadline(d, spec, stable, waiting_for="valid references")
+        # Counted from when the reference went missing too: a rollout that waited for a person or
+        # a long pause is not failed at once for an object deleted a moment ago.
+        missing = next(c for c in d.status.conditions if c.type == "ReferencesValid")
+        _check_deadline(d, spec, stable, waiting_for="valid references", not_before=missing.last_transition_time)
         return
     if d.status.phase == Phase.PENDING:
         _pending(d, spec, stable)
@@ -744,8 +747,12 @@ def _scale_down_when_due(d: _Decision) -> None:
         d.after((due - d.now).total_seconds())
 
 
-def _check_deadline(d: _Decision, spec: ModelRolloutSpec, stable: str, *, waiting_for: str) -> None:
-    since = parse_time(d.status.progress_at)
+def _check_deadline(
+    d: _Decision, spec: ModelRolloutSpec, stable: str, *, waiting_for: str, not_before: str | None = None
+) -> None:
+    """Fails the rollout once it has waited longer than its progress deadline, counted from
+    status.progressAt (or `not_before`, when later)."""
+    since = max((t for t in (parse_time(d.status.progress_at), parse_time(not_before)) if t is not None), default=None)
     if since is None:
         return
     waited = (d.now - since).total_seconds()

@@ -19,7 +19,7 @@ import pytest
 from localenv.modelserver import RunningServer, Variant
 from localenv.prometheus import LocalPrometheus
 from localenv.traffic import TrafficSettings, replay
-from tests.integration.rollout_world import World, model_servers, rollout_manifest, wait_for
+from tests.integration.rollout_world import World, model_servers, rollout_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -136,16 +136,3 @@ def test_a_candidate_whose_inputs_look_like_its_training_data_is_promoted(
     assert evidence["verdict"] == "Successful" and len(evidence["features"]) == 30
     assert all(f["psiInterval"][0] <= 0.2 and f["samples"] > 100 for f in evidence["features"])
     assert rubric(status)[("Monitor 3", "skew")] == "Successful"
-
-
-@pytest.mark.usefixtures("analysis_controller")
-def test_a_missing_profile_holds_the_rollout_naming_the_configmap(world: World) -> None:
-    # Given no ConfigMap for the profile
-    # When a rollout names it
-    world.apply(skew_rollout("v2"))
-
-    # Then analysis is unhealthy with a message naming the ConfigMap and the fix, and nothing promotes
-    unhealthy = wait_for(lambda: unhealthy_analysis(world), what="AnalysisHealthy False", timeout=30)
-    assert f"ConfigMap {world.namespace}/{PROFILE} not found" in unhealthy["message"]
-    assert "a configuration error, fix it" in unhealthy["message"]
-    assert world.status()["phase"] == "Progressing" and world.status()["currentWeight"] == 50

@@ -156,3 +156,19 @@ def test_a_new_candidate_does_not_wait_for_an_unreadable_route_but_starts_pendin
     plan = run(spec_of("v1", "v3"), status, None, generation=2, reference_problem="HTTPRoute ns/iris not found")
     assert plan.status.phase == Phase.PENDING
     assert plan.status.progress_at is not None
+
+
+def test_a_reference_lost_after_a_long_wait_is_given_the_whole_deadline_from_when_it_went_missing() -> None:
+    # given a rollout paused by a person for an hour at 10 % (its progressAt an hour old)
+    spec = spec_of("v1", "v2", steps=[{"setWeight": 10}, {"setWeight": 50}], progressDeadlineSeconds=600)
+    status = at_step(1, routed={"v1": 90, "v2": 10}, paused_by_user=True, phase=Phase.PAUSED)
+
+    # when its candidate's Service goes missing, and the rollout is looked at then and 10 minutes on
+    missing = "Service ns/iris-v2 of version v2 not found"
+    first = run(spec, status, {"v1": 90, "v2": 10}, at=3600, reference_problem=missing)
+    later = run(spec, first.status, {"v1": 90, "v2": 10}, at=3600 + 601, reference_problem=missing)
+
+    # then it waits at first (no traffic change), and fails only a whole deadline after the loss
+    assert first.status.phase == Phase.PAUSED and first.traffic is None
+    assert later.status.phase == Phase.FAILED
+    assert "for valid references" in later.status.message
