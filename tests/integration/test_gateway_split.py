@@ -115,12 +115,15 @@ class Split:
         return Counter(self.ask() for _ in range(requests))
 
     def envoy_v2_share(self) -> float | None:
-        """v2's share of the route's weights in Envoy's running configuration (None: no route)."""
+        """v2's share of this test's route's weights in Envoy's running configuration (None: no
+        route), read from the virtual host of the route's own hostname."""
         dump = json.loads(self.gateway.envoy_admin("/config_dump?resource=dynamic_route_configs"))
         weights = {version: 0 for version in VERSIONS}
         found = False
         for config in dump.get("configs", []):
             for host in config.get("route_config", {}).get("virtual_hosts", []):
+                if not any(domain.startswith(_hostname(self.namespace)) for domain in host.get("domains", [])):
+                    continue  # another test's route on the same Gateway
                 for route in host.get("routes", []):
                     action = route.get("route", {})
                     clusters = action.get("weighted_clusters", {}).get("clusters") or (
