@@ -20,9 +20,10 @@ from controller.analysis.checker import AnalysisChecker
 from controller.analysis.measurements import MeasurementPool
 from controller.analysis.providers.web import WebProvider
 from controller.analysis.spec import MetricSource, PrometheusSource
-from controller.api import ModelRolloutStatus, SpecError, parse_spec
+from controller.api import ModelRolloutStatus, SpecError
 from controller.checks import CheckContext, CheckOutcome, StepWindow, Verdict
 from controller.errors import ReferenceProblem
+from tests.unit.analysis.test_validate import pending
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SCORE: dict[str, Any] = {
@@ -124,25 +125,7 @@ def analysis_checker(
 
 def rollout(analysis: Mapping[str, Any], *, steps: list[Any] = STEPS) -> CheckContext:
     """A Pending rollout of v2 against v1 with this analysis section."""
-    return CheckContext(
-        namespace="ml",
-        name="iris",
-        spec=parse_spec(
-            {
-                "model": "iris",
-                "versions": [{"version": v, "backend": {"service": f"iris-{v}", "port": 8080}} for v in ("v1", "v2")],
-                "baseline": "v1",
-                "candidate": "v2",
-                "trafficRouting": {"gatewayAPI": {"httpRoute": "iris"}},
-                "steps": steps,
-                "analysis": dict(analysis),
-            }
-        ),
-        status=ModelRolloutStatus(),
-        stable_version="v1",
-        now=T0,
-        current_weight=0,
-    )
+    return pending(analysis, steps=steps)
 
 
 def analyzing(context: CheckContext, *, seconds: float = 10) -> CheckContext:
