@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from controller.api import SpecError, parse_spec
 from controller.errors import ReferenceProblem, TemporaryError, UnsafeTrafficSplit
 from controller.kube import Kube
+from controller.routers import kserve
 from controller.routers.kserve import (
     GROUP,
     PLURAL,
@@ -240,7 +241,7 @@ def test_a_broken_configuration_is_a_reference_problem_and_nothing_is_touched() 
         world.write({R1: 90, R2: 10}, broken)
     assert world.writes == 0
     assert world.leases.leases == {}
-    assert world.router.watched_route(spec=broken) is None
+    assert kserve.PLUGIN.routed_object(broken.traffic_routing.config) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +580,6 @@ def test_what_must_exist_before_traffic_moves_is_the_revision_and_the_newest_one
     assert "runs in Standard (RawDeployment) mode" in str(problem(R1))
 
 
-def test_the_watched_object_is_the_inference_service() -> None:
-    world = World(inference_service(AT_10))
-
-    assert world.router.watched_route(spec=SPEC) == ("inferenceservices", "iris")
+def test_the_routed_object_is_the_inference_service() -> None:
+    assert kserve.PLUGIN.kind.plural == "inferenceservices"
+    assert kserve.PLUGIN.routed_object(SPEC.traffic_routing.config) == "iris"
