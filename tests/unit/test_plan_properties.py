@@ -594,8 +594,12 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
         if person:
             rollout.asked = []
         # Only an ask that moves the route is a write: asking for what the route shows (holding
-        # there while an earlier write has not landed) moves nothing.
-        if asked is not None and not (plan.traffic and plan.traffic.satisfied_by(observed.route_weights)):
+        # there while an earlier write has not landed) moves nothing, and a route that could not
+        # be read is not written at all (Reconciler._needs_route_write).
+        writes = observed.route_weights is not None and not (
+            plan.traffic and plan.traffic.satisfied_by(observed.route_weights)
+        )
+        if asked is not None and writes:
             rollout.asked.append(asked)
         if increasing:
             flap = down_then_up(rollout.asked)
