@@ -344,6 +344,8 @@ def check_steps_done(
         return []
     if before.phase == Phase.PENDING and after.phase not in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTED):
         return []
+    if before.phase == Phase.PENDING and observed.gates is not None and observed.gates.verdict != Verdict.SUCCESSFUL:
+        return []  # gates not passed (paused on an inconclusive one, say): no step was entered
     stable = stable_of(spec, before)
     # Pending, once the gates pass, walks from the first step, whatever index it holds.
     first_left = 0 if before.phase == Phase.PENDING else before.current_step_index
