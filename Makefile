@@ -25,7 +25,7 @@ binaries: ## kube-apiserver, etcd, kubectl, ..., helm, KWOK and Contour, built f
 router-crds: ## Istio and KServe CRDs from pinned Go modules, cached, for the router integration tests
 	bash hack/fetch-router-crds.sh >/dev/null
 
-lint: ## ruff and mypy --strict
+lint: setup ## ruff and mypy --strict (after setup: `make test` works as a fresh machine's first command)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -33,7 +33,7 @@ lint: ## ruff and mypy --strict
 test: lint ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests
 
-unit: ## unit tests only (no server)
+unit: $(VENV)/.installed ## unit tests only (no server)
 	$(PY) -m pytest tests/unit
 
 bench: setup ## the benchmarks: the judge's error rates (about 10 min), scale (1000 rollouts), rollback latency
