@@ -66,8 +66,10 @@ from controller.plan import (
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LABELS = ("v1", "v2", "v3", "v4")
-PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SEQUENCES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same examples in every run, so that CI's verdict does not depend on the draw.
+# Explore with other seeds by hand (HYPOTHESIS seed options) and keep what they find as tests.
+PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+SEQUENCES = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 # ---------------------------------------------------------------------------------------------
 # Specs
