@@ -71,7 +71,7 @@ from controller.errors import ReferenceProblem, TemporaryError, UnsafeTrafficSpl
 from controller.kube import Kube
 from controller.routers.ownership import RouteOwnedElsewhere
 from controller.routers.plugin import RoutedKind, RouterPlugin
-from controller.routers.safety import FULL_SHARE
+from controller.routers.safety import FULL_SHARE, percentages_problem
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -311,16 +311,7 @@ def revision_problem(isvc: Mapping[str, Any], versions: Sequence[str]) -> str | 
 
 
 def _split_problem(versions: Sequence[str], weights: Mapping[str, int]) -> str | None:
-    unknown = sorted(set(weights) - set(versions))
-    if unknown:
-        return f"{', '.join(unknown)} not in spec.versions"
-    out_of_range = {version: weight for version, weight in weights.items() if not 0 <= weight <= FULL_SHARE}
-    if out_of_range:
-        return f"weights {out_of_range} are not percentages from 0 to {FULL_SHARE}"
-    total = sum(weights.values())
-    if total != FULL_SHARE:
-        return f"the weights sum to {total}, not {FULL_SHARE}"
-    return None
+    return percentages_problem(labels=versions, weights=weights)
 
 
 def canary_traffic_percent(current: Revisions, weights: Mapping[str, int], *, versions: Sequence[str]) -> int | None:

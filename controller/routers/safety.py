@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from controller.api import ModelRolloutSpec
 from controller.errors import RouteWriteLoop, UnsafeTrafficSplit
@@ -22,17 +22,24 @@ FULL_SHARE = 100
 
 def split_problem(*, spec: ModelRolloutSpec, weights: Mapping[str, int]) -> str | None:
     """Why writing `weights` (percent per version label) would be unsafe, or None when it is safe."""
-    labels = {version.version for version in spec.versions}
-    unknown = sorted(set(weights) - labels)
+    labels = [version.version for version in spec.versions]
+    return percentages_problem(
+        labels=labels, weights=weights, unknown_means=", so no backend would take that traffic"
+    ) or (_shared_backend(spec))
+
+
+def percentages_problem(*, labels: Collection[str], weights: Mapping[str, int], unknown_means: str = "") -> str | None:
+    """Why `weights` are not percentages of known versions summing to 100, or None."""
+    unknown = sorted(set(weights) - set(labels))
     if unknown:
-        return f"{', '.join(unknown)} not in spec.versions, so no backend would take that traffic"
+        return f"{', '.join(unknown)} not in spec.versions{unknown_means}"
     out_of_range = {version: weight for version, weight in weights.items() if not 0 <= weight <= FULL_SHARE}
     if out_of_range:
         return f"weights {out_of_range} are not percentages from 0 to {FULL_SHARE}"
     total = sum(weights.values())
     if total != FULL_SHARE:
         return f"the weights sum to {total}, not {FULL_SHARE}"
-    return _shared_backend(spec)
+    return None
 
 
 def _shared_backend(spec: ModelRolloutSpec) -> str | None:
