@@ -273,12 +273,19 @@ class Kube:
         self, *, about: ObjectRef, type: str, reason: str, message: str, now: datetime, name: str | None = None
     ) -> bool:
         """Creates an Event; True once it exists (with a `name`, an Event of that name already
-        there counts as created), False when the API server could not be told."""
+        there counts as created), False when the API server could not be told.
+
+        Created through events.k8s.io/v1 as client-go's event recorder does (core/v1 readers see
+        the same object), and sent as plain JSON: the typed core/v1 call of recent clients reads
+        eventTime into a datetime and writes it back without its fraction when that is zero, a
+        MicroTime the API server refuses."""
         event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
             "metadata": {"name": name, "namespace": about.namespace}
             if name
             else {"generateName": f"{about.name}.", "namespace": about.namespace},
-            "involvedObject": {
+            "regarding": {
                 "apiVersion": about.api_version,
                 "kind": about.kind,
                 "namespace": about.namespace,
@@ -287,20 +294,21 @@ class Kube:
             },
             "type": type,
             "reason": reason,
-            "message": message[:1024],
+            "note": message[:1024],
             # eventTime keeps microseconds, so the Events of one pass list in the order they
             # happened (MicroTime wants six digits).
             "eventTime": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "action": reason,
-            "source": {"component": self.component},
-            "reportingComponent": self.component,
+            "reportingController": self.component,
             "reportingInstance": self.instance,
         }
 
         def create() -> None:
             try:
                 # Read raw: building the typed Event of the answer costs more than the call.
-                answer = self.core.create_namespaced_event(about.namespace, cast(Any, event), _preload_content=False)
+                answer = self.custom.create_namespaced_custom_object(
+                    "events.k8s.io", "v1", about.namespace, "events", event, _preload_content=False
+                )
                 cast(Any, answer).read()
             except ApiException as error:
                 if error.status != 409:

@@ -111,14 +111,17 @@ class FakeServer:
                 meta.get("annotations", {}).pop(path[1].replace("~1", "/"), None)
         return self._store(plural, current)
 
-    # CoreV1Api, answering as raw responses (`_preload_content=False`)
+    # CoreV1Api, answering as raw responses (`_preload_content=False`), and Events
     def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
         self.calls["get services"] += 1
         if ("services", name) not in self.objects:
             raise ApiException(status=404, reason="Not Found")
         return SimpleNamespace(data=json.dumps(self.objects[("services", name)]).encode())
 
-    def create_namespaced_event(self, namespace: str, event: JSON, **_: Any) -> Any:
+    def create_namespaced_custom_object(
+        self, group: str, version: str, ns: str, plural: str, body: JSON, **_: Any
+    ) -> Any:
+        assert (group, plural) == ("events.k8s.io", "events"), "the reconciler creates no other object"
         self.calls["emit event"] += 1
         return SimpleNamespace(read=lambda: b"{}")
 

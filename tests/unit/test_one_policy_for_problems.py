@@ -64,9 +64,11 @@ class Server(FakeServer):
         data = self.objects[("secrets", name)]["data"]
         return SimpleNamespace(data={key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
 
-    def create_namespaced_event(self, namespace: str, event: JSON, **_: Any) -> Any:
-        self.events.append(copy.deepcopy(event))
-        return super().create_namespaced_event(namespace, event)
+    def create_namespaced_custom_object(
+        self, group: str, version: str, ns: str, plural: str, body: JSON, **_: Any
+    ) -> Any:
+        self.events.append(copy.deepcopy(body))
+        return super().create_namespaced_custom_object(group, version, ns, plural, body)
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ def test_a_missing_object_holds_the_rollout_before_any_traffic_until_it_is_creat
         "InvalidReference",
         missing.problem,
     )
-    warnings = [(e["type"], e["reason"], e["message"]) for e in server.events if e["reason"] == "InvalidReference"]
+    warnings = [(e["type"], e["reason"], e["note"]) for e in server.events if e["reason"] == "InvalidReference"]
     assert warnings == [("Warning", "InvalidReference", f"{missing.problem}; no traffic moves until it is fixed")]
     assert server.calls["update httproutes"] == 0
     assert route(server) == [{"name": "iris-v1", "port": 8080, "weight": 100}]
