@@ -125,7 +125,8 @@ class Plan:
 def stage_to_check(status: ModelRolloutStatus) -> str | None:
     """Which checker the reconciler must run before deciding: gates, analysis or none."""
     if status.phase == Phase.PENDING:
-        return "gates"
+        # Held before any traffic, the gates wait for the resume that runs them again.
+        return None if status.paused_by_user else "gates"
     if status.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return "analysis"
     return None
@@ -432,6 +433,13 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
         _apply_action(d, spec, stable, action)
         if d.status.phase in TERMINAL_PHASES:
             return
+        resumed_before_traffic = status.paused_by_user and not d.status.paused_by_user
+        if resumed_before_traffic and d.status.phase == Phase.PENDING:
+            # Resumed before any traffic: no gates ran while it was held, so they run first (as
+            # at a start), never read as passed.
+            d.traffic = TrafficSplit.all_to(stable)
+            d.after(0)
+            return
 
     if not _reference_condition(d):
         d.after(REFERENCE_RETRY_SECONDS)
@@ -522,12 +530,17 @@ def _apply_action(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Act
             d.event(EventType.NORMAL, "StepSkipped", f"step {index} skipped by a person")
             _enter_step(d, spec, index + 1, phase=Phase.PROGRESSING, paused_by_user=False)
     elif action == Action.PAUSE:
-        d.update(paused_by_user=True)
+        d.update(paused_by_user=True, message=f"paused by a person at step {index}")
         d.event(EventType.NORMAL, "Paused", "paused by a person")
     elif action == Action.RESUME:
-        at_indefinite_pause = index < len(spec.steps) and spec.steps[index] == PauseStep(seconds=None)
-        was_paused = d.status.paused_by_user or at_indefinite_pause
-        if was_paused:
+        before_traffic = d.status.phase == Phase.PENDING
+        at_indefinite_pause = (
+            not before_traffic and index < len(spec.steps) and spec.steps[index] == PauseStep(seconds=None)
+        )
+        if before_traffic and d.status.paused_by_user:
+            d.event(EventType.NORMAL, "Resumed", "resumed by a person; the pre-traffic gates run again")
+            d.update(paused_by_user=False, progress_at=format_time(d.now))
+        elif d.status.paused_by_user or at_indefinite_pause:
             d.event(EventType.NORMAL, "Resumed", "resumed by a person")
             _enter_step(d, spec, index + 1 if at_indefinite_pause else index, phase=Phase.PROGRESSING)
             d.update(paused_by_user=False, progress_at=format_time(d.now))
@@ -600,6 +613,8 @@ def _check_outcome_condition(d: _Decision, type: str, outcome: CheckOutcome | No
 def _pending(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
     """Before any traffic: the pre-traffic gates must pass."""
     d.traffic = TrafficSplit.all_to(stable)
+    if d.status.paused_by_user:
+        return
     gates = d.observed.gates
     _check_outcome_condition(d, "GatesPassed", gates, stage=Stage.PRE_TRAFFIC)
     verdict = Verdict.SUCCESSFUL if gates is None else gates.verdict
@@ -613,7 +628,7 @@ def _pending(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
     if _judged_failed(d, gates):
         _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "GateFailed", gates.message)
         return
-    if _paused_by_inconclusive(d, gates):
+    if _paused_by_inconclusive(d, gates, phase=Phase.PENDING):
         return
     d.update(message=f"waiting for pre-traffic gates: {gates.message}" if gates.message else "running gates")
     _check_deadline(d, spec, stable, waiting_for="pre-traffic gates")
@@ -625,11 +640,13 @@ def _judged_failed(d: _Decision, outcome: CheckOutcome) -> bool:
     )
 
 
-def _paused_by_inconclusive(d: _Decision, outcome: CheckOutcome) -> bool:
+def _paused_by_inconclusive(d: _Decision, outcome: CheckOutcome, *, phase: Phase = Phase.PAUSED) -> bool:
+    """Held for a person by an inconclusive check with the pause policy. Gates hold in `phase`
+    Pending: no traffic has moved, and a resume runs them again."""
     if outcome.verdict == Verdict.INCONCLUSIVE and outcome.on_inconclusive == InconclusivePolicy.PAUSE:
-        if d.status.phase != Phase.PAUSED:
+        if not d.status.paused_by_user:
             d.event(EventType.WARNING, "Inconclusive", f"paused: {outcome.message}")
-        d.update(phase=Phase.PAUSED, paused_by_user=True, message=f"paused, inconclusive: {outcome.message}")
+        d.update(phase=phase, paused_by_user=True, message=f"paused, inconclusive: {outcome.message}")
         return True
     return False
 
