@@ -11,7 +11,10 @@ asked once for every rollout at once,
 evaluated at a moment on a common grid (`time=`), and each rollout picks its (model, version) out
 of the answer (summed over namespaces: the presets select series by model and version only). So
 the queries Prometheus sees grow with the number of distinct counters, windows and moments, not
-with the number of rollouts.
+with the number of rollouts. Each query selects only the models of the rollouts it serves
+(`<counter>{model=~"iris|fraud"}`, gathered by the measurement pool for a fraction of a second,
+controller.analysis.measurements): the series it returns, and Prometheus's work, are those of
+the rollouts looking at that moment, never the whole fleet's.
 
 **A common window.** Rollouts' segments begin whenever their steps did, so "the time since the
 segment began" is different for each. A batched look reads only what is new since the metric's
@@ -45,7 +48,8 @@ metrics, web metrics) are not batched: each is asked for its rollout on the meas
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from controller.analysis.presets import Counter, CounterSum
@@ -104,12 +108,22 @@ def labels_of(counts: CounterSum) -> tuple[str, ...]:
     return (*IDENTITY_LABELS, *counts.by)
 
 
-def batch_query(counter: Counter, *, by: tuple[str, ...], window_seconds: float) -> str:
-    """The PromQL asking `counter`'s growth over the window for every rollout at once, counting a
-    series that restarted (or appeared) in the window from 0 (the module docstring)."""
+def batch_query(counter: Counter, *, by: tuple[str, ...], window_seconds: float, models: Iterable[str]) -> str:
+    """The PromQL asking `counter`'s growth over the window for the rollouts of `models` at once,
+    counting a series that restarted (or appeared) in the window from 0 (the module docstring)."""
     grouping = ", ".join((*IDENTITY_LABELS, *by))
-    name, window = counter.name, format_window(round(window_seconds, 3))
+    window = format_window(round(window_seconds, 3))
+    name = f'{counter.name}{{model=~"{_promql_string(_regex_of(sorted(set(models))))}"}}'
     return f"sum by ({grouping}) (({name} - {name} offset {window}) >= 0 or {name})"
+
+
+def _regex_of(values: Sequence[str]) -> str:
+    """An RE2 alternation matching exactly `values` (Prometheus anchors label regexes)."""
+    return "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in values)
+
+
+def _promql_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def index_series(series: Mapping[tuple[str, ...], float], *, by: tuple[str, ...]) -> Index:

@@ -55,8 +55,8 @@ from controller.analysis.evaluate import (
 )
 from controller.analysis.evidence import Evidence, Numbers, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
-from controller.analysis.measurements import InlineMeasurements, Lane, Look, Measurements
-from controller.analysis.presets import BATCHABLE, CounterSum
+from controller.analysis.measurements import Finished, InlineMeasurements, Lane, Look, Measurements
+from controller.analysis.presets import BATCHABLE, Counter, CounterSum
 from controller.analysis.profile import TrainingProfile, parse_profile
 from controller.analysis.providers import InvalidQuery, MetricProvider, SeriesProvider, VectorProvider
 from controller.analysis.spec import (
@@ -662,15 +662,16 @@ class AnalysisChecker:
         assert isinstance(provider, SeriesProvider)
         labels = labels_of(counts)
         indexes: list[Index] = []
+        lane = Lane(provider=PrometheusSource.provider, address=address or "")
         for counter in counts.counters:
-            source = PrometheusSource(
-                query=batch_query(counter, by=counts.by, window_seconds=window), address=address, at=reads.at
-            )
 
-            def job(source: PrometheusSource = source) -> Any:
+            def job(models: frozenset[str], counter: Counter = counter) -> Index:
+                query = batch_query(counter, by=counts.by, window_seconds=window, models=models)
+                source = PrometheusSource(query=query, address=address, at=reads.at)
                 return index_series(provider.measure_series(source=source, labels=labels), by=counts.by)
 
-            indexes.append(reads.get(("batch", source), _lane(source), job, stand_in={}, shared=True))
+            key = ("batch", counter, counts.by, window, address, reads.at)
+            indexes.append(reads.get_gathered(key, model, lane, job, stand_in={}))
         read = {
             number_key(name, key): value
             for key, value in counts_of(counts, indexes, model=model, version=version).items()
@@ -755,8 +756,17 @@ class _Reads:
         """The grid period (ms) of batched looks; None: nothing batched."""
         self.pending = False
 
-    def get(self, key: Hashable, lane: Lane, job: Callable[[], _T], *, stand_in: _T, shared: bool = False) -> _T:
-        finished = self._measurements.read(self._look, key=key, lane=lane, job=job, shared=shared)
+    def get(self, key: Hashable, lane: Lane, job: Callable[[], _T], *, stand_in: _T) -> _T:
+        return self._answer(self._measurements.read(self._look, key=key, lane=lane, job=job), stand_in)
+
+    def get_gathered(
+        self, key: Hashable, member: str, lane: Lane, job: Callable[[frozenset[str]], _T], *, stand_in: _T
+    ) -> _T:
+        """A read shared with other rollouts' looks, asked for `member` among them."""
+        finished = self._measurements.read_gathered(self._look, key=key, member=member, lane=lane, job=job)
+        return self._answer(finished, stand_in)
+
+    def _answer(self, finished: Finished[_T] | None, stand_in: _T) -> _T:
         if finished is None:
             self.pending = True
             return stand_in

@@ -16,12 +16,15 @@ pass comes as soon as the answers are in and consumes them.
   stored status, so every pass of the same look asks with the same keys). The moment the look
   is taken (`look_time`) is fixed by the first pass that asks, and kept, so that a look whose
   reads take longer than a batch period is not asked again under a new time.
-* **Shared reads.** A read marked `shared` (a batched query serving every rollout that uses it,
-  controller.analysis.batch) is kept once for all the looks that ask for it; each is told when it
-  is in.
+* **Gathered reads.** A gathered read (a batched query serving many rollouts,
+  controller.analysis.batch) is one read for all the looks that ask for its key, each naming its
+  `member` (its model). It waits `PoolSettings.gather_seconds` after its first ask, so the looks
+  due at the same moment join it, and is then sent once, for the members gathered: the answer
+  carries only their series, never the whole fleet's. A look that asks once it is sent, for a
+  member it does not cover, starts the next round. Each look is told when its round is in.
 * **Memory.** A rollout keeps the reads of its latest look per run only: a newer look drops the
   older one's (and cancels those not started). Results nobody collects expire (`PoolSettings`),
-  and so do looks of rollouts that went away. Shared results stay a short while after their last
+  and so do looks of rollouts that went away. Gathered results stay a short while after their last
   use, for rollouts whose pass comes a little later.
 * **Re-enqueues.** One call of `on_result` per look when its last read is answered (never one per
   read), so re-enqueues are bounded by the looks taken.
@@ -115,40 +118,54 @@ class Measurements(Protocol):
         """The moment `look` is taken: `proposed` at the first ask, the same moment after."""
         ...
 
-    def read(
-        self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T], shared: bool = False
-    ) -> Finished[T] | None:
+    def read(self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T]) -> Finished[T] | None:
         """The result of the read `key` of `look`, or None while it is not answered (it is submitted
-        at the first ask). `shared`: `key` names the same read for every rollout (a batched query)."""
+        at the first ask)."""
+        ...
+
+    def read_gathered(
+        self, look: Look, *, key: Hashable, member: str, lane: Lane, job: Callable[[frozenset[str]], T]
+    ) -> Finished[T] | None:
+        """The result of the read `key` shared by every look that asks for it, run as
+        `job(members)` for the members of the looks gathered (see the module docstring), or None
+        while the round covering `member` is not answered."""
         ...
 
 
 class InlineMeasurements:
     """Every read runs at once on the calling thread; for tests, benchmarks and tools. The latest
-    few shared reads are kept, so that the versions of a look ask a batched query once."""
+    few gathered reads are kept, so that the versions of a look ask a batched query once."""
 
     notifies = False
     deferred = False
-    KEPT_SHARED = 16
+    KEPT_GATHERED = 16
 
     def __init__(self) -> None:
-        self._shared: dict[Hashable, Finished[Any]] = {}
+        self._gathered: dict[Hashable, tuple[frozenset[str], Finished[Any]]] = {}
 
     def look_time(self, look: Look, proposed: datetime) -> datetime:
         return proposed
 
-    def read(
-        self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T], shared: bool = False
+    def read(self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T]) -> Finished[T] | None:
+        return run_read(job)
+
+    def read_gathered(
+        self, look: Look, *, key: Hashable, member: str, lane: Lane, job: Callable[[frozenset[str]], T]
     ) -> Finished[T] | None:
-        if not shared:
-            return run_read(job)
-        done = self._shared.pop(key, None)
-        if done is None or not _keeps(done):
-            done = run_read(job)
-        self._shared[key] = done
-        while len(self._shared) > self.KEPT_SHARED:
-            del self._shared[next(iter(self._shared))]
+        members, done = self._gathered.pop(key, (frozenset(), None))
+        if done is None or member not in members or not _keeps(done):
+            members = frozenset({member})
+            done = run_read(lambda: job(members))
+        self._gathered[key] = (members, done)
+        while len(self._gathered) > self.KEPT_GATHERED:
+            del self._gathered[next(iter(self._gathered))]
         return done
+
+
+DEFAULT_GATHER_SECONDS = 0.25
+"""How long a batched query waits for the other rollouts due at its moment: the passes of the
+looks due together come within a fraction of a second of each other, so a few rounds at most
+serve a grid moment, and each look is that much later (the lateness target is 2 s)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,9 +178,11 @@ class PoolSettings:
     """Lanes at most (provider x address); reads beyond share their provider's default lane."""
     result_seconds: float = 600.0
     """A look untouched this long is forgotten, answered or not (its rollout went away or moved
-    on); a shared result is kept at most this long."""
-    shared_linger_seconds: float = 10.0
-    """A shared result stays this long after it was last asked for, for passes that come a little
+    on); a gathered result is kept at most this long."""
+    gather_seconds: float = DEFAULT_GATHER_SECONDS
+    """A gathered read is sent this long after its first ask, for the looks that ask meanwhile."""
+    gathered_linger_seconds: float = 10.0
+    """A gathered result stays this long after it was last asked for, for passes that come a little
     late (two batch periods); a pass later still asks again (a batched answer may be large)."""
     sweep_seconds: float = 5.0
     """Expired entries are looked for at most this often."""
@@ -180,7 +199,11 @@ class _Read:
 
 
 @dataclass(kw_only=True, eq=False)
-class _SharedRead(_Read):
+class _GatheredRead(_Read):
+    """One round of a gathered read."""
+
+    members: set[str] = field(default_factory=set)
+    """Whom it is asked for: fixed when it starts."""
     waiting: set[tuple[Owner, str]] = field(default_factory=set)
     """Looks (owner, run) told when it is answered."""
     done_at: float = 0.0
@@ -195,7 +218,7 @@ class _LookState:
     reads: dict[Hashable, _Read] = field(default_factory=dict)
     """Its own reads, answered or not."""
     waiting_on: set[Hashable] = field(default_factory=set)
-    """Reads (own keys, and shared keys) not answered yet."""
+    """Reads (own keys, and gathered keys) not answered yet."""
 
 
 class _Lane:
@@ -251,7 +274,8 @@ class MeasurementPool:
         self._lock = threading.Lock()
         self._lanes: dict[Lane, _Lane] = {}
         self._looks: dict[tuple[Owner, str], _LookState] = {}
-        self._shared: dict[Hashable, _SharedRead] = {}
+        self._gathered: dict[Hashable, list[_GatheredRead]] = {}
+        """Rounds of each gathered read, the one still gathering last."""
         self._waiting: dict[str, int] = {}
         """Reads queued or running, by provider."""
         self._swept_at = clock()
@@ -296,25 +320,20 @@ class MeasurementPool:
         return state
 
     def _drop_locked(self, slot: tuple[Owner, str], state: _LookState) -> None:
-        """Forgets a look: its own reads not started are cancelled; it waits for no shared one."""
+        """Forgets a look: its own reads not started are cancelled; it waits for no gathered one."""
         for read in state.reads.values():
             if read.done is None and not read.started:
                 read.cancelled = True
         for key in state.waiting_on:
-            shared = self._shared.get(key)
-            if shared is not None:
-                shared.waiting.discard(slot)
+            for read in self._gathered.get(key, ()):
+                read.waiting.discard(slot)
 
     # Reads -------------------------------------------------------------------------------------
 
-    def read(
-        self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T], shared: bool = False
-    ) -> Finished[T] | None:
+    def read(self, look: Look, *, key: Hashable, lane: Lane, job: Callable[[], T]) -> Finished[T] | None:
         with self._lock:
             state = self._look_locked(look, look.due)
             slot = (look.owner, look.run)
-            if shared:
-                return self._read_shared_locked(slot, state, key, lane, job)
             read = state.reads.get(key)
             if read is None:
                 read = _Read(lane=self._lane_for(lane))
@@ -327,31 +346,49 @@ class MeasurementPool:
                 del state.reads[key]
             return read.done
 
-    def _read_shared_locked(
-        self, slot: tuple[Owner, str], state: _LookState, key: Hashable, lane: Lane, job: Callable[[], T]
+    def read_gathered(
+        self, look: Look, *, key: Hashable, member: str, lane: Lane, job: Callable[[frozenset[str]], T]
     ) -> Finished[T] | None:
-        now = self._clock()
-        read = self._shared.get(key)
-        if read is not None and read.done is not None and not _keeps(read.done):
-            del self._shared[key]
-            read = None
-        if read is None:
-            read = _SharedRead(lane=self._lane_for(lane))
-            self._shared[key] = read
-            self._submit_locked(read, job, lambda done: self._shared_answered(key, read, done))
-        if read.done is None:
-            read.waiting.add(slot)
-            state.waiting_on.add(key)
-            return None
-        read.used_at = now
-        return read.done
+        with self._lock:
+            state = self._look_locked(look, look.due)
+            slot = (look.owner, look.run)
+            rounds = self._gathered.setdefault(key, [])
+            read = next((r for r in rounds if member in r.members), None)
+            if read is not None and read.done is not None and not _keeps(read.done):
+                rounds.remove(read)
+                read = None
+            if read is None:
+                read = rounds[-1] if rounds and not rounds[-1].started else None
+                if read is None:
+                    read = self._start_round_locked(key, lane, job)
+                    rounds.append(read)
+                read.members.add(member)
+            if read.done is None:
+                read.waiting.add(slot)
+                state.waiting_on.add(key)
+                return None
+            read.used_at = self._clock()
+            return read.done
+
+    def _start_round_locked(self, key: Hashable, lane: Lane, job: Callable[[frozenset[str]], T]) -> _GatheredRead:
+        read = _GatheredRead(lane=self._lane_for(lane))
+        # Members change only under the lock before the round starts; after, they are fixed.
+        self._submit_locked(
+            read,
+            lambda: job(frozenset(read.members)),
+            lambda done: self._gathered_answered(key, read, done),
+            delay=self.settings.gather_seconds,
+        )
+        return read
 
     def _lane_for(self, lane: Lane) -> Lane:
         if lane in self._lanes or len(self._lanes) < self.settings.max_lanes:
             return lane
         return Lane(provider=lane.provider)
 
-    def _submit_locked(self, read: _Read, job: Callable[[], Any], answered: Callable[[Finished[Any]], None]) -> None:
+    def _submit_locked(
+        self, read: _Read, job: Callable[[], Any], answered: Callable[[Finished[Any]], None], *, delay: float = 0.0
+    ) -> None:
         lane = read.lane
         runner = self._lanes.get(lane)
         if runner is None:
@@ -372,7 +409,12 @@ class MeasurementPool:
                 self._count_locked(lane.provider, -1)
             answered(done)
 
-        runner.submit(task)
+        if delay <= 0:
+            runner.submit(task)
+            return
+        timer = threading.Timer(delay, runner.submit, args=(task,))
+        timer.daemon = True
+        timer.start()
 
     def _count_locked(self, provider: str, change: int) -> None:
         count = self._waiting.get(provider, 0) + change
@@ -388,7 +430,7 @@ class MeasurementPool:
         if notify:
             self._notify(slot[0])
 
-    def _shared_answered(self, key: Hashable, read: _SharedRead, done: Finished[Any]) -> None:
+    def _gathered_answered(self, key: Hashable, read: _GatheredRead, done: Finished[Any]) -> None:
         owners: list[Owner] = []
         with self._lock:
             now = self._clock()
@@ -430,19 +472,23 @@ class MeasurementPool:
             if now - state.touched > limit:
                 self._drop_locked(slot, state)
                 del self._looks[slot]
-        linger = self.settings.shared_linger_seconds
-        for key, read in list(self._shared.items()):
-            if read.done is None:
-                continue
-            if now - read.done_at > limit or (not read.waiting and now - read.used_at > linger):
-                del self._shared[key]
+        linger = self.settings.gathered_linger_seconds
+        for key, rounds in list(self._gathered.items()):
+            rounds[:] = [
+                read
+                for read in rounds
+                if read.done is None
+                or not (now - read.done_at > limit or (not read.waiting and now - read.used_at > linger))
+            ]
+            if not rounds:
+                del self._gathered[key]
 
     def held(self) -> tuple[int, int]:
-        """(looks, shared results) held now: what expiry keeps bounded."""
+        """(looks, gathered results) held now: what expiry keeps bounded."""
         with self._lock:
             self._swept_at = float("-inf")
             self._sweep_locked()
-            return len(self._looks), len(self._shared)
+            return len(self._looks), sum(len(rounds) for rounds in self._gathered.values())
 
 
 def _keeps(done: Finished[Any]) -> bool:

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from controller.analysis.batch import IDENTITY_LABELS, batch_query
 from controller.analysis.checker import AnalysisChecker
+from controller.analysis.presets import Counter
 from controller.analysis.providers import InvalidQuery, ProviderSettings, ProviderUnavailable, build_providers
 from controller.analysis.providers.prometheus import PrometheusProvider
 from controller.analysis.spec import PrometheusSource
@@ -290,3 +292,22 @@ def test_prometheus_stopped_mid_analysis_holds_then_resumes(exporter: ModelMetri
         after = checker(context=context_for(analysis, prefix="outage", now=start + timedelta(seconds=4), status=stored))
         assert after is not None
         assert after.verdict == Verdict.SUCCESSFUL, after.message
+
+
+def test_a_batched_query_returns_the_series_of_the_models_it_names_only_matched_literally(
+    exporter: ModelMetricsExporter, prometheus: LocalPrometheus
+) -> None:
+    # Given three models' counters in Prometheus, one named with regex characters and a quote
+    models = {"batch.a": 5, 'batch+"b"': 7, "batchXa": 11}
+    for model, requests in models.items():
+        exporter.serve(model=model, version="v1", requests=requests)
+    prometheus.wait_for_value('count(model_requests_total{model=~"batch.*",code="200"})', at_least=3)
+    provider = PrometheusProvider(default_address=prometheus.url, timeout_seconds=2)
+    asked = ("batch.a", 'batch+"b"')
+
+    # When the batched query of the requests counter is asked for two of them
+    query = batch_query(Counter(name="model_requests_total"), by=(), window_seconds=3600, models=asked)
+    answer = provider.measure_series(source=PrometheusSource(query=query), labels=IDENTITY_LABELS)
+
+    # Then it holds exactly their series (`batch.a` does not match `batchXa`), with their counts
+    assert {labels[1]: value for labels, value in answer.items()} == {"batch.a": 5.0, 'batch+"b"': 7.0}

@@ -7,6 +7,7 @@ a series that went down or appeared counting from 0), and refuses anything else.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -26,7 +27,7 @@ from controller.analysis.batch import (
     tick_at_or_before,
 )
 from controller.analysis.checker import AnalysisChecker
-from controller.analysis.measurements import MeasurementPool
+from controller.analysis.measurements import MeasurementPool, PoolSettings
 from controller.analysis.presets import BATCHABLE, PRESETS, Counter, CounterSum
 from controller.analysis.spec import MetricSource, PrometheusSource, SequentialSpec, parse_metric
 from controller.api import ModelRolloutStatus, parse_spec
@@ -39,28 +40,32 @@ RPS = {"v1": 100.0, "v2": 20.0}
 ERROR_SHARE = {"v1": 0.01, "v2": 0.05}
 BATCH = re.compile(
     r"sum by \((?P<labels>[\w, ]+)\) "
-    r"\(\((?P<name>\w+) - (?P=name) offset (?P<window>\d+)(?P<unit>ms|s)\) >= 0 or (?P=name)\)"
+    r"\(\((?P<selector>(?P<name>\w+)\{model=~\"(?P<models>[\w|]+)\"\}) - (?P=selector) "
+    r"offset (?P<window>\d+)(?P<unit>ms|s)\) >= 0 or (?P=selector)\)"
 )
 
 Series = dict[tuple[tuple[str, str], ...], float]
 
 
 class Counters:
-    """Prometheus over counters of model `iris` (namespace `ml`), versions v1 and v2: each counter
+    """Prometheus over counters of the `models` (namespace `ml`), versions v1 and v2: each counter
     is a function of time (seconds since T0) giving its series' values, and `at` is when it is."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: tuple[str, ...] = ("iris",)) -> None:
+        self.models = models
         self.asked: list[str] = []
+        self.answered: list[set[str]] = []
+        """The models each answer held series of."""
         self.lock = threading.Lock()
         self.restarts: dict[str, float] = {}
         """version -> seconds since T0 when its server restarted (its counters start from 0)."""
 
-    def series(self, name: str, seconds: float) -> Series:
+    def series(self, name: str, seconds: float, models: set[str]) -> Series:
         found: Series = {}
-        for version in ("v1", "v2"):
+        for model, version in itertools.product(sorted(models & set(self.models)), ("v1", "v2")):
             since = self.restarts.get(version, -600.0) if seconds >= self.restarts.get(version, 1e9) else -600.0
             served = RPS[version] * max(seconds - since, 0.0)
-            labels = (("model", "iris"), ("namespace", "ml"), ("version", version))
+            labels = (("model", model), ("namespace", "ml"), ("version", version))
             if name == "model_requests_total":
                 found[labels] = served
             elif name == "model_request_errors_total":
@@ -81,7 +86,10 @@ class Counters:
         assert source.at is not None
         window = int(match["window"]) / (1000 if match["unit"] == "ms" else 1)
         now = source.at - T0.timestamp()
-        before, after = self.series(match["name"], now - window), self.series(match["name"], now)
+        models = set(match["models"].split("|"))
+        before, after = self.series(match["name"], now - window, models), self.series(match["name"], now, models)
+        with self.lock:
+            self.answered.append({dict(key)["model"] for key in after})
         grouping = [name.strip() for name in match["labels"].split(",")]
         assert tuple(grouping) == labels
         answer: dict[tuple[str, ...], float] = {}
@@ -94,11 +102,16 @@ class Counters:
 
 
 def context(
-    *, now: datetime, status: ModelRolloutStatus | None = None, name: str = "iris", metrics: Any = None
+    *,
+    now: datetime,
+    status: ModelRolloutStatus | None = None,
+    name: str = "iris",
+    model: str = "iris",
+    metrics: Any = None,
 ) -> CheckContext:
     spec = parse_spec(
         {
-            "model": "iris",
+            "model": model,
             "versions": [{"version": v, "backend": {"service": f"iris-{v}", "port": 8080}} for v in ("v1", "v2")],
             "baseline": "v1",
             "candidate": "v2",
@@ -165,14 +178,20 @@ def test_a_late_look_keeps_its_phase_on_the_grid() -> None:
         assert moment == T0 + timedelta(seconds=taken), late
 
 
-def test_a_batched_query_asks_every_version_s_growth_per_series() -> None:
-    assert batch_query(Counter(name="model_requests_total"), by=(), window_seconds=30) == (
-        "sum by (namespace, model, version) "
-        "((model_requests_total - model_requests_total offset 30s) >= 0 or model_requests_total)"
+def test_a_batched_query_asks_the_growth_per_series_of_every_version_of_its_models_only() -> None:
+    requests = 'model_requests_total{model=~"fraud|iris"}'
+    assert batch_query(Counter(name="model_requests_total"), by=(), window_seconds=30, models={"iris", "fraud"}) == (
+        f"sum by (namespace, model, version) (({requests} - {requests} offset 30s) >= 0 or {requests})"
     )
-    assert batch_query(Counter(name="b"), by=("feature", "le"), window_seconds=2.5).startswith(
-        "sum by (namespace, model, version, feature, le) ((b - b offset 2500ms)"
+    assert batch_query(Counter(name="b"), by=("feature", "le"), window_seconds=2.5, models=["iris"]).startswith(
+        'sum by (namespace, model, version, feature, le) ((b{model=~"iris"} - b{model=~"iris"} offset 2500ms)'
     )
+
+
+def test_a_model_name_is_matched_literally_in_the_batched_selector() -> None:
+    # A model name is any string: regex characters match themselves, quotes stay inside the string
+    query = batch_query(Counter(name="c"), by=(), window_seconds=1, models=['a.b', 'q"x', "b\\c"])
+    assert 'c{model=~"a\\\\.b|b\\\\\\\\c|q\\"x"}' in query
 
 
 def test_an_answer_is_summed_over_namespaces_and_keyed_by_version_and_label() -> None:
@@ -283,25 +302,31 @@ def run_unbatched_look_at(now: datetime) -> CheckOutcome | None:
     )
 
 
-def test_twenty_rollouts_looking_at_once_share_one_query_per_counter() -> None:
-    prometheus = Counters()
-    pool = MeasurementPool()
+def test_twenty_rollouts_looking_at_once_share_one_query_per_counter_that_returns_only_their_models() -> None:
+    # Given a Prometheus holding the series of 30 models, 20 of whose rollouts look at once
+    prometheus = Counters(models=tuple(f"m{i}" for i in range(30)))
+    pool = MeasurementPool(settings=PoolSettings(gather_seconds=1.0))  # ample for 20 asks in a row
     run = checker(prometheus, measurements=pool)
     metrics = [{"name": "errors", "preset": "error-rate"}, {"name": "p99", "preset": "latency-p99"}]
     now = T0 + timedelta(seconds=35.2)
+    for i in range(20):
+        # Every rollout asks before the gathered reads are sent
+        assert run(context=context(now=now, name=f"r{i}", model=f"m{i}", metrics=metrics)) is not None
     outcomes = []
-    for name in [f"r{i}" for i in range(20)]:
+    for i in range(20):
         deadline = time.monotonic() + 5
         while True:
-            outcome = run(context=context(now=now, name=name, metrics=metrics))
+            outcome = run(context=context(now=now, name=f"r{i}", model=f"m{i}", metrics=metrics))
             assert outcome is not None
             if outcome.status_fields["analysis"]["measurements"]:
                 break
             assert time.monotonic() < deadline
             time.sleep(0.01)
         outcomes.append(outcome)
-    # errors, requests, latency buckets, and the latency bound's baseline hour: 4 queries in all.
+    # Then errors, requests, latency buckets, and the latency bound's baseline hour: 4 queries in all,
+    # each answering for the 20 models that asked, not for the 10 others
     assert len(prometheus.asked) == 4, prometheus.asked
+    assert prometheus.answered == [{f"m{i}" for i in range(20)}] * 4
     for outcome in outcomes:
         assert segment(outcome)["candidate"]["trials"] == pytest.approx(600.0)
         assert segment(outcome, "p99")["candidate"]["bucket:+Inf"] == pytest.approx(600.0)

@@ -138,18 +138,55 @@ def test_an_unexpected_exception_is_handed_out_once_then_asked_again() -> None:
     assert gate.runs == 2
 
 
-def test_a_shared_read_runs_once_for_every_look_and_tells_each() -> None:
+class Gathered:
+    """A gathered read: records the members of each run, answers once released."""
+
+    def __init__(self) -> None:
+        self.gate = Gate()
+        self.members: list[frozenset[str]] = []
+
+    def __call__(self, members: frozenset[str]) -> dict[str, float]:
+        self.members.append(members)
+        self.gate()
+        return dict.fromkeys(sorted(members), 1.0)
+
+
+def gathered(pool: MeasurementPool, name: str, job: Gathered, *, member: str | None = None) -> Finished[Any] | None:
+    return pool.read_gathered(look(name), key="batch", member=member or name, lane=PROMETHEUS, job=job)
+
+
+def test_a_gathered_read_runs_once_for_the_looks_that_ask_while_it_gathers_and_tells_each() -> None:
     notified = Notified()
-    pool = MeasurementPool(on_result=notified)
-    gate = Gate({"v1": 1.0})
+    pool = MeasurementPool(settings=PoolSettings(gather_seconds=0.5), on_result=notified)
+    job = Gathered()
+    # Given three looks that ask within the gathering time
     for name in ("a", "b", "c"):
-        assert pool.read(look(name), key="batch", lane=PROMETHEUS, job=gate, shared=True) is None
-    gate.release.set()
+        assert gathered(pool, name, job) is None
+    # When the read is answered
+    job.gate.release.set()
+    # Then it ran once, for the three members, and each look was told
     assert sorted(notified.wait(3)) == [("ml", "a"), ("ml", "b"), ("ml", "c")]
-    for name in ("a", "b", "c", "late"):
-        done = pool.read(look(name), key="batch", lane=PROMETHEUS, job=gate, shared=True)
-        assert done is not None and done.get() == {"v1": 1.0}
-    assert gate.runs == 1
+    assert job.members == [frozenset({"a", "b", "c"})]
+    for name in ("a", "b", "c"):
+        done = gathered(pool, name, job)
+        assert done is not None and done.get() == {"a": 1.0, "b": 1.0, "c": 1.0}
+
+
+def test_a_look_whose_member_the_sent_read_does_not_cover_starts_the_next_round() -> None:
+    notified = Notified()
+    pool = MeasurementPool(settings=PoolSettings(gather_seconds=0.05), on_result=notified)
+    job = Gathered()
+    assert gathered(pool, "a", job) is None
+    assert job.gate.started.wait(WAIT), "the first round is sent after the gathering time"
+    # When a look for another model asks once the first round is sent, and one for the same model
+    assert gathered(pool, "late", job) is None
+    assert gathered(pool, "a-again", job, member="a") is None
+    job.gate.release.set()
+    # Then the late look gets a round of its own, and the same model's look shares the first
+    assert sorted(notified.wait(3)) == [("ml", "a"), ("ml", "a-again"), ("ml", "late")]
+    assert job.members == [frozenset({"a"}), frozenset({"late"})]
+    late = gathered(pool, "late", job)
+    assert late is not None and late.get() == {"late": 1.0}
 
 
 def test_the_look_time_is_the_first_pass_s_until_the_look_changes() -> None:
@@ -200,15 +237,18 @@ def test_lanes_are_capped_and_share_their_provider_s_default_beyond() -> None:
 
 def test_results_nobody_collects_expire() -> None:
     clock = Clock()
-    pool = MeasurementPool(settings=PoolSettings(result_seconds=60, shared_linger_seconds=10), clock=clock)
+    pool = MeasurementPool(settings=PoolSettings(result_seconds=60, gathered_linger_seconds=10), clock=clock)
     for name in ("a", "b"):
         gate = Gate()
         gate.release.set()
         until(pool, look(name), "own", gate)
-        until(pool, look(name), "batch", gate, shared=True)
+        released = Gathered()
+        released.gate.release.set()
+        while gathered(pool, name, released, member="m") is None:
+            time.sleep(0.01)
     assert pool.held() == (2, 1)
     clock.now = 11.0
-    assert pool.held() == (2, 0), "a shared result lingers a while after its last use"
+    assert pool.held() == (2, 0), "a gathered result lingers a while after its last use"
     clock.now = 30.0
     pool.look_time(look("a"), T0)
     clock.now = 70.0
