@@ -190,7 +190,7 @@ def test_a_batched_query_asks_the_growth_per_series_of_every_version_of_its_mode
 
 def test_a_model_name_is_matched_literally_in_the_batched_selector() -> None:
     # A model name is any string: regex characters match themselves, quotes stay inside the string
-    query = batch_query(Counter(name="c"), by=(), window_seconds=1, models=['a.b', 'q"x', "b\\c"])
+    query = batch_query(Counter(name="c"), by=(), window_seconds=1, models=["a.b", 'q"x', "b\\c"])
     assert 'c{model=~"a\\\\.b|b\\\\\\\\c|q\\"x"}' in query
 
 
