@@ -88,9 +88,6 @@ class Manager:
             on_event=self._on_rollout_event,
             on_list=self._on_rollout_list,
             cache=self.rollout_cache,
-            # The pass after a status write runs the checker of the stage that write entered (the
-            # analysis of a new step, the next look): the analysis' scheduling counts on it.
-            echoes_are_news=True,
         )
         kinds = list(dict.fromkeys(plugin.kind for plugin in routers.values()))
         self.route_caches = {kind: ObjectCache(keep=partial(self._names_a_route_of_ours, kind)) for kind in kinds}

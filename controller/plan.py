@@ -556,6 +556,10 @@ def _enter_step(
     index = min(index, len(spec.steps))
     step = spec.steps[index] if index < len(spec.steps) else None
     timed_seconds = step.seconds if isinstance(step, PauseStep | AnalyzeStep) and step.seconds else 0.0
+    if _analysis_runs_at(spec, index):
+        # This pass's checker looked at the step left behind: the next pass, at once, lets it
+        # schedule the first look of this one (due within a grid period of the step's start).
+        d.after(0)
     d.update(
         phase=phase,
         current_step_index=index,
@@ -564,6 +568,15 @@ def _enter_step(
         progress_at=format_time(d.now + timedelta(seconds=min(timed_seconds, MAX_TIMER_SECONDS))),
         paused_by_user=d.status.paused_by_user if paused_by_user is None else paused_by_user,
     )
+
+
+def _analysis_runs_at(spec: ModelRolloutSpec, index: int) -> bool:
+    """Whether the analysis measures at step `index`: an analyze step, or background analysis
+    (spec.analysis.startingStep) from its starting step on."""
+    if index < len(spec.steps) and isinstance(spec.steps[index], AnalyzeStep):
+        return True
+    starting = spec.analysis.get("startingStep")
+    return isinstance(starting, int) and index >= starting
 
 
 def _reference_condition(d: _Decision) -> bool:

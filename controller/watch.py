@@ -196,15 +196,13 @@ class Informer:
         on_event: Callable[[str, JSON], None],
         on_list: Callable[[Iterable[JSON]], None],
         cache: ObjectCache | None = None,
-        echoes_are_news: bool = False,
     ) -> None:
         self.resource = resource
         self.on_event = on_event
         self.on_list = on_list
         self.cache = cache
-        self.echoes_are_news = echoes_are_news
-        """Hand the handler the echoes of the controller's own writes too, which the cache tells
-        apart otherwise (and late events of versions written over)."""
+        """With a cache, the handler is handed news only: not the echoes of the controller's own
+        writes, nor late events of versions written over (ObjectCache.apply)."""
         self.synced = threading.Event()
         self._custom = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
@@ -280,7 +278,7 @@ class Informer:
                     resource_version = obj["metadata"]["resourceVersion"]
                     if kind != "BOOKMARK":
                         news = self.cache.apply(kind, obj) if self.cache is not None else True
-                        if news or self.echoes_are_news:
+                        if news:
                             self.on_event(kind, obj)
                     if stop.is_set():
                         return

@@ -192,6 +192,24 @@ def test_an_analyze_step_needs_a_successful_verdict_after_its_window() -> None:
     assert run(spec, status, observed({"v1": 90, "v2": 10}, at=61, analysis=passed)).status.current_step_index == 2
 
 
+def test_entering_a_step_where_the_analysis_measures_asks_for_the_next_pass_at_once() -> None:
+    # Given a rollout whose route just showed its first weight, before an analyze step
+    spec = spec_of([{"setWeight": 10}, {"analyze": {"duration": "60s"}}], analysis={"metrics": [{"name": "x"}]})
+    entered = run(spec, progressing_at(0), observed({"v1": 90, "v2": 10}))
+    # Then the plan enters the analyze step and asks for a pass at once: this pass's checker looked
+    # at the step left behind, the next one schedules the new step's first look
+    assert entered.status.current_step_index == 1
+    assert entered.requeue_after == 0
+    # And background analysis (startingStep) does the same from its starting step on
+    background = spec_of(
+        [{"setWeight": 10}, {"pause": {"duration": "30s"}}], analysis={"metrics": [{"name": "x"}], "startingStep": 1}
+    )
+    assert run(background, progressing_at(0), observed({"v1": 90, "v2": 10})).requeue_after == 0
+    # While a step without analysis waits its own time
+    quiet = spec_of([{"setWeight": 10}, {"pause": {"duration": "30s"}}])
+    assert run(quiet, progressing_at(0), observed({"v1": 90, "v2": 10})).requeue_after == 30
+
+
 def test_failed_gates_roll_back_before_any_traffic() -> None:
     status = progressing_at(0, phase=Phase.PENDING)
     gates = CheckOutcome(verdict=Verdict.FAILED, message="contract: input 'x' datatype FP32, candidate has INT64")
