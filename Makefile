@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 setup: system-packages $(VENV)/.installed binaries router-crds ## everything the tests need, on a fresh machine
 
-system-packages: ## Debian packages the tests start for real as processes, never as services: Prometheus, Alertmanager, nginx (the sandbox's stand-in for a Gateway)
+system-packages: ## Debian packages the tests start for real as processes, never as services: Prometheus, Alertmanager, openssl
 	@bash hack/install-system-packages.sh
 
 $(VENV)/.installed: pyproject.toml
@@ -38,22 +38,19 @@ unit: $(VENV)/.installed ## unit tests only (no server)
 
 bench: setup ## the benchmarks: the judge's error rates (about 10 min), scale (1000 rollouts), rollback latency
 	$(PY) bench/judge.py --runs 300
-	$(PY) bench/scale.py --rollouts 1000
+	$(PY) bench/scale.py
 	$(PY) bench/rollback_latency.py --runs 5 --interval 5
 
 clean:
 	rm -rf $(VENV) out
 
-.PHONY: sandbox-packages sandbox-down
+.PHONY: sandbox-down
 
-sandbox-packages: ## Debian packages the sandbox starts for real (nginx, the stand-in for a Gateway API implementation)
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
-
-sandbox: setup sandbox-packages ## start the whole local environment in the background and print where everything is
+sandbox: setup ## start the whole local environment in the background and print where everything is
 	$(PY) -m sandbox up
 
 sandbox-down: $(VENV)/.installed ## stop everything `make sandbox` started
 	$(PY) -m sandbox down
 
-demo: setup sandbox-packages ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
+demo: setup ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
 	$(PY) -m sandbox.demo

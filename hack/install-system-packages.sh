@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the tests start for real, each as a process of their own on 127.0.0.1 with a
-# generated config: Prometheus, Alertmanager, nginx (the sandbox's stand-in for a Gateway), openssl.
+# generated config: Prometheus, Alertmanager, openssl.
 #
 # None of them may run as a system service: a service would listen on every interface with the
 # package's default config (Alertmanager on :9093, and :9094 for its cluster gossip) and would
@@ -14,12 +14,12 @@
 # Nothing is done when every binary is already there. Needs root (apt-get).
 set -euo pipefail
 
-PACKAGES=(prometheus prometheus-alertmanager nginx-light openssl)
+PACKAGES=(prometheus prometheus-alertmanager openssl)
 NO_SERVICE=(prometheus-alertmanager)
 
 installed() {
 	command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null &&
-		test -x /usr/sbin/nginx && command -v openssl >/dev/null
+		command -v openssl >/dev/null
 }
 
 fresh=()

@@ -57,12 +57,12 @@ The sandbox is running.
 
   Kubernetes API    {state["api_server"]}   (etcd, kube-apiserver, controller-manager, scheduler, KWOK)
   kubeconfig        {state["kubeconfig"]}
-  proxy (nginx)     {state["proxy"]}   splits /v2/models/breast-cancer/* by the HTTPRoute's weights
+  Gateway (Envoy)   {state["gateway"]}   splits /v2/models/breast-cancer/* by the HTTPRoute's weights (Contour)
   Prometheus        {state["prometheus"]}
   controller        {state["controller_metrics"]}   log: {state["controller_log"]}
   model servers (Open Inference Protocol, namespace {NAMESPACE}):
 {versions}
-  traffic           the breast-cancer test split replayed through the proxy, labels sent as feedback
+  traffic           the breast-cancer test split replayed through the Gateway, labels sent as feedback
 
 Try it:
   export KUBECONFIG={state["kubeconfig"]} PATH={Path(state["kubectl"]).parent}:$PATH

@@ -376,7 +376,7 @@ def run(*, out: Path, traffic_per_second: float, scenarios: Sequence[Scenario] =
     settings = SandboxSettings(work_dir=out / "logs", traffic_per_second=traffic_per_second)
     with Sandbox.start(settings, progress=clock.say) as sandbox:
         assert sandbox.plane is not None
-        clock.say(f"sandbox up: proxy {sandbox.proxy.url if sandbox.proxy else '?'}, Prometheus "
+        clock.say(f"sandbox up: Gateway (Envoy) {sandbox.gateway.url if sandbox.gateway else '?'}, Prometheus "
                   f"{sandbox.prometheus.url if sandbox.prometheus else '?'}; logs in {settings.work_dir}")  # fmt: skip
         api_client = kube_config.new_client_from_config(config_file=str(sandbox.plane.kubeconfig))  # type: ignore[no-untyped-call]
         for scenario in scenarios:

@@ -4,15 +4,15 @@
   KWOK, so the Deployments of each version really become Available and really scale down;
 - one real model server per version (localenv.modelserver: scikit-learn models trained at
   start-up on the breast-cancer data set that ships with scikit-learn);
-- nginx splitting requests by the HTTPRoute's weights, kept in sync by `RouteSync` (the sandbox's
-  stand-in for a Gateway API implementation, see localenv/proxy.py);
+- a real Gateway API implementation, Contour + Envoy (localenv/gateway.py), splitting requests
+  by the HTTPRoute's weights as it would in a cluster;
 - a real Prometheus scraping every model server and the controller every second;
 - the controller itself (`python -m controller`), pointed at that Prometheus;
-- a traffic generator replaying the data set through the proxy, with labelled feedback.
+- a traffic generator replaying the data set through the Gateway, with labelled feedback.
 
-In Kubernetes each version has a Deployment (whose Pods KWOK pretends to run) and a Service; the
-Service's annotation `sandbox.mlops.dev/loopback-address` tells the proxy which loopback server
-stands for those Pods.
+In Kubernetes each version has a Deployment (whose Pods KWOK pretends to run) and a Service
+without a selector, whose one endpoint (an EndpointSlice written here) is the version's loopback
+model server: Envoy sends each version's share there.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 from kubernetes import config as kube_config
 
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane, ControlPlaneSettings, free_local_port
+from localenv.gateway import GatewaySettings, LocalGateway, expose_loopback_server
 from localenv.kwok import start_workload_controllers
 from localenv.modelserver import RunningServer, Variant, start_model_server
 from localenv.prometheus import LocalPrometheus
-from localenv.proxy import LOOPBACK_ADDRESS_ANNOTATION, NginxProxy, RouteSync, RouteSyncSettings
 from localenv.traffic import TrafficSettings, TrafficSummary, replay
 
 LOG = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ NAMESPACE = "models"
 HTTPROUTE = "breast-cancer"
 ROUTE_RULE = "predict"
 SERVICE_PORT = 8080
-"""The port Services declare; only the proxy's loopback mapping is ever dialled."""
+"""The port Services declare; Envoy dials the loopback server their EndpointSlice names."""
+ROUTE_READY_TIMEOUT_SECONDS = 30.0
+"""From the route's creation to Envoy answering it."""
 DEFAULT_TRAFFIC_PER_SECOND = 100.0
 """Inference requests per second (each followed by its labelled feedback). The example rollout's
 analysis is sized for it: about a tenth of the rows are 'borderline', so at 100 requests/s with
@@ -99,7 +102,7 @@ class SandboxSettings:
     replicas: int = 2
     """Replicas of each version's Deployment (Pods KWOK pretends to run)."""
     traffic_per_second: float = DEFAULT_TRAFFIC_PER_SECOND
-    """Inference requests per second through the proxy, each followed by its labelled feedback."""
+    """Inference requests per second through the Gateway, each followed by its labelled feedback."""
     control_plane_work_dir: Path | None = None
     """Where the control plane keeps its files; None means a temporary directory."""
 
@@ -119,10 +122,9 @@ class Sandbox:
         self.plane: ControlPlane | None = None
         self.servers: dict[str, RunningServer] = {}
         """Model server per version."""
-        self.proxy: NginxProxy | None = None
+        self.gateway: LocalGateway | None = None
         self.prometheus: LocalPrometheus | None = None
         self.controller: RunningController | None = None
-        self._route_sync: RouteSync | None = None
         self._traffic = _Traffic()
 
     @classmethod
@@ -152,23 +154,27 @@ class Sandbox:
                 version=model_version.version,
                 log_dir=settings.work_dir,
             )
+        progress("starting the Gateway: Contour and Envoy (Contour is built on first use)")
+        self.gateway = gateway = LocalGateway.start(
+            plane.kubeconfig, GatewaySettings(work_dir=settings.work_dir / "gateway"), kubectl=plane.bin_dir / "kubectl"
+        )
         progress("creating the namespace, Deployments, Services and the HTTPRoute")
-        plane.kubectl("apply", "--filename=-", input=json.dumps(self._kubernetes_objects()))
+        plane.kubectl("apply", "--filename=-", input=json.dumps(self._kubernetes_objects(gateway)))
+        api_client = kube_config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+        with api_client:
+            for model_version in settings.versions:
+                expose_loopback_server(
+                    api_client,
+                    namespace=NAMESPACE,
+                    service=model_version.workload_name,
+                    port=self.servers[model_version.version].port,
+                    service_port=SERVICE_PORT,
+                )
         plane.kubectl(
             *("wait", "--for=condition=Available", "deployment", "--all"),
             *(f"--namespace={NAMESPACE}", "--timeout=60s"),
         )
-        progress("starting nginx and the route sync loop")
-        self.proxy = NginxProxy()
-        self.proxy.start()
-        api_client = kube_config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-        self._route_sync = RouteSync(
-            api_client=api_client,
-            proxy=self.proxy,
-            settings=RouteSyncSettings(namespace=NAMESPACE, httproute=HTTPROUTE),
-        )
-        self._route_sync.sync_once()
-        self._route_sync.start()
+        self._wait_for_route(gateway)
         controller_port = free_local_port()
         progress("starting Prometheus and the controller")
         self.prometheus = LocalPrometheus(
@@ -185,16 +191,17 @@ class Sandbox:
             metrics_port=controller_port,
             extra_args=["--prometheus-address", self.prometheus.url],
         )
-        progress(f"sending {settings.traffic_per_second:g} requests/s with labelled feedback through the proxy")
+        progress(f"sending {settings.traffic_per_second:g} requests/s with labelled feedback through the Gateway")
         self._start_traffic()
         LOG.info("sandbox up in %.1fs", time.monotonic() - began)
 
-    def _kubernetes_objects(self) -> dict[str, Any]:
+    def _kubernetes_objects(self, gateway: LocalGateway) -> dict[str, Any]:
+        """The namespace, each version's Deployment and the HTTPRoute (the Services and their
+        loopback endpoints are made by `expose_loopback_server`)."""
         items: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
         for model_version in self.settings.versions:
             name = model_version.workload_name
             labels = {"app": MODEL, "version": model_version.version}
-            server = self.servers[model_version.version]
             items.append(
                 {
                     "apiVersion": "apps/v1",
@@ -215,19 +222,6 @@ class Sandbox:
                     },
                 }
             )
-            items.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {
-                        "name": name,
-                        "namespace": NAMESPACE,
-                        "labels": labels,
-                        "annotations": {LOOPBACK_ADDRESS_ANNOTATION: f"127.0.0.1:{server.port}"},
-                    },
-                    "spec": {"selector": labels, "ports": [{"name": "http", "port": SERVICE_PORT}]},
-                }
-            )
         first = self.settings.versions[0].workload_name
         items.append(
             {
@@ -235,8 +229,7 @@ class Sandbox:
                 "kind": "HTTPRoute",
                 "metadata": {"name": HTTPROUTE, "namespace": NAMESPACE},
                 "spec": {
-                    # No Gateway object: the sandbox's nginx plays the Gateway for this route.
-                    "parentRefs": [{"name": "sandbox-gateway"}],
+                    "parentRefs": [gateway.parent_ref()],
                     "rules": [
                         {
                             "name": ROUTE_RULE,
@@ -249,10 +242,21 @@ class Sandbox:
         )
         return {"apiVersion": "v1", "kind": "List", "items": items}
 
+    def _wait_for_route(self, gateway: LocalGateway) -> None:
+        """Until Envoy answers the route (Contour programs the listener once a route attaches)."""
+        deadline = time.monotonic() + ROUTE_READY_TIMEOUT_SECONDS
+        url = f"{gateway.url}/v2/models/{MODEL}"
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Envoy did not serve {url} within {ROUTE_READY_TIMEOUT_SECONDS:g}s\n{gateway.log_tail()}"
+                )
+            time.sleep(0.1)
+
     def _start_traffic(self) -> None:
-        assert self.proxy is not None
+        assert self.gateway is not None
         settings = TrafficSettings(
-            url=self.proxy.url,
+            url=self.gateway.url,
             model_name=MODEL,
             rate_per_second=self.settings.traffic_per_second,
             max_requests=2**62,  # until stopped
@@ -267,13 +271,14 @@ class Sandbox:
 
     def describe(self) -> dict[str, str]:
         """Where everything is, for people and for state files."""
-        assert self.plane and self.proxy and self.prometheus and self.controller
+        assert self.plane and self.gateway and self.prometheus and self.controller
         described = {
             "kubeconfig": str(self.plane.kubeconfig),
             "kubectl": str(self.plane.bin_dir / "kubectl"),
             "api_server": self.plane.server_url,
-            "proxy": self.proxy.url,
-            "nginx_config": str(self.proxy.config_file),
+            "gateway": self.gateway.url,
+            "envoy_stats": f"http://127.0.0.1:{self.gateway.stats_port}/stats",
+            "gateway_logs": str(self.gateway.work_dir),
             "prometheus": self.prometheus.url,
             "controller_metrics": f"{self.controller.metrics_url}/metrics",
             "controller_log": str(self.controller.log_file),
@@ -290,12 +295,10 @@ class Sandbox:
             self._traffic.thread.join(timeout=10)
         if self.controller is not None:
             self.controller.stop()
-        if self._route_sync is not None:
-            self._route_sync.stop()
         if self.prometheus is not None:
             self.prometheus.close()
-        if self.proxy is not None:
-            self.proxy.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         for server in self.servers.values():
             server.stop()
         if self.plane is not None:
@@ -308,3 +311,11 @@ class Sandbox:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _answers(url: str) -> bool:
+    """Whether Envoy routes `url` to a model server (any answer but Envoy's own 404 or 503)."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code not in (404, 503)
+    except httpx.HTTPError:
+        return False

@@ -1,5 +1,5 @@
 """The demo, end to end, as `make demo` runs it: a real control plane with KWOK, real model
-servers, nginx following the HTTPRoute, Prometheus, the controller and labelled traffic.
+servers, Contour + Envoy splitting by the HTTPRoute, Prometheus, the controller and labelled traffic.
 
 Given the sandbox, when the demo rolls out a better model (v2) and then a model that is better on
 average but broken on the 'borderline' slice (v3), then v2 is promoted with no evidence of harm on
