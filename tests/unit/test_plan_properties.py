@@ -551,7 +551,8 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
         if one_in(40, "edit"):
             generation += 1
         deleting = deleting or one_in(60, "delete")
-        if one_in(30, "hand edit"):
+        hand_edited = one_in(30, "hand edit")
+        if hand_edited:
             route = data.draw(route_weights(spec, stable_of(spec, status)), label="hand-edited route")
         problem = "Service default/iris-v2 not found" if one_in(12, "problem") else None
         checked = problem is None and not deleting
@@ -595,7 +596,10 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
             )
 
         asked = candidate_weight(spec, plan)
-        if person:
+        if person or hand_edited:
+            # A person moved traffic (by an action, or by hand on the route: TrafficDrift, and a
+            # hold then goes to the last step's weight, not to a promotion that had not landed):
+            # the controller's asks start a new sequence from there.
             rollout.asked = []
         # Only an ask that moves the route is a write: asking for what the route shows (holding
         # there while an earlier write has not landed) moves nothing, and a route that could not
