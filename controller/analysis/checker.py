@@ -56,22 +56,27 @@ from controller.analysis.evaluate import (
 from controller.analysis.evidence import Evidence, Numbers, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import Finished, InlineMeasurements, Lane, Look, Measurements
+from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
 from controller.analysis.presets import BATCHABLE, Counter, CounterSum
 from controller.analysis.profile import TrainingProfile, parse_profile
-from controller.analysis.providers import InvalidQuery, MetricProvider, SeriesProvider, VectorProvider
+from controller.analysis.providers import (
+    InvalidQuery,
+    MetricProvider,
+    MetricSource,
+    PrometheusSource,
+    SeriesProvider,
+    VectorProvider,
+)
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
     CountQuery,
-    MetricSource,
     MetricSpec,
     ModelCheck,
-    PrometheusSource,
     PromoteWhen,
     SequentialSpec,
     SlowRequestsTest,
     TrainingSkew,
-    WebSource,
     check_unique_names,
     format_window,
     parse_analysis,
@@ -105,7 +110,8 @@ class TemplateLookup(Protocol):
 
 ReadSecret = Callable[[str, str], Mapping[str, str] | None]
 """`read_secret(namespace, name)`: the Secret's data, or None when it does not exist. The checker
-only asks whether a web metric's `headersFrom` Secret is there; the web provider reads the headers."""
+only asks whether a Secret a metric's source reads (a web metric's `headersFrom`) is there; the
+provider reads what it needs."""
 
 
 class _MissingReference(Exception):
@@ -190,8 +196,11 @@ class AnalysisChecker:
         outbound: OutboundPolicy = DEFAULT_POLICY,
         measurements: Measurements | None = None,
         batch_period_seconds: float | None = None,
+        plugins: AnalysisPlugins = DEFAULT_PLUGINS,
     ) -> None:
         self._providers = providers
+        self._plugins = plugins
+        """What parses the analysis: the providers' and checks' plug-ins."""
         self._measurements: Measurements = measurements or InlineMeasurements()
         """Where reads run: the controller's measurement pool, or at once on the calling thread."""
         prometheus = providers.get(PrometheusSource.provider)
@@ -200,9 +209,11 @@ class AnalysisChecker:
         self._template_lookup = template_lookup
         self._read_configmap = read_configmap
         """Reads training profiles; without it, a training-skew metric's profile is missing."""
-        self._read_secret = read_secret
-        """Tells whether a `headersFrom` Secret exists; None (the controller reads no Secrets):
-        not asked, and the web provider reports the headers it cannot read."""
+        self._object_readers: dict[str, ReadSecret] = {
+            kind: read for kind, read in (("Secret", read_secret), ("ConfigMap", read_configmap)) if read is not None
+        }
+        """Tell whether the objects a metric's source reads exist, by kind; a kind without one (the
+        controller reads no Secrets) is not asked about, and the provider reports what it cannot read."""
         self._outbound = outbound
         """The fence the providers apply at request time (controller.outbound); `validate` applies
         its host-level part to every URL a planned metric would call."""
@@ -217,7 +228,7 @@ class AnalysisChecker:
         metric's `headersFrom` Secret (`_check_references`); a missing one is a ReferenceProblem
         naming the field, so the rollout waits for it before the first weight moves. Spec
         mistakes come first: a rollout that would fail anyway does not wait for an object."""
-        analysis = parse_analysis(context.spec.analysis)
+        analysis = parse_analysis(context.spec.analysis, plugins=self._plugins)
         steps = context.spec.steps
         plans: list[_Plan | None] = []
         for index, step in enumerate(steps):
@@ -241,14 +252,15 @@ class AnalysisChecker:
                 if isinstance(metric.test, TrainingSkew):
                     self._profile_data(namespace, metric.test, metric_field=metric_field)
             else:
-                self._check_secret(namespace, metric.source, metric_field=metric_field)
+                self._check_source_references(namespace, metric.source, metric_field=metric_field)
 
-    def _check_secret(self, namespace: str, source: MetricSource, *, metric_field: str) -> None:
-        """A web metric's `headersFrom` Secret must exist (asked only when this controller reads Secrets)."""
-        if not isinstance(source, WebSource) or source.headers_secret is None or self._read_secret is None:
-            return
-        if self._read_secret(namespace, source.headers_secret) is None:
-            raise ReferenceProblem(_missing_secret(metric_field, namespace, source.headers_secret))
+    def _check_source_references(self, namespace: str, source: MetricSource, *, metric_field: str) -> None:
+        """Each object the source reads (a web metric's `headersFrom` Secret) must exist; a kind
+        this controller does not read (Secrets without --read-secrets) is not asked about."""
+        for reference in source.references():
+            read = self._object_readers.get(reference.kind)
+            if read is not None and read(namespace, reference.name) is None:
+                raise ReferenceProblem(reference.missing(namespace=namespace, metric_field=metric_field))
 
     def _check_outbound(self, context: CheckContext, plan: _Plan | None) -> None:
         """Each URL the plan's metrics would call (a web `url` rendered for both versions, a
@@ -292,7 +304,9 @@ class AnalysisChecker:
             # (ReferencesValid=False) every pass until it exists, rather than failing a read.
             for metric in waiting:
                 if isinstance(metric, MetricSpec):
-                    self._check_secret(context.namespace, metric.source, metric_field=plan.metric_fields[metric.name])
+                    self._check_source_references(
+                        context.namespace, metric.source, metric_field=plan.metric_fields[metric.name]
+                    )
             look = Look(owner=(context.namespace, context.name), run=run.name, due=due)
             at = self._measurements.look_time(look, proposed)
             evaluated = at if self._measurements.deferred or grid is not None else None
@@ -378,7 +392,7 @@ class AnalysisChecker:
         ]
 
     def _plan(self, context: CheckContext) -> _Plan | None:
-        analysis = parse_analysis(context.spec.analysis)
+        analysis = parse_analysis(context.spec.analysis, plugins=self._plugins)
         step: StepWindow | None = context.step
         if step is not None:
             analysis = analysis or AnalysisSpec()
@@ -443,7 +457,7 @@ class AnalysisChecker:
         for name, field_path in named_in.items():
             template = self._template(namespace, name, field_path=field_path)
             path = f"AnalysisTemplate {name}: spec.metrics"
-            for i, metric in enumerate(parse_metrics(template.get("metrics"), path=path)):
+            for i, metric in enumerate(parse_metrics(template.get("metrics"), path=path, plugins=self._plugins)):
                 metrics[f"{path}[{i}]"] = metric
         return metrics
 
@@ -472,7 +486,10 @@ class AnalysisChecker:
         names = {m.name for m in analysis.metrics if isinstance(m, SequentialSpec)}
         for name, field_path in named_in.items():
             template = self._template(context.namespace, name, field_path=field_path)
-            for metric in parse_metrics(template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics"):
+            metrics = parse_metrics(
+                template.get("metrics"), path=f"AnalysisTemplate {name}: spec.metrics", plugins=self._plugins
+            )
+            for metric in metrics:
                 if isinstance(metric, SequentialSpec):
                     names.add(metric.name)
         shares = max(len(names), 1)
@@ -712,25 +729,25 @@ class AnalysisChecker:
         variables = _variables(context, plan, metric, version)
         source = metric.source
         try:
-            rendered = source.rendered(variables)
-            if isinstance(rendered, PrometheusSource):
-                rendered = replace(rendered, at=reads.at)
-            value = self._read_value(rendered, namespace=context.namespace, reads=reads)
+            value = self._read_value(source.rendered(variables, at=reads.at), namespace=context.namespace, reads=reads)
             samples = None
             if metric.min_samples is not None:
-                address = source.address if isinstance(source, PrometheusSource) else None
                 samples = self._read_value(
                     PrometheusSource(
-                        query=render_template(metric.min_samples.query, variables), address=address, at=reads.at
+                        query=render_template(metric.min_samples.query, variables),
+                        address=source.samples_address,
+                        at=reads.at,
                     ),
                     namespace=context.namespace,
                     reads=reads,
                 )
         except _MissingReference as missing:
+            # An object the pass found (before the look) deleted since: named as the pass would.
             metric_field = plan.metric_fields[metric.name]
+            references = source.references()
             problem = (
-                _missing_secret(metric_field, context.namespace, source.headers_secret)
-                if isinstance(source, WebSource) and source.headers_secret is not None
+                references[0].missing(namespace=context.namespace, metric_field=metric_field)
+                if references
                 else f"{metric_field}: {missing}"
             )
             raise ReferenceProblem(problem) from missing
@@ -775,17 +792,7 @@ class _Reads:
 
 def _lane(source: MetricSource) -> Lane:
     """The pool lane a read of `source` goes to: its provider at its address (a web URL's host)."""
-    if isinstance(source, PrometheusSource):
-        return Lane(provider=source.provider, address=source.address or "")
-    return Lane(provider=source.provider, address=urlsplit(source.url).netloc)
-
-
-def _missing_secret(metric_field: str, namespace: str, name: str) -> str:
-    """What a missing `headersFrom` Secret is reported as, wherever it was found missing."""
-    return (
-        f"{metric_field}.provider.web.headersFrom.secretName: Secret {namespace}/{name} does not exist; "
-        "create it or fix the name"
-    )
+    return Lane(provider=source.provider, address=source.lane_address)
 
 
 def _templates_named_in(analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, str]:
@@ -827,16 +834,14 @@ def _outbound_urls(
         if test.address is not None:
             yield _CalledUrl(field_path=f"{metric_field}.{where}", url=test.address, web=False)
         return
-    source = metric.source
-    if isinstance(source, PrometheusSource):
-        if source.address is not None:
-            yield _CalledUrl(field_path=f"{metric_field}.provider.prometheus.address", url=source.address, web=False)
-        return
-    assert isinstance(source, WebSource)
-    for version in versions:
-        url = render_template(source.url, _variables(context, plan, metric, version))
-        preface = "" if url == source.url else f"as rendered for version {version}, "
-        yield _CalledUrl(field_path=f"{metric_field}.provider.web.url", url=url, web=True, preface=preface)
+    variables_by_version = {version: _variables(context, plan, metric, version) for version in versions}
+    for called in metric.source.outbound_urls(variables_by_version=variables_by_version):
+        yield _CalledUrl(
+            field_path=f"{metric_field}.{called.field}",
+            url=called.url,
+            web=called.parsed_by_httpx,
+            preface="" if called.rendered_for is None else f"as rendered for version {called.rendered_for}, ",
+        )
 
 
 def _outbound_problem(policy: OutboundPolicy, url: str, *, web: bool) -> str | None:

@@ -15,15 +15,16 @@ Two kinds of metric:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from controller.analysis import fields
 from controller.analysis.comparison import Comparison, Direction, Tolerance
-from controller.analysis.jsonpath import JsonPathError, parse_json_path
+from controller.analysis.fields import render_template as render_template  # read from here by bench/
+from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
 from controller.analysis.presets import (
     FEEDBACK_CORRECT_QUERY,
     FEEDBACK_TOTAL_QUERY,
@@ -37,7 +38,9 @@ from controller.analysis.presets import (
     Preset,
     SlowRequestsPreset,
 )
-from controller.api import SpecError, check_http_url, parse_duration, refusing_malformed
+from controller.analysis.providers import MetricSource as MetricSource
+from controller.analysis.providers import PrometheusSource as PrometheusSource
+from controller.api import SpecError, refusing_malformed
 from controller.checks import InconclusivePolicy
 
 DEFAULT_INTERVAL_SECONDS = 30.0
@@ -45,13 +48,10 @@ MIN_INTERVAL_SECONDS = 1.0
 """Faster than once a second writes status many times a second and measures nothing new."""
 MAX_INTERVAL_SECONDS = 168 * 3600.0
 """A week, like the other timers: a longer interval is a typo."""
-PROMETHEUS_URL_EXAMPLE = "http://prometheus.monitoring:9090"
-WEB_URL_EXAMPLE = "http://scorer.ml.svc:8080/score?version={{version}}"
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 """Provider errors in a row tolerated (holding) before onInconclusive applies."""
 DEFAULT_MEASUREMENT_HISTORY_LIMIT = 20
 """Measurements kept in status.analysis.measurements; older ones are dropped."""
-DEFAULT_WEB_TIMEOUT_SECONDS = 10.0
 DEFAULT_FALSE_ROLLBACK_RATE = 0.05
 DEFAULT_FALSE_PROMOTION_RATE = 0.05
 DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 3600.0
@@ -69,74 +69,12 @@ DEFAULT_MAX_SKEW_PSI = 0.2
 DEFAULT_PROFILE_KEY = "profile.json"
 DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 
-TEMPLATE_VARIABLES = frozenset({"model", "version", "namespace", "window"})
-"""What `{{...}}` may name in a query, URL or body."""
-_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
-
-
-def render_template(text: str, variables: Mapping[str, str]) -> str:
-    """`text` with every `{{name}}` replaced by `variables[name]`."""
-    return _TEMPLATE_VARIABLE.sub(lambda match: variables[match.group(1)], text)
-
-
-def _check_template(text: str, field_path: str) -> str:
-    unknown = sorted({m.group(1) for m in _TEMPLATE_VARIABLE.finditer(text)} - TEMPLATE_VARIABLES)
-    if unknown:
-        raise SpecError(
-            field_path,
-            f"unknown template variable(s) {', '.join(unknown)}; use only "
-            + ", ".join(f"{{{{{name}}}}}" for name in sorted(TEMPLATE_VARIABLES)),
-        )
-    return text
-
 
 def format_window(seconds: float) -> str:
     """A PromQL range duration: whole seconds as `30s`, anything finer in milliseconds."""
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{round(seconds * 1000)}ms"
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources: where a value comes from
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrometheusSource:
-    provider: ClassVar[str] = "prometheus"
-    query: str
-    """PromQL returning one number (a scalar or a one-series vector), with template variables."""
-    address: str | None = None
-    """Base URL of Prometheus; None uses the controller's default."""
-    at: float | None = None
-    """Evaluation time (Unix seconds) of the instant query: the look's moment, so that a query
-    that waited for the measurement pool reads what it would have read then; None: Prometheus' now."""
-
-    def rendered(self, variables: Mapping[str, str]) -> PrometheusSource:
-        return replace(self, query=render_template(self.query, variables))
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebSource:
-    provider: ClassVar[str] = "web"
-    url: str
-    """URL to call, with template variables."""
-    json_path: str
-    """Where the number is in the JSON answer, like `$.data.value` or `$.results[0].score`."""
-    method: str = "GET"
-    """GET or POST."""
-    body: str | None = None
-    """POST body (JSON text), with template variables."""
-    headers_secret: str | None = None
-    """Secret in the rollout's namespace whose keys and values are sent as request headers."""
-    timeout_seconds: float = DEFAULT_WEB_TIMEOUT_SECONDS
-
-    def rendered(self, variables: Mapping[str, str]) -> WebSource:
-        body = None if self.body is None else render_template(self.body, variables)
-        return replace(self, url=render_template(self.url, variables), body=body)
-
-
-MetricSource = PrometheusSource | WebSource
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,50 +346,8 @@ class AnalysisSpec:
 # Parsing
 
 
-def _number(raw: Mapping[str, Any], key: str, path: str, *, minimum: float | None = None) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(f"{path}.{key}", f"{value!r} is not a number")
-    if minimum is not None and value < minimum:
-        raise SpecError(f"{path}.{key}", f"{value!r} is below {minimum:g}; give {minimum:g} or more")
-    return float(value)
-
-
-def _whole(raw: Mapping[str, Any], key: str, path: str, *, minimum: int) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{path}.{key}", f"{value!r} is not a whole number of at least {minimum}")
-    return value
-
-
-def _whole_or(raw: Mapping[str, Any], key: str, path: str, *, default: int, minimum: int) -> int:
-    value = _whole(raw, key, path, minimum=minimum)
-    return default if value is None else value
-
-
-def _text(raw: Mapping[str, Any], key: str, path: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(f"{path}.{key}", "is required (a non-empty string)")
-    return value
-
-
-def _duration(raw: Mapping[str, Any], key: str, path: str) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    seconds = parse_duration(str(value), field_path=f"{path}.{key}")
-    if seconds <= 0:
-        raise SpecError(f"{path}.{key}", "must be longer than 0s")
-    return seconds
-
-
 def _interval(raw: Mapping[str, Any], path: str) -> float:
-    seconds = _duration(raw, "interval", path)
+    seconds = fields.duration(raw, "interval", path)
     if seconds is None:
         return DEFAULT_INTERVAL_SECONDS
     if seconds < MIN_INTERVAL_SECONDS:
@@ -465,14 +361,6 @@ def _interval(raw: Mapping[str, Any], path: str) -> float:
             f"{raw['interval']!r} is longer than 168h (one week); measure more often, e.g. 30s or 1h",
         )
     return seconds
-
-
-def _prometheus_address(raw: Mapping[str, Any], path: str) -> str | None:
-    """`address` in `raw`, the base URL of another Prometheus; None for the controller's default."""
-    value = raw.get("address")
-    if value is None:
-        return None
-    return check_http_url(value, field_path=f"{path}.address", example=PROMETHEUS_URL_EXAMPLE)
 
 
 def _check_min_not_above_max(minimum: float | None, maximum: float | None, path: str) -> None:
@@ -490,10 +378,10 @@ def _parse_comparison(raw: Mapping[str, Any], path: str) -> Comparison:
         raise SpecError(f"{path}.direction", f"{direction_text!r} is not one of higher-is-worse, lower-is-worse")
     comparison = Comparison(
         direction=Direction(direction_text) if direction_text is not None else Direction.HIGHER_IS_WORSE,
-        max=_number(raw, "max", path),
-        min=_number(raw, "min", path),
-        max_ratio=_number(raw, "maxRatio", path, minimum=0.0),
-        max_difference=_number(raw, "maxDifference", path, minimum=0.0),
+        max=fields.number(raw, "max", path),
+        min=fields.number(raw, "min", path),
+        max_ratio=fields.number(raw, "maxRatio", path, minimum=0.0),
+        max_difference=fields.number(raw, "maxDifference", path, minimum=0.0),
     )
     if comparison.max_ratio == 0.0:
         raise SpecError(f"{path}.maxRatio", "must be above 0")
@@ -521,67 +409,23 @@ def parse_tolerance(value: object, path: str) -> Tolerance:
     return Tolerance(absolute=amount)
 
 
-def _parse_source(raw: Mapping[str, Any], path: str) -> MetricSource:
-    kinds = [k for k in ("prometheus", "web") if k in raw]
-    if len(kinds) != 1 or len(raw) != 1:
-        raise SpecError(path, "name exactly one provider: prometheus or web")
-    body = raw[kinds[0]] or {}
-    sub = f"{path}.{kinds[0]}"
-    if kinds[0] == "prometheus":
-        return PrometheusSource(
-            query=_check_template(_text(body, "query", sub), f"{sub}.query"), address=_prometheus_address(body, sub)
-        )
-    method = str(body.get("method", "GET")).upper()
-    if method not in ("GET", "POST"):
-        raise SpecError(f"{sub}.method", f"{method!r} is not GET or POST")
-    request_body = body.get("body")
-    if request_body is not None and method != "POST":
-        raise SpecError(f"{sub}.body", "only a POST sends a body; set method: POST or drop the body")
-    headers_from = body.get("headersFrom") or {}
-    json_path = _text(body, "jsonPath", sub)
-    try:
-        parse_json_path(json_path)
-    except JsonPathError as error:
-        raise SpecError(f"{sub}.jsonPath", f"{error}, like $.data.value") from error
-    url = check_http_url(_text(body, "url", sub), field_path=f"{sub}.url", example=WEB_URL_EXAMPLE)
-    return WebSource(
-        url=_check_template(url, f"{sub}.url"),
-        method=method,
-        body=None if request_body is None else _check_template(str(request_body), f"{sub}.body"),
-        json_path=json_path,
-        headers_secret=headers_from.get("secretName"),
-        timeout_seconds=_duration(body, "timeout", sub) or DEFAULT_WEB_TIMEOUT_SECONDS,
-    )
-
-
-def _query(raw: Mapping[str, Any], key: str, path: str, *, default: str) -> str:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise SpecError(f"{path}.{key}", "is a PromQL query (a non-empty string)")
-    return _check_template(value or default, f"{path}.{key}")
-
-
-def _fraction(raw: Mapping[str, Any], key: str, path: str) -> float | None:
-    value = _number(raw, key, path, minimum=0.0)
-    if value is not None and value > 1:
-        raise SpecError(f"{path}.{key}", f"{value:g} is above 1; give a share between 0 and 1")
-    return value
-
-
-def _given(**values: float | None) -> dict[str, float]:
-    """The keyword arguments that were given, so the dataclass defaults stand for the rest."""
-    return {key: value for key, value in values.items() if value is not None}
+def _parse_source(raw: Mapping[str, Any], path: str, *, plugins: AnalysisPlugins) -> MetricSource:
+    """provider.<key>: exactly one registered provider, which parses its own block."""
+    keys = [key for key in plugins.providers if key in raw]
+    if len(keys) != 1 or len(raw) != 1:
+        raise SpecError(path, f"name exactly one provider: {' or '.join(plugins.providers)}")
+    return plugins.providers[keys[0]].parse_source(raw[keys[0]] or {}, f"{path}.{keys[0]}")
 
 
 def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrift:
     return PredictionDrift(
-        **_given(
-            max_psi=_number(raw, "maxPSI", path, minimum=0.0),
-            max_js_distance=_fraction(raw, "maxJSDistance", path),
-            min_count=_number(raw, "minCount", path, minimum=0.0),
+        **fields.given(
+            max_psi=fields.number(raw, "maxPSI", path, minimum=0.0),
+            max_js_distance=fields.fraction(raw, "maxJSDistance", path),
+            min_count=fields.number(raw, "minCount", path, minimum=0.0),
         ),
-        histogram_query=_query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
-        address=_prometheus_address(raw, path),
+        histogram_query=fields.query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
+        address=fields.prometheus_address(raw, path),
     )
 
 
@@ -593,30 +437,36 @@ def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlice
         raise SpecError(f"{path}.slices", "names a slice twice")
     return ImportantSlices(
         slices=tuple(names),
-        **_given(max_drop=_fraction(raw, "maxDrop", path), min_samples=_number(raw, "minSamples", path, minimum=0.0)),
-        min_quality=_fraction(raw, "minQuality", path),
-        correct_query=_query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
-        total_query=_query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
-        address=_prometheus_address(raw, path),
+        **fields.given(
+            max_drop=fields.fraction(raw, "maxDrop", path),
+            min_samples=fields.number(raw, "minSamples", path, minimum=0.0),
+        ),
+        min_quality=fields.fraction(raw, "minQuality", path),
+        correct_query=fields.query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
+        total_query=fields.query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
+        address=fields.prometheus_address(raw, path),
     )
 
 
 def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnline:
-    offline = _fraction(raw, "offline", path)
+    offline = fields.fraction(raw, "offline", path)
     if offline is None:
         raise SpecError(f"{path}.offline", "is required: the candidate's offline quality, e.g. 0.93")
     return OfflineVsOnline(
         offline=offline,
-        **_given(max_gap=_fraction(raw, "maxGap", path), min_samples=_number(raw, "minSamples", path, minimum=0.0)),
-        correct_query=_query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
-        total_query=_query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
-        address=_prometheus_address(raw, path),
+        **fields.given(
+            max_gap=fields.fraction(raw, "maxGap", path),
+            min_samples=fields.number(raw, "minSamples", path, minimum=0.0),
+        ),
+        correct_query=fields.query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
+        total_query=fields.query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
+        address=fields.prometheus_address(raw, path),
     )
 
 
 def _parse_training_skew(raw: Mapping[str, Any], path: str) -> TrainingSkew:
     profile = raw.get("profile") or {}
-    name = _text(profile, "configMap", f"{path}.profile") if isinstance(profile, Mapping) else ""
+    name = fields.text(profile, "configMap", f"{path}.profile") if isinstance(profile, Mapping) else ""
     features = raw.get("features") or []
     if not isinstance(features, list) or not all(isinstance(f, str) and f.strip() for f in features):
         raise SpecError(f"{path}.features", "is a list of feature names as the profile names them")
@@ -625,10 +475,10 @@ def _parse_training_skew(raw: Mapping[str, Any], path: str) -> TrainingSkew:
     return TrainingSkew(
         profile_config_map=name,
         profile_key=str(profile.get("key") or DEFAULT_PROFILE_KEY),
-        **_given(max_psi=_number(raw, "maxPSI", path, minimum=0.0)),
+        **fields.given(max_psi=fields.number(raw, "maxPSI", path, minimum=0.0)),
         features=tuple(features),
-        histogram_query=_query(raw, "query", path, default=INPUT_FEATURE_QUERY),
-        address=_prometheus_address(raw, path),
+        histogram_query=fields.query(raw, "query", path, default=INPUT_FEATURE_QUERY),
+        address=fields.prometheus_address(raw, path),
     )
 
 
@@ -646,23 +496,23 @@ _SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples", "tolerance", R
 def _history_fields(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
     """The fields every metric has: window and limits over its measurements."""
     return {
-        "name": _text(raw, "name", path),
-        "window_seconds": _duration(raw, "window", path),
-        "count": _whole(raw, "count", path, minimum=1),
-        "failure_limit": _whole_or(raw, "failureLimit", path, default=0, minimum=0),
-        "consecutive_error_limit": _whole_or(
+        "name": fields.text(raw, "name", path),
+        "window_seconds": fields.duration(raw, "window", path),
+        "count": fields.whole(raw, "count", path, minimum=1),
+        "failure_limit": fields.whole_or(raw, "failureLimit", path, default=0, minimum=0),
+        "consecutive_error_limit": fields.whole_or(
             raw, "consecutiveErrorLimit", path, default=DEFAULT_CONSECUTIVE_ERROR_LIMIT, minimum=0
         ),
-        "inconclusive_limit": _whole_or(raw, "inconclusiveLimit", path, default=0, minimum=0),
+        "inconclusive_limit": fields.whole_or(raw, "inconclusiveLimit", path, default=0, minimum=0),
     }
 
 
-def parse_metric(raw: Mapping[str, Any], *, path: str) -> AnalysisMetric:
+def parse_metric(raw: Mapping[str, Any], *, path: str, plugins: AnalysisPlugins = DEFAULT_PLUGINS) -> AnalysisMetric:
     """One entry of spec.analysis.metrics or of an AnalysisTemplate's spec.metrics."""
     checks = [key for key in MODEL_CHECK_PARSERS if key in raw]
     if checks:
         return _parse_model_check(raw, path=path, checks=checks)
-    preset = _preset(raw, path)
+    preset = _preset(raw, path, plugins=plugins)
     if not isinstance(preset, GaugePreset | None) or RateTest.key in raw:
         return _parse_sequential_metric(raw, path=path, preset=preset)
     if "tolerance" in raw:
@@ -671,16 +521,16 @@ def parse_metric(raw: Mapping[str, Any], *, path: str) -> AnalysisMetric:
             "applies to counts (a preset other than container-memory, or counts: {events, trials}); "
             "bound this metric with comparison.maxRatio or comparison.maxDifference",
         )
-    return _parse_scalar_metric(raw, path=path, preset=preset)
+    return _parse_scalar_metric(raw, path=path, preset=preset, plugins=plugins)
 
 
-def _preset(raw: Mapping[str, Any], path: str) -> Preset | None:
+def _preset(raw: Mapping[str, Any], path: str, *, plugins: AnalysisPlugins) -> Preset | None:
     name = raw.get("preset")
     if name is None:
         if "provider" not in raw and RateTest.key not in raw:
             raise SpecError(
                 path,
-                "give a provider (prometheus or web), a preset ("
+                f"give a provider ({plugins.provider_keys}), a preset ("
                 + ", ".join(sorted(PRESETS))
                 + "), counts, or a check ("
                 + ", ".join(MODEL_CHECK_PARSERS)
@@ -721,7 +571,7 @@ def _address(raw: Mapping[str, Any], path: str, *, preset: Preset | None) -> str
             f"{what} reads counts, not one number; give your own queries as counts: "
             "{events: <PromQL>, trials: <PromQL>} (docs/analysis.md), or drop the preset to bound one number",
         )
-    return _prometheus_address(prometheus, f"{path}.provider.prometheus")
+    return fields.prometheus_address(prometheus, f"{path}.provider.prometheus")
 
 
 def _tolerance_and_guardrails(
@@ -735,8 +585,8 @@ def _tolerance_and_guardrails(
     expected = Direction.HIGHER_IS_WORSE if events_are_bad else Direction.LOWER_IS_WORSE
     if direction is not None and direction != expected.value:
         raise SpecError(f"{sub}.direction", f"these counts are {expected.value}; drop direction or set it so")
-    max_ratio = _number(comparison, "maxRatio", sub, minimum=1.0)
-    max_difference = _number(comparison, "maxDifference", sub, minimum=0.0)
+    max_ratio = fields.number(comparison, "maxRatio", sub, minimum=1.0)
+    max_difference = fields.number(comparison, "maxDifference", sub, minimum=0.0)
     older = [key for key, value in (("maxRatio", max_ratio), ("maxDifference", max_difference)) if value is not None]
     if "tolerance" in raw:
         if older:
@@ -746,7 +596,7 @@ def _tolerance_and_guardrails(
         tolerance = Tolerance(relative=round((max_ratio or 1.0) - 1.0, 12), absolute=max_difference or 0.0)
     else:
         tolerance = default
-    return tolerance, _number(comparison, "max", sub), _number(comparison, "min", sub)
+    return tolerance, fields.number(comparison, "max", sub), fields.number(comparison, "min", sub)
 
 
 def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Preset | None) -> SequentialSpec:
@@ -758,7 +608,7 @@ def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Prese
             raise SpecError(
                 f"{path}.minSamples.query", "counts are their own samples (the trials); give only minSamples.count"
             )
-        min_trials = _number(min_samples, "count", f"{path}.minSamples", minimum=0.0)
+        min_trials = fields.number(min_samples, "count", f"{path}.minSamples", minimum=0.0)
     if isinstance(preset, SlowRequestsPreset):
         tolerance, maximum, minimum = _tolerance_and_guardrails(
             raw, path, events_are_bad=True, default=preset.tolerance
@@ -779,8 +629,8 @@ def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Prese
     else:
         counts = raw.get(RateTest.key) or {}
         sub = f"{path}.{RateTest.key}"
-        events_query = _query(counts, "events", sub, default="") if counts.get("events") else ""
-        trials_query = _query(counts, "trials", sub, default="") if counts.get("trials") else ""
+        events_query = fields.query(counts, "events", sub, default="") if counts.get("events") else ""
+        trials_query = fields.query(counts, "trials", sub, default="") if counts.get("trials") else ""
         if not events_query or not trials_query:
             missing = "events" if not events_query else "trials"
             raise SpecError(
@@ -808,7 +658,9 @@ def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Prese
     return SequentialSpec(**_history_fields(raw, path), test=test, rubric_items=rubric_items)
 
 
-def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePreset | None) -> MetricSpec:
+def _parse_scalar_metric(
+    raw: Mapping[str, Any], *, path: str, preset: GaugePreset | None, plugins: AnalysisPlugins
+) -> MetricSpec:
     provider_raw = raw.get("provider")
     if isinstance(preset, GaugePreset):
         prometheus = (provider_raw or {}).get("prometheus")
@@ -816,13 +668,13 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePres
             raise SpecError(f"{path}.provider", "a preset reads Prometheus; give only provider.prometheus")
         prometheus = prometheus or {}
         source: MetricSource = PrometheusSource(
-            query=_check_template(prometheus.get("query") or preset.query, f"{path}.provider.prometheus.query"),
-            address=_prometheus_address(prometheus, f"{path}.provider.prometheus"),
+            query=fields.check_template(prometheus.get("query") or preset.query, f"{path}.provider.prometheus.query"),
+            address=fields.prometheus_address(prometheus, f"{path}.provider.prometheus"),
         )
     elif isinstance(provider_raw, Mapping):
-        source = _parse_source(provider_raw, f"{path}.provider")
+        source = _parse_source(provider_raw, f"{path}.provider", plugins=plugins)
     else:
-        raise SpecError(f"{path}.provider", "is missing; name a provider (prometheus or web) or a preset")
+        raise SpecError(f"{path}.provider", f"is missing; name a provider ({plugins.provider_keys}) or a preset")
     comparison_raw = raw.get("comparison")
     if comparison_raw is None and preset is not None:
         comparison = preset.comparison
@@ -843,19 +695,21 @@ def _parse_scalar_metric(raw: Mapping[str, Any], *, path: str, preset: GaugePres
 def _parse_min_samples(raw: Mapping[str, Any] | None, path: str, *, preset: GaugePreset | None) -> MinSamples | None:
     if raw is None:
         return None if preset is None else MinSamples(count=preset.min_samples, query=preset.samples_query)
-    count = _number(raw, "count", path, minimum=0.0)
+    count = fields.number(raw, "count", path, minimum=0.0)
     if count is None:
         raise SpecError(f"{path}.count", "is required: the fewest samples a measurement may rest on")
     query = raw.get("query") or (preset.samples_query if preset is not None else None)
     if not query:
         raise SpecError(f"{path}.query", "is required without a preset: PromQL counting the samples in {{window}}")
-    return MinSamples(count=count, query=_check_template(query, f"{path}.query"))
+    return MinSamples(count=count, query=fields.check_template(query, f"{path}.query"))
 
 
 @refusing_malformed("spec.metrics")
-def parse_metrics(raw: Sequence[Mapping[str, Any]] | None, *, path: str) -> tuple[AnalysisMetric, ...]:
+def parse_metrics(
+    raw: Sequence[Mapping[str, Any]] | None, *, path: str, plugins: AnalysisPlugins = DEFAULT_PLUGINS
+) -> tuple[AnalysisMetric, ...]:
     """A list of metrics; names must be unique."""
-    metrics = tuple(parse_metric(item, path=f"{path}[{i}]") for i, item in enumerate(raw or []))
+    metrics = tuple(parse_metric(item, path=f"{path}[{i}]", plugins=plugins) for i, item in enumerate(raw or []))
     check_unique_names(metrics, path=path)
     return metrics
 
@@ -869,7 +723,7 @@ def check_unique_names(metrics: Sequence[MeasuredSpec], *, path: str) -> None:
 
 
 def _error_rate(raw: Mapping[str, Any], key: str, path: str, *, default: float) -> float:
-    value = _number(raw, key, path)
+    value = fields.number(raw, key, path)
     if value is None:
         return default
     if not 0 < value < 0.5:
@@ -878,7 +732,7 @@ def _error_rate(raw: Mapping[str, Any], key: str, path: str, *, default: float) 
 
 
 @refusing_malformed("spec.analysis")
-def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
+def parse_analysis(raw: Mapping[str, Any] | None, *, plugins: AnalysisPlugins = DEFAULT_PLUGINS) -> AnalysisSpec | None:
     """spec.analysis as a value; None when the rollout configures no analysis at all."""
     if not raw:
         return None
@@ -889,19 +743,19 @@ def parse_analysis(raw: Mapping[str, Any] | None) -> AnalysisSpec | None:
     promote_text = raw.get("promoteWhen", PromoteWhen.NO_EVIDENCE_OF_HARM.value)
     if promote_text not in PromoteWhen._value2member_map_:
         raise SpecError(f"{path}.promoteWhen", f"{promote_text!r} is not one of noEvidenceOfHarm, evidenceOfSafety")
-    max_duration = _duration(raw, "maxDuration", path)
+    max_duration = fields.duration(raw, "maxDuration", path)
     if max_duration is not None and promote_text != PromoteWhen.EVIDENCE_OF_SAFETY:
         raise SpecError(f"{path}.maxDuration", "only extends steps with promoteWhen: evidenceOfSafety; drop it")
     templates = []
     for i, item in enumerate(raw.get("templates") or []):
-        templates.append(_text(item, "name", f"{path}.templates[{i}]"))
+        templates.append(fields.text(item, "name", f"{path}.templates[{i}]"))
     return AnalysisSpec(
         interval_seconds=_interval(raw, path),
-        metrics=parse_metrics(raw.get("metrics"), path=f"{path}.metrics"),
+        metrics=parse_metrics(raw.get("metrics"), path=f"{path}.metrics", plugins=plugins),
         templates=tuple(templates),
         on_inconclusive=InconclusivePolicy(policy_text),
-        starting_step=_whole(raw, "startingStep", path, minimum=0),
-        measurement_history_limit=_whole_or(
+        starting_step=fields.whole(raw, "startingStep", path, minimum=0),
+        measurement_history_limit=fields.whole_or(
             raw, "measurementHistoryLimit", path, default=DEFAULT_MEASUREMENT_HISTORY_LIMIT, minimum=1
         ),
         false_rollback_rate=_error_rate(raw, "falseRollbackRate", path, default=DEFAULT_FALSE_ROLLBACK_RATE),

@@ -1,4 +1,6 @@
-"""Where metric values come from: one module per provider, found through `PROVIDERS`.
+"""Where metric values come from: one module per provider, each exporting one `ProviderPlugin`
+(see `base`), found by the key under a metric's `provider`. Adding a provider is one module and
+one line below (docs/architecture.md, "Adding a plug-in").
 
 A provider turns a rendered `MetricSource` into one number (or None for no data); a
 `VectorProvider` (Prometheus) also gives one number per value of a label, for the model-aware
@@ -10,59 +12,54 @@ no Kubernetes calls: what they need from the cluster (a Secret) comes in as a ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
+from controller.analysis.providers import prometheus, web
 from controller.analysis.providers.base import (
     InvalidQuery,
     MetricProvider,
+    MetricSource,
+    ObjectReference,
+    OutboundUrl,
+    ProviderPlugin,
+    ProviderSettings,
     ProviderUnavailable,
     SecretReader,
     SeriesProvider,
     VectorProvider,
 )
-from controller.analysis.providers.prometheus import PrometheusProvider
-from controller.analysis.providers.web import WebProvider
-from controller.outbound import DEFAULT_POLICY, OutboundPolicy
+from controller.analysis.providers.prometheus import PrometheusSource
+from controller.plugins import registry as keyed
 
 __all__ = [
     "PROVIDERS",
     "InvalidQuery",
     "MetricProvider",
+    "MetricSource",
+    "ObjectReference",
+    "OutboundUrl",
+    "PrometheusSource",
+    "ProviderPlugin",
     "ProviderSettings",
     "ProviderUnavailable",
     "SecretReader",
     "SeriesProvider",
     "VectorProvider",
     "build_providers",
+    "registry",
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class ProviderSettings:
-    prometheus_address: str
-    """Base URL of the Prometheus used when a metric names none, e.g. http://127.0.0.1:9090."""
-    secret_reader: SecretReader | None = None
-    """Reads the Secrets that web metrics take headers from; None rejects such metrics."""
-    timeout_seconds: int = 5
-    """Longest wait for one Prometheus query; a thread of the measurement pool waits this long at
-    most per query (controller.analysis.measurements), never a reconcile worker."""
-    outbound: OutboundPolicy = DEFAULT_POLICY
-    """Where web metrics and a metric's own Prometheus address may send requests (controller.outbound)."""
+def registry(plugins: Iterable[ProviderPlugin]) -> Mapping[str, ProviderPlugin]:
+    """Plug-ins by key; a key given twice is a mistake in the tuple, caught at import."""
+    return keyed(plugins, under="provider")
 
 
-ProviderFactory = Callable[[ProviderSettings], MetricProvider]
-
-PROVIDERS: dict[str, ProviderFactory] = {
-    "prometheus": lambda settings: PrometheusProvider(
-        default_address=settings.prometheus_address,
-        timeout_seconds=settings.timeout_seconds,
-        outbound=settings.outbound,
-    ),
-    "web": lambda settings: WebProvider(secret_reader=settings.secret_reader, outbound=settings.outbound),
-}
-"""Provider name (the key under a metric's `provider`) -> factory."""
+PROVIDERS: Mapping[str, ProviderPlugin] = registry((prometheus.PLUGIN, web.PLUGIN))
+"""Provider key (under a metric's `provider`) -> its plug-in."""
 
 
-def build_providers(settings: ProviderSettings) -> dict[str, MetricProvider]:
-    return {name: factory(settings) for name, factory in PROVIDERS.items()}
+def build_providers(
+    settings: ProviderSettings, *, plugins: Mapping[str, ProviderPlugin] = PROVIDERS
+) -> dict[str, MetricProvider]:
+    return {key: plugin.build(settings) for key, plugin in plugins.items()}

@@ -11,21 +11,71 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR, InvalidQuery, ProviderUnavailable
-from controller.analysis.spec import MetricSource, PrometheusSource
+from controller.analysis import fields
+from controller.analysis.providers.base import (
+    LABEL_VALUE_SEPARATOR,
+    InvalidQuery,
+    MetricSource,
+    ObjectReference,
+    OutboundUrl,
+    ProviderPlugin,
+    ProviderUnavailable,
+)
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused, fenced_session
 
 # prometheus-api-client reports a non-200 answer only as text: "HTTP Status Code 400 (b'{...}')".
 _HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
 _API_ERROR_LIMIT = 300
 """Characters of Prometheus' own error text kept in a message."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrometheusSource:
+    provider: ClassVar[str] = "prometheus"
+    query: str
+    """PromQL returning one number (a scalar or a one-series vector), with template variables."""
+    address: str | None = None
+    """Base URL of Prometheus; None uses the controller's default."""
+    at: float | None = None
+    """Evaluation time (Unix seconds) of the instant query: the look's moment, so that a query
+    that waited for the measurement pool reads what it would have read then; None: Prometheus' now."""
+
+    def rendered(self, variables: Mapping[str, str], *, at: float | None = None) -> PrometheusSource:
+        return replace(self, query=fields.render_template(self.query, variables), at=at)
+
+    @property
+    def lane_address(self) -> str:
+        return self.address or ""
+
+    @property
+    def samples_address(self) -> str | None:
+        return self.address
+
+    def outbound_urls(self, *, variables_by_version: Mapping[str, Mapping[str, str]]) -> tuple[OutboundUrl, ...]:
+        """The metric's own address (never templated); the operator's default is not the spec's to check."""
+        if self.address is None:
+            return ()
+        return (OutboundUrl(field="provider.prometheus.address", url=self.address, parsed_by_httpx=False),)
+
+    def references(self) -> tuple[ObjectReference, ...]:
+        return ()
+
+
+def parse_source(raw: Mapping[str, Any], path: str) -> PrometheusSource:
+    """provider.prometheus: a query (required) and the address of another Prometheus."""
+    return PrometheusSource(
+        query=fields.check_template(fields.text(raw, "query", path), f"{path}.query"),
+        address=fields.prometheus_address(raw, path),
+    )
 
 
 def _api_error(error: PrometheusApiClientException) -> tuple[int | None, str]:
@@ -152,3 +202,14 @@ class PrometheusProvider:
             except ValueError as error:
                 raise ProviderUnavailable(f"Prometheus at {address} answered something that is not JSON") from error
         return result
+
+
+PLUGIN = ProviderPlugin(
+    key=PrometheusSource.provider,
+    parse_source=parse_source,
+    build=lambda settings: PrometheusProvider(
+        default_address=settings.prometheus_address,
+        timeout_seconds=settings.timeout_seconds,
+        outbound=settings.outbound,
+    ),
+)

@@ -13,8 +13,7 @@ import pytest
 from controller.analysis.checker import AnalysisChecker
 from controller.analysis.jsonpath import MISSING, JsonPathError, lookup, parse_json_path
 from controller.analysis.providers import InvalidQuery, ProviderUnavailable
-from controller.analysis.providers.web import WebProvider
-from controller.analysis.spec import WebSource
+from controller.analysis.providers.web import WebProvider, WebSource
 from controller.api import ModelRolloutStatus, parse_spec
 from controller.checks import CheckContext, StepWindow, Verdict
 from controller.outbound import OutboundPolicy

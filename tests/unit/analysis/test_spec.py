@@ -8,6 +8,7 @@ import pytest
 
 from controller.analysis.comparison import Comparison, Direction, Tolerance
 from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
+from controller.analysis.providers.web import WebSource
 from controller.analysis.spec import (
     AnalysisSpec,
     MetricSpec,
@@ -16,7 +17,6 @@ from controller.analysis.spec import (
     RateTest,
     SequentialSpec,
     SlowRequestsTest,
-    WebSource,
     format_window,
     parse_analysis,
     render_template,

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from controller.analysis.providers.web import WebSource
 from controller.analysis.spec import (
     MetricSpec,
     PrometheusSource,
     RateTest,
     SequentialSpec,
-    WebSource,
     parse_analysis,
     parse_metrics,
 )
