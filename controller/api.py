@@ -178,11 +178,20 @@ class Backend:
 class ModelVersion:
     version: str
     """The version label, e.g. `v2`; steps and status name versions by it."""
-    backend: Backend
+    backend: Backend | None = None
+    """Where the route sends this version's share. Required in spec.versions; None only for the
+    versions a router reads from its routed object (KServe's revisions, which have no Service)."""
     deployment: str | None = None
     """The Deployment serving this version; needed only for scale-down and readiness checks."""
     endpoint: str | None = None
     """Base URL of the version's Open Inference Protocol server, used by pre-traffic gates."""
+
+    @property
+    def routed_backend(self) -> Backend:
+        """The backend, for the routers that send traffic to Services; SpecError without one."""
+        if self.backend is None:
+            raise SpecError("spec.versions", f"version {self.version} has no backend; give it a Service and port")
+        return self.backend
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +255,11 @@ class ModelRolloutSpec:
     """Raw spec.analysis; interpreted by `controller.analysis`."""
     gates: Mapping[str, Any] = field(default_factory=dict)
     """Raw spec.gates; interpreted by `controller.checks`."""
+    versions_from_route: bool = False
+    """spec.versions, baseline and candidate are absent: the router reads the versions from the
+    routed object (KServe: the InferenceService's revisions), and the reconciler fills them in
+    each pass (`controller.routers.plugin.RoutedVersions`); a new candidate there starts a new
+    rollout without a spec change."""
 
     def version(self, name: str) -> ModelVersion:
         for candidate in self.versions:
@@ -256,10 +270,10 @@ class ModelRolloutSpec:
     def candidate_hash(self) -> str:
         """Identifies the candidate being rolled out; a change starts the rollout over."""
         version = self.version(self.candidate)
-        payload = json.dumps(
-            {"version": version.version, "service": version.backend.service, "port": version.backend.port},
-            sort_keys=True,
-        )
+        identity: dict[str, object] = {"version": version.version}
+        if version.backend is not None:
+            identity.update(service=version.backend.service, port=version.backend.port)
+        payload = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -303,7 +317,7 @@ def _refuse_ambiguous_version(version: ModelVersion, earlier: Sequence[ModelVers
                 f"{version.version!r} differs from {other.version!r} (spec.versions[{index}]) only in letter case; "
                 "rename one so that each reads differently",
             )
-        if other.backend == version.backend:
+        if version.backend is not None and other.backend == version.backend:
             raise SpecError(
                 f"{path}.backend",
                 f"Service {version.backend.service} port {version.backend.port} already serves version "
@@ -315,9 +329,19 @@ def _endpoint(raw: object, field_path: str) -> str | None:
     return None if raw is None else check_http_url(raw, field_path=field_path, example="http://iris-v2.models.svc:8080")
 
 
+VERSION_FIELDS = ("versions", "baseline", "candidate")
+"""Absent together when the router reads the versions from its routed object (KServe)."""
+
+
 @refusing_malformed("spec")
 def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
-    """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch."""
+    """Typed spec from the stored JSON; raises SpecError for what the schema cannot catch.
+
+    Without spec.versions, baseline and candidate (all three absent) the spec is marked
+    `versions_from_route`, with no versions yet: only a router that reads them from its routed
+    object accepts it (the reconciler checks, and fills them in)."""
+    if not any(key in raw for key in VERSION_FIELDS):
+        return _parse_rest(raw, versions=(), baseline="", candidate="", from_route=True)
     versions: list[ModelVersion] = []
     seen: set[str] = set()
     for i, item in enumerate(_require(raw, "versions", "spec")):
@@ -337,6 +361,23 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
         _refuse_ambiguous_version(version, versions, path)
         seen.add(version.version)
         versions.append(version)
+    spec = _parse_rest(
+        raw,
+        versions=tuple(versions),
+        baseline=str(_require(raw, "baseline", "spec")),
+        candidate=str(_require(raw, "candidate", "spec")),
+        from_route=False,
+    )
+    spec.version(spec.candidate)
+    spec.version(spec.baseline)
+    if spec.candidate == spec.baseline:
+        raise SpecError("spec.candidate", "must differ from spec.baseline")
+    return spec
+
+
+def _parse_rest(
+    raw: Mapping[str, Any], *, versions: tuple[ModelVersion, ...], baseline: str, candidate: str, from_route: bool
+) -> ModelRolloutSpec:
     routing_raw = _require(raw, "trafficRouting", "spec")
     if len(routing_raw) != 1:
         raise SpecError("spec.trafficRouting", "name exactly one router, e.g. gatewayAPI")
@@ -345,9 +386,9 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
     scale_down_raw = raw.get("scaleDown")
     spec = ModelRolloutSpec(
         model=str(_require(raw, "model", "spec")),
-        versions=tuple(versions),
-        candidate=str(_require(raw, "candidate", "spec")),
-        baseline=str(_require(raw, "baseline", "spec")),
+        versions=versions,
+        candidate=candidate,
+        baseline=baseline,
         traffic_routing=TrafficRouting(router=router, config=config or {}),
         steps=steps,
         progress_deadline_seconds=float(raw.get("progressDeadlineSeconds", DEFAULT_PROGRESS_DEADLINE_SECONDS)),
@@ -358,9 +399,8 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
         ),
         analysis=_section(raw, "analysis"),
         gates=_section(raw, "gates"),
+        versions_from_route=from_route,
     )
-    spec.version(spec.candidate)
-    spec.version(spec.baseline)
     has_metrics = bool(spec.analysis.get("metrics") or spec.analysis.get("templates"))
     for i, step in enumerate(spec.steps):
         if isinstance(step, AnalyzeStep) and not (has_metrics or step.templates):
@@ -368,8 +408,6 @@ def parse_spec(raw: Mapping[str, Any]) -> ModelRolloutSpec:
                 f"spec.steps[{i}].analyze",
                 "has nothing to measure; add spec.analysis.metrics or analyze.templates",
             )
-    if spec.candidate == spec.baseline:
-        raise SpecError("spec.candidate", "must differ from spec.baseline")
     return spec
 
 

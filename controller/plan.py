@@ -274,6 +274,42 @@ def decide(
     return d.to_plan(original=status)
 
 
+def wait_for_versions(*, status: ModelRolloutStatus, observed: Observed, deadline_seconds: float) -> Plan:
+    """The plan of a rollout whose router reads the versions from the routed object (KServe), which
+    cannot be read (`observed.reference_problem` says why) and never could: no version is known, so
+    no traffic is asked for or returned. It waits Pending with ReferencesValid=False, looking again
+    every REFERENCE_RETRY_SECONDS, and fails at the progress deadline (counted from when it started
+    waiting); once the object can be read, the rollout starts (it has no candidate yet). On deletion
+    it lets the object go."""
+    d = _Decision(status=status, observed=observed)
+    if observed.deleting:
+        d.remove_finalizer = True
+        return d.to_plan(original=status)
+    _mark_spec_valid(d)
+    _handle_action_not_applicable(d, _parse_action(d))
+    if d.status.phase is None:
+        d.update(phase=Phase.PENDING, progress_at=format_time(d.now), observed_generation=observed.generation)
+    if d.status.phase == Phase.FAILED:
+        return d.to_plan(original=status)
+    _reference_condition(d)
+    d.after(REFERENCE_RETRY_SECONDS)
+    missing = next(c for c in d.status.conditions if c.type == "ReferencesValid")
+    moments = (parse_time(d.status.progress_at), parse_time(missing.last_transition_time))
+    since = max((moment for moment in moments if moment is not None), default=d.now)
+    waited = (d.now - since).total_seconds()
+    if waited > deadline_seconds:
+        message = (
+            f"progress deadline exceeded: waited {waited:.0f}s (limit {deadline_seconds:.0f}s, "
+            f"spec.progressDeadlineSeconds) for the versions: {observed.reference_problem}"
+        )
+        d.update(phase=Phase.FAILED, message=message)
+        d.event(EventType.WARNING, "ProgressDeadlineExceeded", message)
+        d.condition("Progressing", False, "ProgressDeadlineExceeded", message)
+        return d.to_plan(original=status)
+    _progressing_condition(d)
+    return d.to_plan(original=status)
+
+
 def describe_weights(weights: Mapping[str, int]) -> str:
     """`v1 90%, v2 10%`: the versions with traffic, for messages."""
     shares = [f"{version} {weight}%" for version, weight in sorted(weights.items()) if weight]
@@ -316,7 +352,7 @@ def _backends_with_traffic(
 ) -> dict[str, Backend]:
     known = dict(status.route_backends)
     if spec is not None:
-        known.update({version.version: version.backend for version in spec.versions})
+        known.update({version.version: version.backend for version in spec.versions if version.backend is not None})
     return {version: known[version] for version, weight in weights.items() if weight > 0 and version in known}
 
 
@@ -470,6 +506,9 @@ def _parse_action(d: _Decision) -> Action | None:
 def _must_start_over(d: _Decision, spec: ModelRolloutSpec, action: Action | None) -> bool:
     status = d.status
     if status.candidate_hash is None or status.phase is None:
+        return True
+    if spec.versions_from_route and status.candidate_hash != spec.candidate_hash():
+        # The routed object shows a new candidate (KServe: a new revision): no spec change says so.
         return True
     if status.observed_generation != d.observed.generation:
         return not (status.phase == Phase.PROMOTED and status.candidate_hash == spec.candidate_hash())

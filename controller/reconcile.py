@@ -27,9 +27,12 @@ from kubernetes.client.exceptions import ApiException
 from controller import telemetry
 from controller.api import (
     ACTION_ANNOTATION,
+    DEFAULT_PROGRESS_DEADLINE_SECONDS,
     FINALIZER,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    ModelVersion,
+    Phase,
     RecordedEvent,
     SpecError,
     format_time,
@@ -43,6 +46,7 @@ from controller.errors import ReconcileError, ReferenceProblem, TemporaryError
 from controller.events import DirectSender, Outgoing, SendsEvents
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
 from controller.plan import (
+    FULL_SHARE,
     Event,
     EventType,
     Observed,
@@ -53,8 +57,9 @@ from controller.plan import (
     describe_weights,
     route_spec,
     stage_to_check,
+    wait_for_versions,
 )
-from controller.routers import ROUTERS, Router, RouterPlugin
+from controller.routers import ROUTERS, RoutedVersions, Router, RouterPlugin
 from controller.routers.ownership import RouteOwnedElsewhere
 from controller.routers.safety import RouteWriteBudget, refuse_unsafe_split
 from controller.watch import LabelSelector
@@ -78,6 +83,44 @@ ROUTE_WRITE_REFUSED = "RouteWriteRefused"
 REFUSED_WRITE_RETRY_SECONDS = 10.0
 """Look again this soon after a refused route write (the progress deadline still runs)."""
 """Characters of an error kept in the condition (an Event keeps as many)."""
+
+
+READS_VERSIONS = " (only spec.trafficRouting.kserve reads the versions from the routed object)"
+
+
+def with_routed_versions(spec: ModelRolloutSpec, found: RoutedVersions, status: ModelRolloutStatus) -> ModelRolloutSpec:
+    """`spec` with the versions the routed object shows: the stable one and the candidate (the
+    stable one again when there is no newer one). While this rollout's promotion lands, the object
+    may show the candidate as its stable version before the status does: the pair stays the one
+    the status records, so that the promotion completes as asked."""
+    stable, candidate = found.stable, found.candidate or found.stable
+    if landing(spec, found, status):
+        assert status.stable_version is not None
+        stable = status.stable_version
+    labels = tuple(dict.fromkeys((stable, candidate)))
+    return replace(
+        spec, versions=tuple(ModelVersion(version=label) for label in labels), baseline=stable, candidate=candidate
+    )
+
+
+def landing(spec: ModelRolloutSpec, found: RoutedVersions, status: ModelRolloutStatus) -> bool:
+    """Whether the routed object already shows as stable the candidate this rollout is promoting."""
+    return (
+        found.candidate is None
+        and status.phase == Phase.PROGRESSING
+        and status.current_step_index >= len(spec.steps)
+        and status.candidate_version == found.stable
+        and status.stable_version not in (None, found.stable)
+    )
+
+
+def adopted_stable(spec: ModelRolloutSpec, found: RoutedVersions, status: ModelRolloutStatus) -> ModelRolloutStatus:
+    """The status this pass decides on: the stable version is the one the routed object shows (KServe's
+    rolled-out revision), also when something else than this rollout rolled it out, except while
+    this rollout's own promotion lands (see `with_routed_versions`)."""
+    if status.stable_version in (None, found.stable) or landing(spec, found, status):
+        return status
+    return replace(status, stable_version=found.stable)
 
 
 def failure_message(error: Exception) -> str:
@@ -258,9 +301,17 @@ class Reconciler:
             # and may have died before creating (those it did create are refused, and skipped).
             self._emit(rollout, status.recent_events)
         spec, spec_error, router = self._parse(rollout)
-        observed = self._observe(rollout, spec, status, router, deleting=deleting)
-        spec, spec_error, observed = self._check(namespace, name, spec, spec_error, status, observed)
-        plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router)
+        spec, status, routed, unknown = self._fill_versions(namespace, spec, status, router)
+        if unknown is not None:
+            # The router reads the versions from an object it cannot read, and none is known yet.
+            observed = replace(self._observe(rollout, None, status, None, deleting=deleting), reference_problem=unknown)
+            deadline = spec.progress_deadline_seconds if spec is not None else DEFAULT_PROGRESS_DEADLINE_SECONDS
+            plan, refusal = wait_for_versions(status=status, observed=observed, deadline_seconds=deadline), None
+            spec = None
+        else:
+            observed = self._observe(rollout, spec, status, router, deleting=deleting)
+            spec, spec_error, observed = self._check(namespace, name, spec, spec_error, status, observed)
+            plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router, routed)
         final_status = self._scale_down(namespace, spec, plan)
         if refusal is None:
             final_status = with_reconciled(final_status, generation=observed.generation, now=observed.now)
@@ -360,7 +411,37 @@ class Reconciler:
             spec = replace(spec, traffic_routing=replace(routing, parsed=plugin.parse_config(routing.config)))
         except SpecError as error:
             return None, str(error), None
+        if spec.versions_from_route and plugin.versions is None:
+            return None, f"spec.versions: is required, with spec.baseline and spec.candidate{READS_VERSIONS}", None
+        if plugin.versions is not None and not spec.versions_from_route:
+            return (
+                None,
+                f"spec.versions: spec.trafficRouting.{routing.router} reads the versions from the "
+                f"{plugin.kind.plural} it names; remove spec.versions, spec.baseline and spec.candidate",
+                None,
+            )
         return spec, None, self.routers[routing.router]
+
+    def _fill_versions(
+        self, namespace: str, spec: ModelRolloutSpec | None, status: ModelRolloutStatus, router: Router | None
+    ) -> tuple[ModelRolloutSpec | None, ModelRolloutStatus, RoutedVersions | None, str | None]:
+        """For a router that reads the versions from its routed object (KServe): the spec with
+        them filled in, the status this pass decides on, what the object showed, and, when the
+        object cannot be read and the status knows no versions either, why (None otherwise)."""
+        if spec is None or router is None or not spec.versions_from_route:
+            return spec, status, None, None
+        read = self.plugins[spec.traffic_routing.router].versions
+        assert read is not None
+        try:
+            found = read(router, namespace, spec.traffic_routing.parsed)
+        except ReferenceProblem as error:
+            if status.stable_version is None or status.candidate_version is None:
+                return spec, status, None, str(error)
+            # Decided on the versions recorded; reading the route reports the problem again.
+            known = RoutedVersions(stable=status.stable_version, candidate=status.candidate_version)
+            return with_routed_versions(spec, known, status), status, None, None
+        status = adopted_stable(spec, found, status)
+        return with_routed_versions(spec, found, status), status, found, None
 
     def _observe(
         self,
@@ -385,7 +466,7 @@ class Reconciler:
             return observed
         try:
             weights = self._read_route(router, namespace, meta["name"], route_spec(spec, status))
-            stable = (rollout.get("status") or {}).get("stableVersion") or spec.baseline
+            stable = status.stable_version or spec.baseline
             problem = None if deleting else self._backend_problem(namespace, spec, stable, router)
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
@@ -515,6 +596,7 @@ class Reconciler:
         status: ModelRolloutStatus,
         observed: Observed,
         router: Router | None,
+        routed: RoutedVersions | None = None,
     ) -> tuple[Plan, str | None]:
         """Decide, move traffic if the plan asks, and decide once more on the weights now stored;
         returns the plan, and what the API server said if it refused the write.
@@ -542,12 +624,18 @@ class Reconciler:
             checked = replace(checked, action=None)
             started = decide(spec=spec, spec_error=spec_error, status=plan.status, observed=checked)
             plan = replace(started, events=plan.events + started.events, action_handled=plan.action_handled)
-        if not self._needs_route_write(plan.traffic, observed) or spec is None or router is None:
+        if spec is None or router is None:
             return plan, None
-        assert plan.traffic is not None
-        routed = route_spec(spec, status)
+        traffic = plan.traffic
+        guard = self._guard_split(spec, plan, observed, routed)
+        if guard is not None:
+            traffic = guard
+        elif not self._needs_route_write(traffic, observed):
+            return plan, None
+        assert traffic is not None
+        writing = route_spec(spec, status)
         route = f"spec.trafficRouting.{spec.traffic_routing.router}"
-        refuse_unsafe_split(spec=routed, weights=plan.traffic.weights, route=route)
+        refuse_unsafe_split(spec=writing, weights=traffic.weights, route=route)
         self._confirm_unchanged(rollout)
         plugin = self.plugins[spec.traffic_routing.router]
         self.route_writes.spend(
@@ -555,21 +643,28 @@ class Reconciler:
             label=f"{route} in namespace {namespace}",
         )
         try:
-            weights = router.write_weights(namespace=namespace, spec=routed, weights=plan.traffic.weights, owner=name)
+            weights = router.write_weights(namespace=namespace, spec=writing, weights=traffic.weights, owner=name)
         except ApiException as error:
             # Transient failures were retried below as TemporaryError: this is a refusal.
             refusal = (
-                f"the API server refused {describe_weights(plan.traffic.weights)} on {route}: "
+                f"the API server refused {describe_weights(traffic.weights)} on {route}: "
                 f"HTTP {error.status}: {refusal_text(error)}"
             )
             log.warning("route write refused", extra={"namespace": namespace, "error": refusal})
             return plan, refusal
-        log.info("traffic moved", extra={"namespace": namespace, "weights": dict(plan.traffic.weights)})
+        log.info("traffic moved", extra={"namespace": namespace, "weights": dict(traffic.weights)})
+        if guard is not None:
+            # The split served is unchanged (the candidate had none): the plan stands as decided.
+            return plan, None
         self._unrecorded_writes[(namespace, name)] = dict(weights)
         observed = replace(observed, route_weights=weights, action=None, now=self.clock())
         written = replace(plan.status, route_weights=weights)
         after = decide(spec=spec, spec_error=spec_error, status=written, observed=observed)
-        requeue = 0.0 if self._needs_route_write(after.traffic, observed) else after.requeue_after
+        # A route that shows a write at once and does not show it yet needs another write now; one
+        # that shows it only once another controller applied it (KServe) brings the rollout back
+        # through its watch when it does, so the pass does not write again meanwhile.
+        again = self._needs_route_write(after.traffic, observed) and not plugin.applied_later
+        requeue = 0.0 if again else after.requeue_after
         return (
             replace(
                 after, events=plan.events + after.events, requeue_after=requeue, action_handled=plan.action_handled
@@ -608,6 +703,21 @@ class Reconciler:
                 "the pass runs again",
                 delay=0.2,
             )
+
+    @staticmethod
+    def _guard_split(
+        spec: ModelRolloutSpec, plan: Plan, observed: Observed, routed: RoutedVersions | None
+    ) -> TrafficSplit | None:
+        """The stable split to write at once when the routed object would send a new candidate all
+        traffic on its own (KServe without canaryTrafficPercent) and the rollout has not moved any
+        traffic yet (Pending, where it may wait for gates or for the candidate to be ready, and
+        asks nothing of the route meanwhile); None otherwise."""
+        if routed is None or routed.guarded or routed.candidate is None or observed.route_weights is None:
+            return None
+        if plan.status.phase != Phase.PENDING or observed.deleting:
+            return None
+        stable = plan.status.stable_version or spec.baseline
+        return TrafficSplit(weights={stable: FULL_SHARE, routed.candidate: 0})
 
     @staticmethod
     def _needs_route_write(traffic: TrafficSplit | None, observed: Observed) -> bool:

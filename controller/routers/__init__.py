@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from controller.routers import gatewayapi, istio
-from controller.routers.plugin import RoutedKind, Router, RouterPlugin
+from controller.routers import gatewayapi, istio, kserve
+from controller.routers.plugin import RoutedKind, RoutedVersions, Router, RouterPlugin
 
 
 def registry(plugins: Iterable[RouterPlugin]) -> Mapping[str, RouterPlugin]:
@@ -20,6 +20,6 @@ def registry(plugins: Iterable[RouterPlugin]) -> Mapping[str, RouterPlugin]:
     return table
 
 
-ROUTERS: Mapping[str, RouterPlugin] = registry((gatewayapi.PLUGIN, istio.PLUGIN))
+ROUTERS: Mapping[str, RouterPlugin] = registry((gatewayapi.PLUGIN, istio.PLUGIN, kserve.PLUGIN))
 
-__all__ = ["ROUTERS", "RoutedKind", "Router", "RouterPlugin", "registry"]
+__all__ = ["ROUTERS", "RoutedKind", "RoutedVersions", "Router", "RouterPlugin", "registry"]

@@ -89,7 +89,8 @@ def _version_of(ref: Mapping[str, Any], spec: ModelRolloutSpec) -> str | None:
     if not _is_service_ref(ref):
         return None
     for version in spec.versions:
-        if ref.get("name") == version.backend.service and ref.get("port", version.backend.port) == version.backend.port:
+        backend = version.routed_backend
+        if ref.get("name") == backend.service and ref.get("port", backend.port) == backend.port:
             return version.version
     return None
 
@@ -130,8 +131,8 @@ def set_rule_weights(rule: JSON, spec: ModelRolloutSpec, weights: Mapping[str, i
     present = {_version_of(ref, spec) for ref in refs}
     for version in spec.versions:
         if version.version not in present and weights.get(version.version, 0) > 0:
-            refs.append({"name": version.backend.service, "port": version.backend.port})
-            added.add((version.backend.service, version.backend.port))
+            refs.append({"name": version.routed_backend.service, "port": version.routed_backend.port})
+            added.add((version.routed_backend.service, version.routed_backend.port))
     kept: list[JSON] = []
     for ref in refs:
         version_name = _version_of(ref, spec)

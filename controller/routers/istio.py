@@ -185,7 +185,7 @@ class Versions:
         found = [
             version.version
             for version in self.spec.versions
-            if service == version.backend.service and port in (None, version.backend.port)
+            if service == version.routed_backend.service and port in (None, version.routed_backend.port)
         ]
         if len(found) > 1:
             raise ReferenceProblem(
@@ -197,7 +197,7 @@ class Versions:
     def new_destination(self, version_name: str, siblings: Sequence[Mapping[str, Any]]) -> JSON:
         """A destination for the version's Service and port, its host written in the form (short
         or fully qualified) of a version's destination already in the route."""
-        backend = self.spec.version(version_name).backend
+        backend = self.spec.version(version_name).routed_backend
         host = backend.service
         for sibling in siblings:
             sibling_version = self.version_of(sibling)

@@ -70,7 +70,7 @@ from controller.api import ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem, TemporaryError, UnsafeTrafficSplit
 from controller.kube import Kube
 from controller.routers.ownership import RouteOwnedElsewhere
-from controller.routers.plugin import RoutedKind, RouterPlugin
+from controller.routers.plugin import RoutedKind, RoutedVersions, RouterPlugin
 from controller.routers.safety import FULL_SHARE, percentages_problem
 
 GROUP = "serving.kserve.io"
@@ -297,6 +297,10 @@ def revision_problem(isvc: Mapping[str, Any], versions: Sequence[str]) -> str | 
     for version in versions:
         if version == current.stable:
             continue
+        if version == current.previous and current.candidate is None:
+            # KServe rolled out past it (a promotion landing before the rollout records it): the
+            # rollout asks it for no traffic any more.
+            continue
         if version != current.candidate:
             return (
                 f"revision {version} is neither the rolled-out revision {current.stable} nor the newest one "
@@ -462,7 +466,19 @@ class Claims:
 class KServeRouter:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self.claims = Claims(client.CoordinationV1Api(kube.api_client))
+        self._claims: Claims | None = None
+
+    @property
+    def claims(self) -> Claims:
+        """Made on first use, so that building the router needs no API client (every registered
+        router is built with the reconciler, also over a test's fake Kube)."""
+        if self._claims is None:
+            self._claims = Claims(client.CoordinationV1Api(self.kube.api_client))
+        return self._claims
+
+    @claims.setter
+    def claims(self, claims: Claims) -> None:
+        self._claims = claims
 
     def _get(self, namespace: str, config: KServeRouting) -> JSON:
         name = config.inference_service
@@ -543,6 +559,18 @@ class KServeRouter:
         except ReferenceProblem as error:
             return str(error)
 
+    def versions(self, namespace: str, config: KServeRouting) -> RoutedVersions:
+        """The rollout's versions as the InferenceService shows them: the rolled-out revision, the
+        newest one, and whether canaryTrafficPercent holds that one back; ReferenceProblem when the
+        InferenceService is missing, not in Serverless mode or shows no rolled-out revision yet."""
+        current = revisions(self._get(namespace, config))
+        return RoutedVersions(stable=current.stable, candidate=current.candidate, guarded=current.guarded)
+
+
+def _versions(router: Any, namespace: str, config: Any) -> RoutedVersions:
+    assert isinstance(router, KServeRouter) and isinstance(config, KServeRouting)
+    return router.versions(namespace, config)
+
 
 PLUGIN = RouterPlugin(
     key="kserve",
@@ -550,6 +578,6 @@ PLUGIN = RouterPlugin(
     parse_config=parse_config,
     object_name=lambda config: config.inference_service,
     build=KServeRouter,
+    versions=_versions,
+    applied_later=True,
 )
-"""Not in controller.routers.ROUTERS yet: ModelRollout versions must first come from the
-InferenceService's revisions (docs/routers/kserve.md, "What the rest of the controller still needs")."""

@@ -8,6 +8,12 @@
                     naming the field (checked while the spec is parsed, before any weight moves)
       object_name   the typed configuration -> the name of the routed object (same namespace)
       build         Kube -> the Router that does the I/O
+      versions      (only a router whose routed object names the versions: KServe) the Router, the
+                    namespace and the typed configuration -> the `RoutedVersions` found there; the
+                    spec then lists no versions, and the reconciler fills them in each pass
+      applied_later True when the object shows a write only once another controller applied it
+                    (KServe): after a write, the pass waits for the object's next change (watched)
+                    instead of passing again at once
 
 A `Router` reads and writes the share of traffic each model version gets, and nothing else on
 the objects it touches but the owner annotation (see `ownership`); it also says what it needs to
@@ -35,6 +41,20 @@ class RoutedKind:
     group: str
     version: str
     plural: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutedVersions:
+    """The versions a routed object names (KServe: an InferenceService's predictor revisions)."""
+
+    stable: str
+    """The version the object serves in full when no rollout runs (KServe: the rolled-out revision)."""
+    candidate: str | None
+    """The newest version, to roll out; None when the newest is `stable`: nothing to roll out."""
+    guarded: bool = True
+    """False when the object would send the candidate all traffic on its own once it is ready
+    (KServe: canaryTrafficPercent absent): a rollout that has not moved traffic yet writes the
+    stable split at once."""
 
 
 class Router(Protocol):
@@ -76,6 +96,11 @@ class RouterPlugin:
     """The typed configuration -> the routed object's name."""
     build: Callable[[Kube], Router]
     """The Router doing this plug-in's I/O."""
+    versions: Callable[[Any, str, Any], RoutedVersions] | None = None
+    """(the Router built, namespace, typed configuration) -> the versions the routed object names,
+    raising ReferenceProblem when it cannot be read; None for routers whose versions the spec lists."""
+    applied_later: bool = False
+    """The routed object shows a write only once another controller has applied it."""
 
     def routed_object(self, raw: object) -> str | None:
         """The routed object's name from a raw configuration, None when it does not parse."""

@@ -1,7 +1,8 @@
 """The one rule every route write obeys, whatever the router: no write may cause an outage.
 
 The weights a write would leave on the route must name versions of spec.versions, each on a
-backend (Service and port) of its own, and sum to 100. A write that breaks the rule is refused
+backend (Service and port) of its own, and sum to 100. (Versions without a backend, KServe's
+revisions, are told apart by their names.) A write that breaks the rule is refused
 before it is sent, with the reason: a bug or a spec the schema let through must show up as a
 refused write, not as a route that sends every request nowhere.
 """
@@ -45,6 +46,8 @@ def percentages_problem(*, labels: Collection[str], weights: Mapping[str, int], 
 def _shared_backend(spec: ModelRolloutSpec) -> str | None:
     owner: dict[tuple[str, int], str] = {}
     for version in spec.versions:
+        if version.backend is None:
+            continue  # a KServe revision: no Service, and the router tells revisions apart by name
         backend = (version.backend.service, version.backend.port)
         if backend in owner:
             return (

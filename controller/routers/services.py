@@ -9,7 +9,7 @@ from controller.kube import Kube
 
 def service_problem(kube: Kube, *, namespace: str, spec: ModelRolloutSpec, versions: tuple[str, ...]) -> str | None:
     for version_name in versions:
-        backend = spec.version(version_name).backend
+        backend = spec.version(version_name).routed_backend
         service = kube.get_service(namespace=namespace, name=backend.service)
         if service is None:
             return (

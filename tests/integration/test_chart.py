@@ -49,6 +49,9 @@ NEEDED = [
     *((verb, "events.events.k8s.io", "") for verb in ("create", "patch")),
     *((verb, "deployments.apps", "") for verb in ("get", "list", "watch", "patch")),
     *((verb, "deployments.apps", "scale") for verb in ("get", "update", "patch")),
+    *((verb, "inferenceservices.serving.kserve.io", "") for verb in ("get", "list", "watch", "update")),
+    # The KServe router's claims: a Lease beside each InferenceService it rolls out.
+    *((verb, "leases.coordination.k8s.io", "") for verb in ("get", "create", "update", "delete")),
 ]
 # A sample of what it must never be able to do.
 NOT_NEEDED = [
@@ -69,6 +72,9 @@ NOT_NEEDED = [
     ("update", "services", ""),
     ("delete", "events", ""),
     ("update", "analysistemplates.rollouts.mlops.dev", ""),
+    ("create", "inferenceservices.serving.kserve.io", ""),
+    ("delete", "inferenceservices.serving.kserve.io", ""),
+    ("update", "inferenceservices.serving.kserve.io", "status"),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", ""),
     ("impersonate", "users", ""),
@@ -179,7 +185,8 @@ def test_leader_election_is_on_with_more_than_one_replica(
     documents = render(helm, values, tmp_path=tmp_path)
     args = controller_container(documents)["args"]
     (deployment,) = of_kind(documents, "Deployment")
-    lease_rules = rules_granting(documents, "leases")
+    # The ClusterRole's Lease rule is the KServe router's claims (test_kserve_rights_can_be_turned_off).
+    lease_rules = [granted for granted in rules_granting(documents, "leases") if granted[0] == "Role"]
     if elected:
         assert {"--leader-elect", "--lease-namespace=model-rollouts", "--lease-name=mr-model-rollouts-leader"} <= set(
             args
@@ -193,6 +200,23 @@ def test_leader_election_is_on_with_more_than_one_replica(
         assert "--no-leader-elect" in args
         assert deployment["spec"]["strategy"]["type"] == "Recreate", "two unelected controllers must not overlap"
         assert lease_rules == []
+
+
+def test_kserve_rights_can_be_turned_off(helm: Path, tmp_path: Path) -> None:
+    # given the default values, then the KServe router may write InferenceServices and its claims
+    kserve = [
+        (kind, rule["resources"], rule["verbs"])
+        for kind, _, rule in rules_granting(render(helm, {}, tmp_path=tmp_path), "inferenceservices")
+        + rules_granting(render(helm, {}, tmp_path=tmp_path), "leases")
+    ]
+    assert kserve == [
+        ("ClusterRole", ["inferenceservices"], ["get", "list", "watch", "update"]),
+        ("ClusterRole", ["leases"], ["get", "create", "update", "delete"]),
+    ]
+
+    # when rbac.kserve.enabled is false, then neither is granted
+    documents = render(helm, {"rbac": {"kserve": {"enabled": False}}}, tmp_path=tmp_path)
+    assert rules_granting(documents, "inferenceservices") == rules_granting(documents, "leases") == []
 
 
 @pytest.mark.parametrize("case", VALUE_CASES)
@@ -350,11 +374,8 @@ def test_install_yaml_applies_and_grants_the_controller_enough_and_no_more(
     assert [check for check, ok in granted.items() if not ok] == []
     refused = permissions(control_plane, account, NOT_NEEDED, namespace=namespace)
     assert [check for check, ok in refused.items() if ok] == []
-    # Default install: one replica, no leader election, so no Lease access at all.
-    assert not any(
-        can(control_plane, account, verb, "leases.coordination.k8s.io", "", namespace="model-rollouts")
-        for verb in LEASE_VERBS
-    )
+    # Default install: one replica, no leader election; its only Lease rights are the KServe
+    # router's claims (in NEEDED), which rbac.kserve.enabled=false takes away.
 
 
 def test_namespaced_install_is_confined_to_its_namespace(
@@ -381,6 +402,7 @@ def test_namespaced_install_is_confined_to_its_namespace(
             assert can(control_plane, account, verb, lease, "", namespace=namespace, name="team-model-rollouts-leader")
             assert not can(control_plane, account, verb, lease, "", namespace=namespace, name="someone-elses")
         assert not can(control_plane, account, "delete", lease, "", namespace=namespace)
-        assert not any(can(control_plane, account, verb, lease, "", namespace=watched) for verb in LEASE_VERBS)
+        # In the watched namespace the KServe router's claims (NEEDED, checked above), nowhere else.
+        assert not any(can(control_plane, account, verb, lease, "", namespace=other_namespace) for verb in LEASE_VERBS)
     finally:
         control_plane.kubectl("delete", "namespace", watched, "--wait=false")

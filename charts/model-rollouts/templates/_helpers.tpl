@@ -65,8 +65,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 The API permissions the controller needs, written once and used by the ClusterRole (cluster-wide
-install) or the Role (namespaced install). No wildcards; Secrets and Leases are granted apart,
-Secrets only when rbac.secrets.enabled, Leases only in the lease namespace.
+install) or the Role (namespaced install). No wildcards; Secrets and the leader-election Leases are
+granted apart, Secrets only when rbac.secrets.enabled, the leader's Lease only in the lease
+namespace. The Leases granted here are the KServe router's claims, in the rollouts' namespaces.
 */}}
 {{- define "model-rollouts.rules" -}}
 - apiGroups: [rollouts.mlops.dev]
@@ -90,6 +91,16 @@ Secrets only when rbac.secrets.enabled, Leases only in the lease namespace.
 - apiGroups: [networking.istio.io]
   resources: [destinationrules]
   verbs: [get]
+{{- if .Values.rbac.kserve.enabled }}
+- apiGroups: [serving.kserve.io]
+  resources: [inferenceservices]
+  verbs: [get, list, watch, update]
+# The KServe router's claim on an InferenceService: a Lease beside it, kserve-<name>.rollouts.mlops.dev
+# (its name depends on the InferenceService, so it cannot be listed here).
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update, delete]
+{{- end }}
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch]

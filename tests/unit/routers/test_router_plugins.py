@@ -152,7 +152,12 @@ def test_the_manager_watches_the_kind_of_every_registered_router() -> None:
         settings=ManagerSettings(),
         routers=registry((*ROUTERS.values(), FAKE)),
     )
-    assert {informer.resource.plural for informer in manager.routes} == {"httproutes", "virtualservices", "loops"}
+    assert {informer.resource.plural for informer in manager.routes} == {
+        "httproutes",
+        "virtualservices",
+        "inferenceservices",
+        "loops",
+    }
     assert ("loops.example.com", "loops") in manager.caches()
 
 
