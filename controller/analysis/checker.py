@@ -53,12 +53,11 @@ from controller.analysis.evaluate import (
     judge,
     metric_state,
 )
-from controller.analysis.evidence import Evidence, Numbers, Segment, evidence_by_metric, number_key
+from controller.analysis.evidence import CountQuery, Evidence, Numbers, Segment, evidence_by_metric, number_key
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import Finished, InlineMeasurements, Lane, Look, Measurements
 from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
 from controller.analysis.presets import BATCHABLE, Counter, CounterSum
-from controller.analysis.profile import TrainingProfile, parse_profile
 from controller.analysis.providers import (
     InvalidQuery,
     MetricProvider,
@@ -70,13 +69,10 @@ from controller.analysis.providers import (
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
-    CountQuery,
     MetricSpec,
-    ModelCheck,
     PromoteWhen,
     SequentialSpec,
     SlowRequestsTest,
-    TrainingSkew,
     check_unique_names,
     format_window,
     parse_analysis,
@@ -249,8 +245,9 @@ class AnalysisChecker:
         located = {plan.metric_fields[metric.name]: metric for plan in plans for metric in plan.metrics}
         for metric_field, metric in located.items():
             if isinstance(metric, SequentialSpec):
-                if isinstance(metric.test, TrainingSkew):
-                    self._profile_data(namespace, metric.test, metric_field=metric_field)
+                metric.test.read_reference(
+                    namespace=namespace, metric_field=metric_field, read_configmap=self._read_configmap
+                )
             else:
                 self._check_source_references(namespace, metric.source, metric_field=metric_field)
 
@@ -539,16 +536,16 @@ class AnalysisChecker:
         )
         since = _since(plan, previous, reads.grid)
         reading = "candidate"
-        # A missing profile is a ReferenceProblem for the pass (the rollout holds), a malformed one
-        # a permanent error of the metric (below).
-        profile = (
-            self._profile_data(context.namespace, test, metric_field=plan.metric_fields[metric.name])
-            if isinstance(test, TrainingSkew)
-            else None
+        # What the test judges against (a training profile): missing, a ReferenceProblem for the
+        # pass (the rollout holds); malformed, a permanent error of the metric (below).
+        reference = test.read_reference(
+            namespace=context.namespace,
+            metric_field=plan.metric_fields[metric.name],
+            read_configmap=self._read_configmap,
         )
         try:
-            if isinstance(test, TrainingSkew) and profile is not None:
-                evidence = replace(evidence, reference=self._training_profile(context.namespace, test, profile))
+            if reference is not None:
+                evidence = replace(evidence, reference=reference())
             reading = "baseline"
             if isinstance(test, SlowRequestsTest) and evidence.threshold_basis < test.threshold_requests:
                 lookback = self._read_counts(
@@ -587,30 +584,6 @@ class AnalysisChecker:
         evidence = replace(evidence, summary=summary)
         details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
         return _record(metric, judgement, look.baseline, look.candidate, at=at, details=details), evidence
-
-    def _profile_data(self, namespace: str, test: TrainingSkew, *, metric_field: str) -> Mapping[str, str]:
-        """The data of the training profile's ConfigMap, which holds its key; ReferenceProblem
-        naming the field when the ConfigMap or the key is not there."""
-        field_path = f"{metric_field}.{TrainingSkew.key}.profile"
-        name = test.profile_config_map
-        data = self._read_configmap(namespace, name) if self._read_configmap else None
-        if data is None:
-            raise ReferenceProblem(
-                f"{field_path}.configMap: ConfigMap {namespace}/{name} does not exist; "
-                "create it from the training pipeline's profile or fix the name"
-            )
-        if test.profile_key not in data:
-            raise ReferenceProblem(
-                f"{field_path}.key: ConfigMap {namespace}/{name} has no key {test.profile_key} "
-                f"(it has {sorted(data)}); add it or fix the key"
-            )
-        return data
-
-    @staticmethod
-    def _training_profile(namespace: str, test: TrainingSkew, data: Mapping[str, str]) -> TrainingProfile:
-        """The profile in `data` (from `_profile_data`); ProfileError when it is malformed."""
-        where = f"ConfigMap {namespace}/{test.profile_config_map} key {test.profile_key}"
-        return parse_profile(data[test.profile_key], where=where)
 
     def _read_counts(
         self,
@@ -830,9 +803,8 @@ def _outbound_urls(
     the controller's `--prometheus-address`, which the operator sets and the fence does not check."""
     if isinstance(metric, SequentialSpec):
         test = metric.test
-        where = f"{test.key}.address" if isinstance(test, ModelCheck) else "provider.prometheus.address"
         if test.address is not None:
-            yield _CalledUrl(field_path=f"{metric_field}.{where}", url=test.address, web=False)
+            yield _CalledUrl(field_path=f"{metric_field}.{test.address_field}", url=test.address, web=False)
         return
     variables_by_version = {version: _variables(context, plan, metric, version) for version in versions}
     for called in metric.source.outbound_urls(variables_by_version=variables_by_version):

@@ -21,11 +21,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.analysis.comparison import Comparison, Direction
-from controller.analysis.spec import MeasuredSpec, MetricSpec
 from controller.checks import InconclusivePolicy, Verdict
+
+if TYPE_CHECKING:
+    from controller.analysis.spec import MeasuredSpec, MetricSpec
 
 
 class Result(StrEnum):

@@ -15,8 +15,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from controller.analysis.profile import TrainingProfile
 from controller.api import JSON, format_time, parse_time
+
+
+@dataclass(frozen=True, kw_only=True)
+class CountQuery:
+    """One PromQL query a sequential test reads per version, over the time since its evidence began."""
+
+    name: str
+    """How the judge finds the query's numbers."""
+    query: str
+    """PromQL with template variables; `{{window}}` is the time since the evidence began."""
+    by: str | None = None
+    """The label keying the series (`le`, `slice`); None: the query gives one number."""
+
 
 Numbers = Mapping[str, float]
 """A version's counts at one look: `name` for a one-number query, `name:value` per label value
@@ -92,8 +104,9 @@ class Evidence:
     """Looks taken at this evidence: the one that decides is named in status and Events."""
     summary: Mapping[str, Any] | None = None
     """The latest look's figures, for people (kubectl modelrollout get)."""
-    reference: TrainingProfile | None = None
-    """Training skew: the profile read at this look (from its ConfigMap; not kept in status)."""
+    reference: object | None = None
+    """What the test judges against besides the counts, read at this look (training skew: the
+    profile from its ConfigMap; see `SequentialTest.read_reference`); not kept in status."""
 
     def with_segment(self, segment: Segment) -> Evidence:
         """The evidence with this look's counts in place of the same segment's earlier ones."""

@@ -22,16 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from controller.analysis.comparison import Tolerance
 from controller.analysis.evaluate import Judgement, Reading, Result
-from controller.analysis.evidence import Evidence, Numbers, Segment, by_label
-from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR
+from controller.analysis.evidence import CountQuery, Evidence, Numbers, Segment, by_label
 from controller.analysis.sequential import (
     RatioSegment,
-    divergence_lower_bound,
-    divergence_upper_bound,
     pooled,
     proportion_interval,
     ratio_evidence,
@@ -39,22 +36,11 @@ from controller.analysis.sequential import (
     smallest_detectable_ratio,
     upper_rate_bound,
 )
-from controller.analysis.spec import (
-    ImportantSlices,
-    OfflineVsOnline,
-    PredictionDrift,
-    RateTest,
-    SequentialTest,
-    SlowRequestsTest,
-    TrainingSkew,
-)
-from controller.stats import (
-    EMPTY_BUCKET_SHARE,
-    HistogramMismatch,
-    bucket_counts,
-    jensen_shannon_distance,
-    population_stability_index,
-)
+from controller.checks import ReadConfigMap
+from controller.stats import HistogramMismatch
+
+if TYPE_CHECKING:
+    from controller.analysis.spec import RateTest, SlowRequestsTest
 
 JSON = dict[str, Any]
 
@@ -88,25 +74,76 @@ class Look:
     """The evidence in numbers, for status and kubectl."""
 
 
+ReferenceLoader = Callable[[], object]
+"""Parses what a check judges against, read from the cluster; raises a PermanentError when it is malformed."""
+
+
+class SequentialTest(Protocol):
+    """What a sequential metric is judged by, whatever it judges: the counts it reads per version
+    and how all of them so far give the verdict of one look. The presets' and `counts` tests are
+    in `spec`; each model-aware check is a plug-in of its own (controller.analysis.modelchecks)."""
+
+    compares_baseline: ClassVar[bool]
+    """Whether the baseline's counts are read too (a check against a declared value reads none)."""
+    address_field: ClassVar[str]
+    """The field of `address` under the metric, for errors: `provider.prometheus.address`."""
+
+    @property
+    def address(self) -> str | None:
+        """The Prometheus its counts are read from; None for the controller's."""
+        ...
+
+    @property
+    def tests(self) -> int:
+        """How many tests share the metric's error budget."""
+        ...
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        """The counts read per version at each look."""
+        ...
+
+    def judge(self, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
+        """The verdict of one look at all the evidence so far; no I/O."""
+        ...
+
+    def read_reference(
+        self, *, namespace: str, metric_field: str, read_configmap: ReadConfigMap | None
+    ) -> ReferenceLoader | None:
+        """What the test judges against besides the versions' counts (a training profile), read
+        from the cluster: raises ReferenceProblem naming the field when the object is missing (the
+        rollout waits for it), returns how to parse it (a malformed one fails the metric's look);
+        None when it judges the counts alone."""
+        ...
+
+
+class JudgedOnCountsAlone:
+    """A test that reads nothing from the cluster besides its counts."""
+
+    def read_reference(
+        self, *, namespace: str, metric_field: str, read_configmap: ReadConfigMap | None
+    ) -> ReferenceLoader | None:
+        return None
+
+
 def judge_evidence(test: SequentialTest, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
     """The verdict of one look at all the evidence of a metric."""
-    judge: Callable[[Any, Evidence, Budget, Versions], Look] = _JUDGES[type(test)]
-    return judge(test, evidence, budget, versions)
+    return test.judge(evidence, budget=budget, versions=versions)
 
 
 def _percent(value: float) -> str:
     return f"{value * 100:.3g}%"
 
 
-def _figure(value: float) -> str:
+def figure(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
-def _rounded(value: float | None, digits: int = 6) -> float | None:
+def rounded(value: float | None, digits: int = 6) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
-def _no_data(versions: Versions, missing: Sequence[str]) -> Look:
+def no_data(versions: Versions, missing: Sequence[str]) -> Look:
     return Look(
         judgement=Judgement(result=Result.INCONCLUSIVE, reason=f"no data for {', '.join(missing)}"),
         baseline=Reading(version=versions.baseline),
@@ -114,7 +151,7 @@ def _no_data(versions: Versions, missing: Sequence[str]) -> Look:
     )
 
 
-def _missing_roles(latest: Segment | None, versions: Versions, present: Callable[[Numbers], bool]) -> list[str]:
+def missing_roles(latest: Segment | None, versions: Versions, present: Callable[[Numbers], bool]) -> list[str]:
     if latest is None:
         return [f"candidate {versions.candidate}", f"baseline {versions.baseline}"]
     return [
@@ -132,7 +169,7 @@ def _missing_roles(latest: Segment | None, versions: Versions, present: Callable
 
 
 @dataclass(frozen=True, kw_only=True)
-class _RateOutcome:
+class RateOutcome:
     harm: list[str]
     """Why the candidate is worse beyond tolerance (or a guardrail); empty when not shown."""
     safe: bool
@@ -141,7 +178,7 @@ class _RateOutcome:
     """Both versions' values and the evidence, for people."""
 
 
-def _judge_rates(
+def judge_rates(
     segments: Sequence[RatioSegment],
     *,
     tolerance: Tolerance,
@@ -152,7 +189,7 @@ def _judge_rates(
     minimum: float | None = None,
     versions: Versions,
     noun: str,
-) -> _RateOutcome:
+) -> RateOutcome:
     """Candidate against baseline on rates of bad events, plus guardrails on the candidate's value
     (bad events per trial, or good ones when `bad_events` is False)."""
     budget = budget.split(1 + (maximum is not None) + (minimum is not None))
@@ -169,42 +206,42 @@ def _judge_rates(
         return rate if bad_events else 1 - rate
 
     def shown(rate: float, trials: float) -> float | None:
-        return _rounded(value(rate)) if trials > 0 else None
+        return rounded(value(rate)) if trials > 0 else None
 
     harm: list[str] = []
     if evidence.harm >= 1 / alpha:
         harm.append(
-            f"{noun} ratio {_ratio_estimate(candidate_rate, baseline_rate)} (interval {_figure(evidence.low)}-"
-            f"{_figure(evidence.high)}) beyond tolerance {tolerance} (at most {null:.3g}x): "
-            f"evidence {_figure(evidence.harm)} >= {_figure(1 / alpha)}"
+            f"{noun} ratio {_ratio_estimate(candidate_rate, baseline_rate)} (interval {figure(evidence.low)}-"
+            f"{figure(evidence.high)}) beyond tolerance {tolerance} (at most {null:.3g}x): "
+            f"evidence {figure(evidence.harm)} >= {figure(1 / alpha)}"
         )
     safe = evidence.safety >= 1 / beta
     summary: JSON = {
         "candidate": {
-            "samples": _rounded(total.candidate_trials, 3),
-            "events": _rounded(total.candidate_events, 3),
+            "samples": rounded(total.candidate_trials, 3),
+            "events": rounded(total.candidate_events, 3),
             "value": shown(candidate_rate, total.candidate_trials),
         },
         "baseline": {
-            "samples": _rounded(total.baseline_trials, 3),
-            "events": _rounded(total.baseline_events, 3),
+            "samples": rounded(total.baseline_trials, 3),
+            "events": rounded(total.baseline_events, 3),
             "value": shown(baseline_rate, total.baseline_trials),
         },
-        "ratio": _rounded(candidate_rate / baseline_rate if baseline_rate > 0 else None, 4),
-        "interval": [_rounded(evidence.low, 4), _rounded(evidence.high, 4)],
+        "ratio": rounded(candidate_rate / baseline_rate if baseline_rate > 0 else None, 4),
+        "interval": [rounded(evidence.low, 4), rounded(evidence.high, 4)],
         "tolerance": str(tolerance),
-        "nullRatio": _rounded(null, 4),
-        "eValue": _rounded(evidence.harm, 4),
-        "threshold": _rounded(1 / alpha, 2),
-        "safetyEValue": _rounded(evidence.safety, 4),
-        "safetyThreshold": _rounded(1 / beta, 2),
+        "nullRatio": rounded(null, 4),
+        "eValue": rounded(evidence.harm, 4),
+        "threshold": rounded(1 / alpha, 2),
+        "safetyEValue": rounded(evidence.safety, 4),
+        "safetyThreshold": rounded(1 / beta, 2),
     }
     summary.update(_power(segments, total=total, null=null, alpha=alpha, seconds=seconds))
     for bound, name in ((maximum, "max"), (minimum, "min")):
         if bound is None:
             continue
         low, high = _value_interval(total, alpha=alpha, bad_events=bad_events)
-        summary[f"{name}Interval"] = [_rounded(low), _rounded(high)]
+        summary[f"{name}Interval"] = [rounded(low), rounded(high)]
         if (low > bound) if name == "max" else (high < bound):
             harm.append(
                 f"candidate {noun} {_percent(value(candidate_rate))} is beyond {name} {bound:g} "
@@ -216,7 +253,7 @@ def _judge_rates(
         f"candidate {versions.candidate} {_percent(value(candidate_rate))} of {total.candidate_trials:.0f} vs "
         f"baseline {versions.baseline} {_percent(value(baseline_rate))} of {total.baseline_trials:.0f}"
     )
-    return _RateOutcome(harm=harm, safe=safe, summary=summary, text=text)
+    return RateOutcome(harm=harm, safe=safe, summary=summary, text=text)
 
 
 def _value_interval(total: RatioSegment, *, alpha: float, bad_events: bool) -> tuple[float, float]:
@@ -251,7 +288,7 @@ def _power(segments: Sequence[RatioSegment], *, total: RatioSegment, null: float
     )
 
     def needed(apart: float) -> float | None:
-        return _rounded(
+        return rounded(
             seconds_to_resolve(
                 candidate_rate=per_second[0],
                 baseline_rate=per_second[1],
@@ -263,7 +300,7 @@ def _power(segments: Sequence[RatioSegment], *, total: RatioSegment, null: float
         )
 
     return {
-        "smallestDetectableRatio": _rounded(
+        "smallestDetectableRatio": rounded(
             smallest_detectable_ratio(
                 candidate_trials=total.candidate_trials,
                 baseline_trials=total.baseline_trials,
@@ -278,22 +315,22 @@ def _power(segments: Sequence[RatioSegment], *, total: RatioSegment, null: float
     }
 
 
-def _rate_look(outcome: _RateOutcome, *, versions: Versions, readings: tuple[Reading, Reading]) -> Look:
+def _rate_look(outcome: RateOutcome, *, versions: Versions, readings: tuple[Reading, Reading]) -> Look:
     if outcome.harm:
         judgement = Judgement(result=Result.FAILED, reason=f"{outcome.text}: {'; '.join(outcome.harm)}")
     else:
         summary = outcome.summary
         shown = "within tolerance shown" if outcome.safe else "no evidence of harm"
         reason = (
-            f"{outcome.text}: {shown} (evidence {_figure(summary['eValue'] or 0.0)} of {_figure(summary['threshold'])}"
-            f" needed; detectable so far: {_figure(summary['smallestDetectableRatio'] or math.inf)}x)"
+            f"{outcome.text}: {shown} (evidence {figure(summary['eValue'] or 0.0)} of {figure(summary['threshold'])}"
+            f" needed; detectable so far: {figure(summary['smallestDetectableRatio'] or math.inf)}x)"
         )
         judgement = Judgement(result=Result.SUCCESSFUL, reason=reason, safe=outcome.safe)
     baseline, candidate = readings
     return Look(judgement=judgement, baseline=baseline, candidate=candidate, summary=outcome.summary)
 
 
-def _readings(summary: JSON, versions: Versions) -> tuple[Reading, Reading]:
+def readings_of(summary: JSON, versions: Versions) -> tuple[Reading, Reading]:
     return (
         Reading(version=versions.baseline, value=summary["baseline"]["value"], samples=summary["baseline"]["samples"]),
         Reading(
@@ -302,7 +339,7 @@ def _readings(summary: JSON, versions: Versions) -> tuple[Reading, Reading]:
     )
 
 
-def _not_yet(versions: Versions, why: str) -> Look:
+def not_yet(versions: Versions, why: str) -> Look:
     """Series exist but hold nothing to judge yet: hold, as with no data."""
     return Look(
         judgement=Judgement(result=Result.INCONCLUSIVE, reason=f"candidate {versions.candidate} vs baseline "
@@ -312,7 +349,7 @@ def _not_yet(versions: Versions, why: str) -> Look:
     )  # fmt: skip
 
 
-def _floor(versions: Versions, *, have: float, need: float, what: str) -> Look:
+def below_floor(versions: Versions, *, have: float, need: float, what: str) -> Look:
     return Look(
         judgement=Judgement(
             result=Result.INCONCLUSIVE,
@@ -327,11 +364,11 @@ def _floor(versions: Versions, *, have: float, need: float, what: str) -> Look:
 # Events out of trials
 
 
-def _judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
+def judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
     latest = evidence.segments[-1] if evidence.segments else None
-    missing = _missing_roles(latest, versions, lambda numbers: "trials" in numbers)
+    missing = missing_roles(latest, versions, lambda numbers: "trials" in numbers)
     if missing:
-        return _no_data(versions, missing)
+        return no_data(versions, missing)
     assert latest is not None
 
     def bad(numbers: Numbers) -> float:
@@ -348,7 +385,7 @@ def _judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, version
         )
         for s in evidence.segments
     ]
-    outcome = _judge_rates(
+    outcome = judge_rates(
         segments,
         tolerance=test.tolerance,
         budget=budget,
@@ -362,13 +399,13 @@ def _judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, version
     summary = {"test": "rate", **outcome.summary}
     candidate_trials = pooled(segments).candidate_trials
     if candidate_trials <= 0:
-        return _not_yet(versions, "no samples of the candidate since the step began")
+        return not_yet(versions, "no samples of the candidate since the step began")
     if test.min_trials is not None and candidate_trials < test.min_trials and not outcome.harm:
-        return _floor(versions, have=candidate_trials, need=test.min_trials, what="samples (minSamples.count)")
+        return below_floor(versions, have=candidate_trials, need=test.min_trials, what="samples (minSamples.count)")
     return _rate_look(
-        _RateOutcome(harm=outcome.harm, safe=outcome.safe, summary=summary, text=outcome.text),
+        RateOutcome(harm=outcome.harm, safe=outcome.safe, summary=summary, text=outcome.text),
         versions=versions,
-        readings=_readings(outcome.summary, versions),
+        readings=readings_of(outcome.summary, versions),
     )
 
 
@@ -376,7 +413,7 @@ def _judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, version
 # Slow requests
 
 
-def _buckets(numbers: Numbers, query: str = "bucket") -> dict[float, float]:
+def cumulative_buckets(numbers: Numbers, query: str = "bucket") -> dict[float, float]:
     """Cumulative counts by upper bound from `query:le` numbers."""
     try:
         return {float(le): count for le, count in by_label(numbers, query).items()}
@@ -397,7 +434,7 @@ def slow_threshold(buckets: Mapping[float, float], *, quantile: float) -> float 
 
 
 def _slow_and_total(numbers: Numbers, threshold: float) -> tuple[float, float]:
-    buckets = _buckets(numbers)
+    buckets = cumulative_buckets(numbers)
     total = max(buckets.values(), default=0.0)
     within = buckets.get(threshold)
     if within is None:
@@ -405,13 +442,13 @@ def _slow_and_total(numbers: Numbers, threshold: float) -> tuple[float, float]:
     return max(total - within, 0.0), max(total, 0.0)
 
 
-def _judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
+def judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
     latest = evidence.segments[-1] if evidence.segments else None
-    missing = _missing_roles(latest, versions, lambda numbers: bool(by_label(numbers, "bucket")))
+    missing = missing_roles(latest, versions, lambda numbers: bool(by_label(numbers, "bucket")))
     if missing:
-        return _no_data(versions, missing)
+        return no_data(versions, missing)
     if evidence.threshold is None:
-        return _not_yet(
+        return not_yet(
             versions,
             f"no baseline request in the last {test.lookback_seconds / 3600:g}h to set the slow-request bound from",
         )
@@ -431,8 +468,8 @@ def _judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Bud
                 )
             )
     except HistogramMismatch as error:
-        return _mismatch(versions, f"latency histograms cannot be compared: {error}")
-    outcome = _judge_rates(
+        return mismatch(versions, f"latency histograms cannot be compared: {error}")
+    outcome = judge_rates(
         segments,
         tolerance=test.tolerance,
         budget=budget,
@@ -442,334 +479,16 @@ def _judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Bud
     )
     summary = {"test": "slow-requests", "thresholdSeconds": threshold, **outcome.summary}
     return _rate_look(
-        _RateOutcome(harm=outcome.harm, safe=outcome.safe, summary=summary, text=outcome.text),
+        RateOutcome(harm=outcome.harm, safe=outcome.safe, summary=summary, text=outcome.text),
         versions=versions,
-        readings=_readings(outcome.summary, versions),
+        readings=readings_of(outcome.summary, versions),
     )
 
 
-def _mismatch(versions: Versions, reason: str) -> Look:
+def mismatch(versions: Versions, reason: str) -> Look:
     """Counts that cannot be compared however long we wait: a configuration error."""
     return Look(
         judgement=Judgement(result=Result.ERROR, reason=reason, permanent=True),
         baseline=Reading(version=versions.baseline),
         candidate=Reading(version=versions.candidate),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Important slices
-
-
-def _judge_slices(test: ImportantSlices, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
-    latest = evidence.segments[-1] if evidence.segments else None
-    missing = _missing_roles(latest, versions, lambda numbers: bool(by_label(numbers, "total")))
-    if missing:
-        return _no_data(versions, missing)
-    assert latest is not None
-    per_slice = budget.split(len(test.slices))
-    results: list[tuple[str, _RateOutcome, RatioSegment]] = []
-    for name in test.slices:
-        segments = [_slice_segment(s, name) for s in evidence.segments]
-        outcome = _judge_rates(
-            segments,
-            tolerance=Tolerance(absolute=test.max_drop),
-            budget=per_slice,
-            seconds=latest.seconds,
-            bad_events=False,
-            minimum=test.min_quality,
-            versions=versions,
-            noun=f"slice {name} wrong-answer rate",
-        )
-        results.append((name, outcome, pooled(segments)))
-    failed = [(name, outcome) for name, outcome, _ in results if outcome.harm]
-    slices_json = [
-        {"slice": name, **outcome.summary, "verdict": (Result.FAILED if outcome.harm else Result.SUCCESSFUL).value}
-        for name, outcome, _ in results
-    ]
-    worst_name, worst, _ = min(
-        results,
-        key=lambda item: (not item[1].harm, -(item[1].summary["eValue"] or 0.0)),
-    )
-    summary: JSON = {"test": "slices", "worstSlice": worst_name, "slices": slices_json}
-    readings = _readings(worst.summary, versions)
-    if failed:
-        reason = "; ".join(f"slice {name}: {outcome.text}: {'; '.join(outcome.harm)}" for name, outcome in failed)
-        return Look(judgement=Judgement(result=Result.FAILED, reason=reason), baseline=readings[0],
-                    candidate=readings[1], summary=summary)  # fmt: skip
-    short = [name for name, _, counts in results if counts.candidate_trials < test.min_samples]
-    if short:
-        reason = (
-            f"waiting for {test.min_samples:g} labelled predictions of candidate {versions.candidate} "
-            f"(minSamples) on slices: {', '.join(short)}"
-        )
-        return Look(judgement=Judgement(result=Result.INCONCLUSIVE, reason=reason), baseline=readings[0],
-                    candidate=readings[1], summary=summary)  # fmt: skip
-    safe = all(outcome.safe for _, outcome, _ in results)
-    detail = ", ".join(
-        f"{name} {_figure(o.summary['candidate']['value'] or 0.0)} vs {_figure(o.summary['baseline']['value'] or 0.0)}"
-        f" (evidence {_figure(o.summary['eValue'] or 0.0)} of {_figure(o.summary['threshold'])})"
-        for name, o, _ in results
-    )
-    shown = "within tolerance shown" if safe else "no evidence of harm"
-    reason = f"candidate {versions.candidate} vs baseline {versions.baseline}: {shown} on slices {detail}"
-    return Look(
-        judgement=Judgement(result=Result.SUCCESSFUL, reason=reason, safe=safe),
-        baseline=readings[0],
-        candidate=readings[1],
-        summary=summary,
-    )
-
-
-def _slice_segment(segment: Segment, name: str) -> RatioSegment:
-    def counts(numbers: Numbers) -> tuple[float, float]:
-        total = max(by_label(numbers, "total").get(name, 0.0), 0.0)
-        # The convention creates the correct series with the total one; a missing one counts 0.
-        correct = min(max(by_label(numbers, "correct").get(name, 0.0), 0.0), total)
-        return total - correct, total
-
-    candidate_wrong, candidate_total = counts(segment.candidate)
-    baseline_wrong, baseline_total = counts(segment.baseline)
-    return RatioSegment(
-        candidate_events=candidate_wrong,
-        candidate_trials=candidate_total,
-        baseline_events=baseline_wrong,
-        baseline_trials=baseline_total,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Prediction drift
-
-
-def _pooled_buckets(segments: Sequence[Segment], role: str) -> dict[float, float]:
-    """Per-bucket (not cumulative) counts of all segments together, by upper bound."""
-    total: dict[float, float] = {}
-    for segment in segments:
-        cumulative = _buckets(segment.candidate if role == "candidate" else segment.baseline)
-        for bound, count in zip(sorted(cumulative), bucket_counts(cumulative), strict=True):
-            total[bound] = total.get(bound, 0.0) + count
-    return total
-
-
-def _judge_drift(test: PredictionDrift, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
-    latest = evidence.segments[-1] if evidence.segments else None
-    missing = _missing_roles(latest, versions, lambda numbers: bool(by_label(numbers, "bucket")))
-    if missing:
-        return _no_data(versions, [f"{who} (prediction histogram)" for who in missing])
-    try:
-        baseline = _pooled_buckets(evidence.segments, "baseline")
-        candidate = _pooled_buckets(evidence.segments, "candidate")
-    except HistogramMismatch as error:
-        return _mismatch(versions, f"prediction histograms cannot be compared: {error}")
-    if sorted(baseline) != sorted(candidate):
-        return _mismatch(
-            versions,
-            f"prediction histograms cannot be compared: bucket bounds differ: baseline {sorted(baseline)}, "
-            f"candidate {sorted(candidate)}",
-        )
-    bounds = sorted(baseline)
-    base_counts, cand_counts = [baseline[b] for b in bounds], [candidate[b] for b in bounds]
-    base_total, cand_total = sum(base_counts), sum(cand_counts)
-    readings = (
-        Reading(version=versions.baseline, samples=base_total),
-        Reading(version=versions.candidate, samples=cand_total),
-    )
-    if base_total <= 0 or cand_total <= 0:
-        return _not_yet(versions, "no predictions of a version since the step began")
-    if cand_total < test.min_count:
-        return _floor(versions, have=cand_total, need=test.min_count, what="predictions (minCount)")
-    # Every bucket's share, both versions, holds at once: split the budget over all intervals.
-    count = 2 * len(bounds)
-    alpha, beta = budget.false_rollback / count, budget.false_promotion / count
-    base_intervals = [proportion_interval(c, base_total, alpha=alpha) for c in base_counts]
-    cand_intervals = [proportion_interval(c, cand_total, alpha=alpha) for c in cand_counts]
-    psi_low = divergence_lower_bound(base_intervals, cand_intervals, measure="psi")
-    js_low = math.sqrt(divergence_lower_bound(base_intervals, cand_intervals, measure="js"))
-    base_wide = [proportion_interval(c, base_total, alpha=beta) for c in base_counts]
-    cand_wide = [proportion_interval(c, cand_total, alpha=beta) for c in cand_counts]
-    psi_high = divergence_upper_bound(base_wide, cand_wide, measure="psi", floor=EMPTY_BUCKET_SHARE)
-    js_high = math.sqrt(divergence_upper_bound(base_wide, cand_wide, measure="js", floor=0.0))
-    psi = population_stability_index(baseline=base_counts, candidate=cand_counts)
-    js = jensen_shannon_distance(baseline=base_counts, candidate=cand_counts)
-    summary: JSON = {
-        "test": "drift",
-        "psi": _rounded(psi, 4),
-        "psiInterval": [_rounded(psi_low, 4), _rounded(psi_high, 4)],
-        "maxPSI": test.max_psi,
-        "jsDistance": _rounded(js, 4),
-        "jsDistanceInterval": [_rounded(js_low, 4), _rounded(js_high, 4)],
-        "maxJSDistance": test.max_js_distance,
-        "buckets": [
-            {"le": "+Inf" if math.isinf(b) else f"{b:g}", "baseline": _rounded(bc, 3), "candidate": _rounded(cc, 3)}
-            for b, bc, cc in zip(bounds, base_counts, cand_counts, strict=True)
-        ],
-    }
-    figures = (
-        f"PSI {psi:.4f} (at least {psi_low:.4f}, tolerance {test.max_psi:g}), Jensen-Shannon distance {js:.4f} "
-        f"(at least {js_low:.4f}, tolerance {test.max_js_distance:g}), over {base_total:.0f} baseline and "
-        f"{cand_total:.0f} candidate predictions"
-    )
-    who = f"candidate {versions.candidate} vs baseline {versions.baseline}"
-    if psi_low > test.max_psi or js_low > test.max_js_distance:
-        judgement = Judgement(result=Result.FAILED, reason=f"{who}: prediction drift beyond tolerance: {figures}")
-    else:
-        safe = psi_high <= test.max_psi and js_high <= test.max_js_distance
-        shown = "within tolerance shown" if safe else "no evidence of drift beyond tolerance"
-        judgement = Judgement(result=Result.SUCCESSFUL, reason=f"{who}: {shown}: {figures}", safe=safe)
-    return Look(judgement=judgement, baseline=readings[0], candidate=readings[1], summary=summary)
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline vs online
-
-
-def _judge_offline_online(test: OfflineVsOnline, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
-    latest = evidence.segments[-1] if evidence.segments else None
-    if latest is None or "total" not in latest.candidate:
-        return _no_data(versions, [f"candidate {versions.candidate}"])
-    total = sum(max(s.candidate.get("total", 0.0), 0.0) for s in evidence.segments)
-    correct = sum(max(s.candidate.get("correct", 0.0), 0.0) for s in evidence.segments)
-    correct = min(correct, total)
-    if total < max(test.min_samples, 1):
-        return _floor(versions, have=total, need=max(test.min_samples, 1), what="labelled predictions (minSamples)")
-    low, high = proportion_interval(correct, total, alpha=budget.false_rollback)
-    safe_low, safe_high = proportion_interval(correct, total, alpha=budget.false_promotion)
-    online = correct / total
-    band = (test.offline - test.max_gap, test.offline + test.max_gap)
-    summary: JSON = {
-        "test": "offline-online",
-        "declared": test.offline,
-        "online": _rounded(online, 4),
-        "interval": [_rounded(low, 4), _rounded(high, 4)],
-        "gap": _rounded(abs(test.offline - online), 4),
-        "maxGap": test.max_gap,
-        "samples": _rounded(total, 3),
-    }
-    figures = (
-        f"online {online:.4f} (interval {low:.4f}-{high:.4f}) over {total:.0f} labels vs declared offline "
-        f"{test.offline:.4f}, tolerance {test.max_gap:g}"
-    )
-    candidate = Reading(version=versions.candidate, value=online, samples=total)
-    if low > band[1] or high < band[0]:
-        judgement = Judgement(
-            result=Result.FAILED, reason=f"candidate {versions.candidate}: gap beyond tolerance: {figures}"
-        )
-    else:
-        safe = band[0] <= safe_low and safe_high <= band[1]
-        shown = "within tolerance shown" if safe else "no evidence of a gap beyond tolerance"
-        judgement = Judgement(result=Result.SUCCESSFUL, reason=f"candidate {versions.candidate}: {shown}: {figures}",
-                              safe=safe)  # fmt: skip
-    return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training skew
-
-
-def _feature_counts(segments: Sequence[Segment], feature: str) -> dict[float, float]:
-    """The candidate's per-bucket (not cumulative) counts of one feature, all segments together."""
-    total: dict[float, float] = {}
-    prefix = f"{feature}{LABEL_VALUE_SEPARATOR}"
-    for segment in segments:
-        cumulative = {
-            float(key[len(prefix) :]): value
-            for key, value in by_label(segment.candidate, "bucket").items()
-            if key.startswith(prefix)
-        }
-        for bound, count in zip(sorted(cumulative), bucket_counts(cumulative), strict=True):
-            total[bound] = total.get(bound, 0.0) + count
-    return total
-
-
-def _judge_skew(test: TrainingSkew, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
-    latest = evidence.segments[-1] if evidence.segments else None
-    profile = evidence.reference
-    if latest is None or not by_label(latest.candidate, "bucket"):
-        return _no_data(versions, [f"candidate {versions.candidate} (input feature histograms)"])
-    assert profile is not None, "the checker reads the profile before judging"
-    unknown = [name for name in test.features if name not in profile]
-    if unknown:
-        return _mismatch(versions, f"features {', '.join(unknown)} are not in the training profile; fix features")
-    names = test.features or tuple(profile)
-    try:
-        counts = {name: _feature_counts(evidence.segments, name) for name in names}
-    except ValueError as error:
-        return _mismatch(versions, f"a feature bucket bound is not a number: {error}")
-    missing = [name for name in names if not counts[name]]
-    if missing:
-        return _no_data(versions, [f"candidate {versions.candidate} features {', '.join(missing)}"])
-    intervals_total = sum(len(profile[name].frequencies) for name in names)
-    alpha = budget.false_rollback / intervals_total
-    beta = budget.false_promotion / intervals_total
-    features: list[JSON] = []
-    failing: list[tuple[float, str]] = []
-    safe = True
-    for name in names:
-        reference = profile[name]
-        bounds = [*reference.edges, math.inf]
-        if sorted(counts[name]) != bounds:
-            return _mismatch(
-                versions,
-                f"feature {name}: the server's buckets {sorted(counts[name])} are not the profile's edges "
-                f"{reference.edges} (+Inf); bucket the feature at the profile's edges",
-            )
-        per_bucket = [counts[name][b] for b in bounds]
-        total = sum(per_bucket)
-        exact = [(f, f) for f in reference.frequencies]
-        if total <= 0:
-            features.append({"feature": name, "samples": 0, "psi": None, "psiInterval": [0.0, None]})
-            safe = False
-            continue
-        low = divergence_lower_bound(exact, [proportion_interval(c, total, alpha=alpha) for c in per_bucket],
-                                     measure="psi")  # fmt: skip
-        high = divergence_upper_bound(
-            exact, [proportion_interval(c, total, alpha=beta) for c in per_bucket], measure="psi",
-            floor=EMPTY_BUCKET_SHARE,
-        )  # fmt: skip
-        psi = population_stability_index(baseline=reference.frequencies, candidate=per_bucket)
-        verdict = Result.FAILED if low > test.max_psi else Result.SUCCESSFUL
-        safe = safe and high <= test.max_psi
-        if verdict is Result.FAILED:
-            failing.append((low, name))
-        features.append(
-            {
-                "feature": name,
-                "samples": _rounded(total, 3),
-                "psi": _rounded(psi, 4),
-                "psiInterval": [_rounded(low, 4), _rounded(high, 4)],
-                "verdict": verdict.value,
-            }
-        )
-    worst = max(features, key=lambda f: f["psiInterval"][0] or 0.0)
-    summary: JSON = {"test": "training-skew", "maxPSI": test.max_psi, "worstFeature": worst["feature"],
-                     "features": features}  # fmt: skip
-    samples = max((f["samples"] or 0.0) for f in features)
-    candidate = Reading(version=versions.candidate, samples=samples)
-    who = f"candidate {versions.candidate} inputs vs the training profile"
-    if failing:
-        detail = "; ".join(
-            f"feature {name!r} PSI {next(f['psi'] for f in features if f['feature'] == name):.4f} (at least {low:.4f})"
-            for low, name in sorted(failing, reverse=True)
-        )
-        reason = f"{who}: skew beyond tolerance {test.max_psi:g}: {detail}"
-        judgement = Judgement(result=Result.FAILED, reason=reason)
-    else:
-        shown = "within tolerance shown" if safe else "no evidence of skew beyond tolerance"
-        reason = (
-            f"{who}: {shown} on {len(features)} features (largest PSI {worst['psi']}, feature {worst['feature']!r}; "
-            f"tolerance {test.max_psi:g})"
-        )
-        judgement = Judgement(result=Result.SUCCESSFUL, reason=reason, safe=safe)
-    return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
-
-
-_JUDGES: dict[type, Callable[[Any, Evidence, Budget, Versions], Look]] = {
-    RateTest: _judge_rate_test,
-    SlowRequestsTest: _judge_slow_requests,
-    ImportantSlices: _judge_slices,
-    PredictionDrift: _judge_drift,
-    OfflineVsOnline: _judge_offline_online,
-    TrainingSkew: _judge_skew,
-}
-"""Test type -> its judge."""

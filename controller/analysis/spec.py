@@ -16,23 +16,27 @@ Two kinds of metric:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from controller.analysis import fields
 from controller.analysis.comparison import Comparison, Direction, Tolerance
+from controller.analysis.evidence import CountQuery, Evidence
 from controller.analysis.fields import render_template as render_template  # read from here by bench/
+from controller.analysis.judges import (
+    Budget,
+    JudgedOnCountsAlone,
+    Look,
+    SequentialTest,
+    Versions,
+    judge_rate_test,
+    judge_slow_requests,
+)
 from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
 from controller.analysis.presets import (
-    FEEDBACK_CORRECT_QUERY,
-    FEEDBACK_TOTAL_QUERY,
-    INPUT_FEATURE_QUERY,
-    PREDICTION_HISTOGRAM_QUERY,
     PRESETS,
-    SLICE_CORRECT_QUERY,
-    SLICE_TOTAL_QUERY,
     CountsPreset,
     GaugePreset,
     Preset,
@@ -59,15 +63,6 @@ DEFAULT_THRESHOLD_LOOKBACK_SECONDS = 3600.0
 THRESHOLD_TAIL_REQUESTS = 10
 """Latency: the baseline requests expected above its quantile before the bound is kept (1000 for
 p99); with fewer the bucket holding the quantile is a guess, read again at the next look."""
-DEFAULT_MAX_PSI = 0.2
-"""Prediction drift tolerance: PSI 0.2 is the usual line for a significant shift."""
-DEFAULT_MAX_JS_DISTANCE = 0.2
-"""About what a shift with PSI 0.2 gives (0.1 would reject a better model of the same task)."""
-DEFAULT_MAX_SLICE_DROP = 0.02
-DEFAULT_MAX_SKEW_PSI = 0.2
-"""Training skew tolerance per feature, on the same scale as prediction drift."""
-DEFAULT_PROFILE_KEY = "profile.json"
-DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 
 
 def format_window(seconds: float) -> str:
@@ -129,24 +124,13 @@ class MetricSpec(MeasuredSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CountQuery:
-    """One PromQL query a sequential test reads per version, over the time since its evidence began."""
-
-    name: str
-    """How the judge finds the query's numbers."""
-    query: str
-    """PromQL with template variables; `{{window}}` is the time since the evidence began."""
-    by: str | None = None
-    """The label keying the series (`le`, `slice`); None: the query gives one number."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RateTest:
+class RateTest(JudgedOnCountsAlone):
     """Events out of trials per version (errors per request, right answers per label), compared by
     the ratio of the versions' bad-event rates (controller.analysis.sequential)."""
 
     key: ClassVar[str] = "counts"
     compares_baseline: ClassVar[bool] = True
+    address_field: ClassVar[str] = "provider.prometheus.address"
     events_query: str
     trials_query: str
     events_are_bad: bool = True
@@ -169,13 +153,17 @@ class RateTest:
         """How many tests share the metric's error budget."""
         return 1 + (self.max is not None) + (self.min is not None)
 
+    def judge(self, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
+        return judge_rate_test(self, evidence, budget, versions)
+
 
 @dataclass(frozen=True, kw_only=True)
-class SlowRequestsTest:
+class SlowRequestsTest(JudgedOnCountsAlone):
     """Requests slower than the baseline's quantile, per version, from the latency histogram: the
     candidate's share of slow requests against the baseline's, like a rate of bad events."""
 
     compares_baseline: ClassVar[bool] = True
+    address_field: ClassVar[str] = "provider.prometheus.address"
     tests: ClassVar[int] = 1
     buckets_query: str
     quantile: float
@@ -193,110 +181,8 @@ class SlowRequestsTest:
         """Baseline requests in the lookback the slow-request bound must rest on to be kept."""
         return THRESHOLD_TAIL_REQUESTS / (1 - self.quantile)
 
-
-@dataclass(frozen=True, kw_only=True)
-class PredictionDrift:
-    """The candidate's prediction histogram against the baseline's (Monitor 7)."""
-
-    key: ClassVar[str] = "predictionDrift"
-    rubric_items: ClassVar[tuple[str, ...]] = ("Monitor 7",)
-    compares_baseline: ClassVar[bool] = True
-    tests: ClassVar[int] = 1
-    max_psi: float = DEFAULT_MAX_PSI
-    """Tolerance: the population stability index may be this large without counting as drift."""
-    max_js_distance: float = DEFAULT_MAX_JS_DISTANCE
-    """Tolerance on the Jensen-Shannon distance (base 2, 0 to 1)."""
-    min_count: float = 0
-    """Predictions each version needs before drift may pass (a floor the user asked for)."""
-    histogram_query: str = PREDICTION_HISTOGRAM_QUERY
-    """PromQL giving each bucket's count since the evidence began, one series per `le`."""
-    address: str | None = None
-
-    @property
-    def queries(self) -> tuple[CountQuery, ...]:
-        return (CountQuery(name="bucket", query=self.histogram_query, by="le"),)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImportantSlices:
-    """Quality on each named data slice, each judged on its own (Model 6)."""
-
-    key: ClassVar[str] = "importantSlices"
-    rubric_items: ClassVar[tuple[str, ...]] = ("Model 6",)
-    compares_baseline: ClassVar[bool] = True
-    slices: tuple[str, ...]
-    """The slices that matter, in the order reported."""
-    max_drop: float = DEFAULT_MAX_SLICE_DROP
-    """Tolerance: how much lower (absolute, 0.02 = two points) a slice's quality may be."""
-    min_quality: float | None = None
-    """Guardrail: the candidate's quality on every slice must not be shown below this."""
-    min_samples: float = 0
-    """Labelled predictions the candidate needs on each slice before it may pass."""
-    correct_query: str = SLICE_CORRECT_QUERY
-    total_query: str = SLICE_TOTAL_QUERY
-    address: str | None = None
-
-    @property
-    def queries(self) -> tuple[CountQuery, ...]:
-        return (
-            CountQuery(name="correct", query=self.correct_query, by="slice"),
-            CountQuery(name="total", query=self.total_query, by="slice"),
-        )
-
-    @property
-    def tests(self) -> int:
-        return len(self.slices) * (1 + (self.min_quality is not None))
-
-
-@dataclass(frozen=True, kw_only=True)
-class OfflineVsOnline:
-    """The candidate's declared offline quality against its quality measured online (Model 2)."""
-
-    key: ClassVar[str] = "offlineVsOnline"
-    rubric_items: ClassVar[tuple[str, ...]] = ("Model 2",)
-    compares_baseline: ClassVar[bool] = False
-    tests: ClassVar[int] = 1
-    offline: float
-    """The candidate's quality (correct / labelled) from offline evaluation, e.g. test-set accuracy."""
-    max_gap: float = DEFAULT_MAX_OFFLINE_ONLINE_GAP
-    """Tolerance: the largest |offline - online| that passes."""
-    min_samples: float = 0
-    """Labelled predictions of the candidate needed before the gap may pass."""
-    correct_query: str = FEEDBACK_CORRECT_QUERY
-    total_query: str = FEEDBACK_TOTAL_QUERY
-    address: str | None = None
-
-    @property
-    def queries(self) -> tuple[CountQuery, ...]:
-        return (CountQuery(name="correct", query=self.correct_query), CountQuery(name="total", query=self.total_query))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingSkew:
-    """The candidate's live inputs against the training data's, feature by feature (Monitor 3)."""
-
-    key: ClassVar[str] = "trainingSkew"
-    rubric_items: ClassVar[tuple[str, ...]] = ("Monitor 3",)
-    compares_baseline: ClassVar[bool] = False
-    tests: ClassVar[int] = 1
-    profile_config_map: str
-    """ConfigMap in the rollout's namespace holding the training profile (docs/checks/training-skew.md)."""
-    profile_key: str = DEFAULT_PROFILE_KEY
-    max_psi: float = DEFAULT_MAX_SKEW_PSI
-    """Tolerance: how far (population stability index) a feature's live distribution may be from
-    the training one; live traffic always differs a little."""
-    features: tuple[str, ...] = ()
-    """The features judged; empty: every feature of the profile."""
-    histogram_query: str = INPUT_FEATURE_QUERY
-    address: str | None = None
-
-    @property
-    def queries(self) -> tuple[CountQuery, ...]:
-        return (CountQuery(name="bucket", query=self.histogram_query, by="feature,le"),)
-
-
-SequentialTest = RateTest | SlowRequestsTest | PredictionDrift | ImportantSlices | OfflineVsOnline | TrainingSkew
-ModelCheck = PredictionDrift | ImportantSlices | OfflineVsOnline | TrainingSkew
+    def judge(self, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
+        return judge_slow_requests(self, evidence, budget, versions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,78 +303,6 @@ def _parse_source(raw: Mapping[str, Any], path: str, *, plugins: AnalysisPlugins
     return plugins.providers[keys[0]].parse_source(raw[keys[0]] or {}, f"{path}.{keys[0]}")
 
 
-def _parse_prediction_drift(raw: Mapping[str, Any], path: str) -> PredictionDrift:
-    return PredictionDrift(
-        **fields.given(
-            max_psi=fields.number(raw, "maxPSI", path, minimum=0.0),
-            max_js_distance=fields.fraction(raw, "maxJSDistance", path),
-            min_count=fields.number(raw, "minCount", path, minimum=0.0),
-        ),
-        histogram_query=fields.query(raw, "query", path, default=PREDICTION_HISTOGRAM_QUERY),
-        address=fields.prometheus_address(raw, path),
-    )
-
-
-def _parse_important_slices(raw: Mapping[str, Any], path: str) -> ImportantSlices:
-    names = raw.get("slices")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise SpecError(f"{path}.slices", "is required: the names of the slices that matter, e.g. [borderline]")
-    if len(set(names)) != len(names):
-        raise SpecError(f"{path}.slices", "names a slice twice")
-    return ImportantSlices(
-        slices=tuple(names),
-        **fields.given(
-            max_drop=fields.fraction(raw, "maxDrop", path),
-            min_samples=fields.number(raw, "minSamples", path, minimum=0.0),
-        ),
-        min_quality=fields.fraction(raw, "minQuality", path),
-        correct_query=fields.query(raw, "correctQuery", path, default=SLICE_CORRECT_QUERY),
-        total_query=fields.query(raw, "totalQuery", path, default=SLICE_TOTAL_QUERY),
-        address=fields.prometheus_address(raw, path),
-    )
-
-
-def _parse_offline_vs_online(raw: Mapping[str, Any], path: str) -> OfflineVsOnline:
-    offline = fields.fraction(raw, "offline", path)
-    if offline is None:
-        raise SpecError(f"{path}.offline", "is required: the candidate's offline quality, e.g. 0.93")
-    return OfflineVsOnline(
-        offline=offline,
-        **fields.given(
-            max_gap=fields.fraction(raw, "maxGap", path),
-            min_samples=fields.number(raw, "minSamples", path, minimum=0.0),
-        ),
-        correct_query=fields.query(raw, "correctQuery", path, default=FEEDBACK_CORRECT_QUERY),
-        total_query=fields.query(raw, "totalQuery", path, default=FEEDBACK_TOTAL_QUERY),
-        address=fields.prometheus_address(raw, path),
-    )
-
-
-def _parse_training_skew(raw: Mapping[str, Any], path: str) -> TrainingSkew:
-    profile = raw.get("profile") or {}
-    name = fields.text(profile, "configMap", f"{path}.profile") if isinstance(profile, Mapping) else ""
-    features = raw.get("features") or []
-    if not isinstance(features, list) or not all(isinstance(f, str) and f.strip() for f in features):
-        raise SpecError(f"{path}.features", "is a list of feature names as the profile names them")
-    if len(set(features)) != len(features):
-        raise SpecError(f"{path}.features", "names a feature twice")
-    return TrainingSkew(
-        profile_config_map=name,
-        profile_key=str(profile.get("key") or DEFAULT_PROFILE_KEY),
-        **fields.given(max_psi=fields.number(raw, "maxPSI", path, minimum=0.0)),
-        features=tuple(features),
-        histogram_query=fields.query(raw, "query", path, default=INPUT_FEATURE_QUERY),
-        address=fields.prometheus_address(raw, path),
-    )
-
-
-MODEL_CHECK_PARSERS: dict[str, Callable[[Mapping[str, Any], str], ModelCheck]] = {
-    PredictionDrift.key: _parse_prediction_drift,
-    ImportantSlices.key: _parse_important_slices,
-    OfflineVsOnline.key: _parse_offline_vs_online,
-    TrainingSkew.key: _parse_training_skew,
-}
-"""Key in a metric -> parser of the model-aware check configured under it."""
 _SCALAR_KEYS = ("preset", "provider", "comparison", "minSamples", "tolerance", RateTest.key)
 """Fields of a metric judged by comparing two rates or numbers, meaningless for a model-aware check."""
 
@@ -509,9 +323,9 @@ def _history_fields(raw: Mapping[str, Any], path: str) -> dict[str, Any]:
 
 def parse_metric(raw: Mapping[str, Any], *, path: str, plugins: AnalysisPlugins = DEFAULT_PLUGINS) -> AnalysisMetric:
     """One entry of spec.analysis.metrics or of an AnalysisTemplate's spec.metrics."""
-    checks = [key for key in MODEL_CHECK_PARSERS if key in raw]
+    checks = [key for key in plugins.checks if key in raw]
     if checks:
-        return _parse_model_check(raw, path=path, checks=checks)
+        return _parse_model_check(raw, path=path, checks=checks, plugins=plugins)
     preset = _preset(raw, path, plugins=plugins)
     if not isinstance(preset, GaugePreset | None) or RateTest.key in raw:
         return _parse_sequential_metric(raw, path=path, preset=preset)
@@ -533,7 +347,7 @@ def _preset(raw: Mapping[str, Any], path: str, *, plugins: AnalysisPlugins) -> P
                 f"give a provider ({plugins.provider_keys}), a preset ("
                 + ", ".join(sorted(PRESETS))
                 + "), counts, or a check ("
-                + ", ".join(MODEL_CHECK_PARSERS)
+                + ", ".join(plugins.checks)
                 + ")",
             )
         return None
@@ -545,14 +359,17 @@ def _preset(raw: Mapping[str, Any], path: str, *, plugins: AnalysisPlugins) -> P
     return preset
 
 
-def _parse_model_check(raw: Mapping[str, Any], *, path: str, checks: Sequence[str]) -> SequentialSpec:
+def _parse_model_check(
+    raw: Mapping[str, Any], *, path: str, checks: Sequence[str], plugins: AnalysisPlugins
+) -> SequentialSpec:
+    """metric.<key> of one registered model check, which parses its own block."""
     if len(checks) > 1:
         raise SpecError(path, f"give one check per metric, not {' and '.join(checks)}")
     key = checks[0]
     clashing = [k for k in _SCALAR_KEYS if k in raw]
     if clashing:
         raise SpecError(f"{path}.{clashing[0]}", f"does not apply to {key}, which has its own tolerances; drop it")
-    check = MODEL_CHECK_PARSERS[key](raw[key] or {}, f"{path}.{key}")
+    check = plugins.checks[key].parse_config(raw[key] or {}, f"{path}.{key}")
     return SequentialSpec(**_history_fields(raw, path), test=check, rubric_items=check.rubric_items)
 
 

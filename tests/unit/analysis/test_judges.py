@@ -11,8 +11,8 @@ import pytest
 
 from controller.analysis.comparison import Tolerance
 from controller.analysis.evidence import Evidence, Segment
-from controller.analysis.judges import Budget, Look, Versions, judge_evidence, slow_threshold
-from controller.analysis.spec import RateTest, SequentialTest, SlowRequestsTest
+from controller.analysis.judges import Budget, Look, SequentialTest, Versions, judge_evidence, slow_threshold
+from controller.analysis.spec import RateTest, SlowRequestsTest
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 BUDGET = Budget(false_rollback=0.05, false_promotion=0.05)

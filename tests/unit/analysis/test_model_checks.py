@@ -12,20 +12,19 @@ import pytest
 
 from controller.analysis.checker import AnalysisChecker
 from controller.analysis.evidence import Evidence, Segment
-from controller.analysis.judges import Budget, Look, Versions, judge_evidence
+from controller.analysis.judges import Budget, Look, SequentialTest, Versions, judge_evidence
+from controller.analysis.modelchecks.drift import PredictionDrift
+from controller.analysis.modelchecks.offline_online import OfflineVsOnline
+from controller.analysis.modelchecks.slices import ImportantSlices
+from controller.analysis.modelchecks.training_skew import TrainingSkew
 from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
 from controller.analysis.profile import ProfileError, parse_profile
 from controller.analysis.providers import InvalidQuery
 from controller.analysis.providers.prometheus import _numbers_by
 from controller.analysis.spec import (
-    ImportantSlices,
     MetricSource,
-    OfflineVsOnline,
-    PredictionDrift,
     PrometheusSource,
     SequentialSpec,
-    SequentialTest,
-    TrainingSkew,
     parse_metric,
 )
 from controller.api import ModelRolloutStatus, SpecError, parse_spec

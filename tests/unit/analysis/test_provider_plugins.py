@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -24,9 +23,9 @@ from controller.analysis.providers import (
     build_providers,
     registry,
 )
-from controller.api import ModelRolloutStatus, SpecError
-from controller.checks import CheckContext, StepWindow
+from controller.api import SpecError
 from controller.errors import ReferenceProblem
+from tests.unit.analysis.test_missing_references import analyzing
 from tests.unit.analysis.test_validate import pending
 
 
@@ -98,18 +97,6 @@ def checker(*, configmaps: Mapping[str, Mapping[str, str]], plugins: AnalysisPlu
     )
 
 
-def analyzing(context: CheckContext) -> CheckContext:
-    """`context` ten seconds into its analyze step (step 1) at 20 %."""
-    started = context.now
-    return replace(
-        context,
-        status=ModelRolloutStatus(current_step_index=1),
-        now=started + timedelta(minutes=1),
-        current_weight=20,
-        step=StepWindow(index=1, started_at=started, seconds=60),
-    )
-
-
 def test_a_registered_provider_measures_the_metrics_that_name_it_with_its_typed_source() -> None:
     # given the fake plug-in registered beside the real ones, and a rollout with a metric naming it
     context = pending({"metrics": [METRIC]})
@@ -117,7 +104,7 @@ def test_a_registered_provider_measures_the_metrics_that_name_it_with_its_typed_
 
     # when the rollout is validated while Pending, then measured at the end of its analyze step
     analysis.validate(context=context)
-    outcome = analysis(context=analyzing(context))
+    outcome = analysis(context=analyzing(context, seconds=60))
 
     # then its provider read both versions from the source it parsed, and the candidate failed its bound
     assert outcome is not None

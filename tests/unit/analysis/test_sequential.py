@@ -14,6 +14,7 @@ import pytest
 
 from controller.analysis.evidence import Evidence, Segment
 from controller.analysis.judges import Budget, Versions, judge_evidence
+from controller.analysis.modelchecks.drift import PredictionDrift
 from controller.analysis.sequential import (
     RatioSegment,
     divergence_lower_bound,
@@ -23,7 +24,6 @@ from controller.analysis.sequential import (
     seconds_to_resolve,
     smallest_detectable_ratio,
 )
-from controller.analysis.spec import PredictionDrift
 
 ALPHA = 0.05
 STEPS = (0.05, 0.2, 0.5)
