@@ -6,18 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from controller import plugins
 from controller.routers import gatewayapi, istio, kserve
 from controller.routers.plugin import RoutedKind, RoutedVersions, Router, RouterPlugin
 
 
-def registry(plugins: Iterable[RouterPlugin]) -> Mapping[str, RouterPlugin]:
-    """Plug-ins by key; a key given twice is a mistake in this table, caught at import."""
-    table: dict[str, RouterPlugin] = {}
-    for plugin in plugins:
-        if plugin.key in table:
-            raise ValueError(f"two router plug-ins under spec.trafficRouting.{plugin.key}")
-        table[plugin.key] = plugin
-    return table
+def registry(routers: Iterable[RouterPlugin]) -> Mapping[str, RouterPlugin]:
+    """Plug-ins by their key under spec.trafficRouting; a key given twice is caught at import."""
+    return plugins.registry(routers, under="spec.trafficRouting")
 
 
 ROUTERS: Mapping[str, RouterPlugin] = registry((gatewayapi.PLUGIN, istio.PLUGIN, kserve.PLUGIN))

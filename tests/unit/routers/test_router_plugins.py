@@ -162,5 +162,5 @@ def test_the_manager_watches_the_kind_of_every_registered_router() -> None:
 
 
 def test_a_key_registered_twice_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"two router plug-ins under spec\.trafficRouting\.fake"):
+    with pytest.raises(ValueError, match=r"two plug-ins under spec\.trafficRouting\.fake"):
         registry((FAKE, FAKE))
