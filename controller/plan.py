@@ -294,14 +294,9 @@ def wait_for_versions(*, status: ModelRolloutStatus, observed: Observed, deadlin
     _reference_condition(d)
     d.after(REFERENCE_RETRY_SECONDS)
     missing = next(c for c in d.status.conditions if c.type == "ReferencesValid")
-    moments = (parse_time(d.status.progress_at), parse_time(missing.last_transition_time))
-    since = max((moment for moment in moments if moment is not None), default=d.now)
-    waited = (d.now - since).total_seconds()
+    waited = _waited(d, not_before=missing.last_transition_time) or 0.0
     if waited > deadline_seconds:
-        message = (
-            f"progress deadline exceeded: waited {waited:.0f}s (limit {deadline_seconds:.0f}s, "
-            f"spec.progressDeadlineSeconds) for the versions: {observed.reference_problem}"
-        )
+        message = _deadline_message(waited, deadline_seconds, f"for the versions: {observed.reference_problem}")
         d.update(phase=Phase.FAILED, message=message)
         d.event(EventType.WARNING, "ProgressDeadlineExceeded", message)
         d.condition("Progressing", False, "ProgressDeadlineExceeded", message)
@@ -816,20 +811,27 @@ def _scale_down_when_due(d: _Decision) -> None:
         d.after((due - d.now).total_seconds())
 
 
+def _waited(d: _Decision, *, not_before: str | None) -> float | None:
+    """Seconds waited since status.progressAt (or `not_before`, when later); None without either."""
+    since = max((t for t in (parse_time(d.status.progress_at), parse_time(not_before)) if t is not None), default=None)
+    return None if since is None else (d.now - since).total_seconds()
+
+
+def _deadline_message(waited: float, limit: float, what: str) -> str:
+    return f"progress deadline exceeded: waited {waited:.0f}s (limit {limit:.0f}s, spec.progressDeadlineSeconds) {what}"
+
+
 def _check_deadline(
     d: _Decision, spec: ModelRolloutSpec, stable: str, *, waiting_for: str, not_before: str | None = None
 ) -> None:
     """Fails the rollout once it has waited longer than its progress deadline, counted from
     status.progressAt (or `not_before`, when later)."""
-    since = max((t for t in (parse_time(d.status.progress_at), parse_time(not_before)) if t is not None), default=None)
-    if since is None:
+    waited = _waited(d, not_before=not_before)
+    if waited is None:
         return
-    waited = (d.now - since).total_seconds()
     if waited > spec.progress_deadline_seconds:
-        message = (
-            f"progress deadline exceeded: waited {waited:.0f}s (limit {spec.progress_deadline_seconds:.0f}s, "
-            f"spec.progressDeadlineSeconds) at step {d.status.current_step_index} for {waiting_for}"
-        )
+        where = f"at step {d.status.current_step_index} for {waiting_for}"
+        message = _deadline_message(waited, spec.progress_deadline_seconds, where)
         _return_to_stable(d, spec, stable, Phase.FAILED, "ProgressDeadlineExceeded", message)
     else:
         d.after(spec.progress_deadline_seconds - waited + 0.5)
