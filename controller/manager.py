@@ -46,7 +46,8 @@ class ManagerSettings:
     workers: int = 4
     """Reconcile passes running at once (each on a different rollout)."""
     resync_seconds: float = 300.0
-    """Every rollout is reconciled at least this often, even with no event."""
+    """Every rollout is reconciled at least this often, even with no event (spread evenly over
+    the period, not all at once)."""
     queue_stall_seconds: float = 300.0
     """The liveness check fails when keys are due this long and no worker takes one."""
 
@@ -223,9 +224,17 @@ class Manager:
             self.queue.add(key)
 
     def _resync(self, stop: threading.Event) -> None:
-        """Every known rollout, whatever its router (or none that parses)."""
-        while not stop.wait(self.settings.resync_seconds):
+        """Every known rollout, whatever its router (or none that parses), once per period, the
+        adds spread evenly over the period. All at once, 5,000 keys would queue ahead of every
+        timer and measurement due meanwhile and make them seconds late (bench/scale.py, staggered);
+        spread, they are a trickle of N/period passes per second."""
+        while not stop.is_set():
             with self._lock:
                 keys = list(self._route_of)
+            gap = self.settings.resync_seconds / max(len(keys), 1)
+            if not keys and stop.wait(self.settings.resync_seconds):
+                return
             for key in keys:
+                if stop.wait(gap):
+                    return
                 self.queue.add(key)
