@@ -237,4 +237,4 @@ class Manager:
             for key in keys:
                 if stop.wait(gap):
                     return
-                self.queue.add(key)
+                self.queue.add(key, resync=True)

@@ -35,7 +35,7 @@ IS_LEADER = Gauge("model_rollouts_leader", "1 while this replica holds the leade
 # The work queue --------------------------------------------------------------------------------
 PRIORITIES = ("urgent", "normal")
 """Values of the `priority` label: the lane of the work queue a key was in."""
-CAUSES = ("event", "timer", "retry")
+CAUSES = ("event", "timer", "retry", "resync")
 """Values of the `cause` label (controller.workqueue.Cause): why a key was queued."""
 RESULTS = ("success", "retry", "error")
 
@@ -52,7 +52,7 @@ QUEUE_LATENESS = Histogram(
     "model_rollouts_workqueue_lateness_seconds",
     "From when a key was due (added, or its scheduled time came) to when a worker took it.",
     ["priority", "cause"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
 )
 PASSES = Counter(
     "model_rollouts_passes_total",

@@ -58,7 +58,10 @@ class Cause(StrEnum):
     """Why a key was queued: the add that made it due first."""
 
     EVENT = "event"
-    """`add`: a watch event, a list, the periodic resync."""
+    """`add`: a watch event, a list, a measurement answered."""
+    RESYNC = "resync"
+    """`add(resync=True)`: the periodic resync, with no news (told apart so that its passes do not
+    hide the lateness of the passes that carry news)."""
     TIMER = "timer"
     """`add_after`: the rollout asked to be looked at again later (a timed step, a wait)."""
     RETRY = "retry"
@@ -118,10 +121,12 @@ class WorkQueue:
 
     # Adding --------------------------------------------------------------------------------------
 
-    def add(self, key: Key, *, urgent: bool = False) -> None:
-        """Makes `key` due now; `urgent` puts it ahead of every ordinary ready key."""
+    def add(self, key: Key, *, urgent: bool = False, resync: bool = False) -> None:
+        """Makes `key` due now; `urgent` puts it ahead of every ordinary ready key; `resync` marks
+        the periodic resync (Cause.RESYNC) rather than news."""
         with self._cond:
-            self._add_locked(key, _Pending(due_at=self._clock(), urgent=urgent, cause=Cause.EVENT))
+            cause = Cause.RESYNC if resync else Cause.EVENT
+            self._add_locked(key, _Pending(due_at=self._clock(), urgent=urgent, cause=cause))
 
     def _add_locked(self, key: Key, entry: _Pending) -> None:
         if self._shut_down:

@@ -11,6 +11,7 @@ from kubernetes import client
 from controller.kube import Kube
 from controller.manager import Manager, ManagerSettings
 from controller.reconcile import Reconciler
+from controller.workqueue import Cause
 
 
 def test_the_resync_adds_every_rollout_once_per_period_spread_evenly_not_all_at_once() -> None:
@@ -43,3 +44,5 @@ def test_the_resync_adds_every_rollout_once_per_period_spread_evenly_not_all_at_
     assert 1 <= half <= 2, f"{half} keys were added by the middle of the period, not about half"
     assert seen[-1][1] == 4
     assert not resync.is_alive()
+    # and their passes are told apart from the passes that carry news
+    assert m.queue.take().cause == Cause.RESYNC
