@@ -52,6 +52,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from controller.analysis.fields import promql_string
 from controller.analysis.presets import Counter, CounterSum
 from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR
 from controller.analysis.spec import format_window
@@ -113,17 +114,13 @@ def batch_query(counter: Counter, *, by: tuple[str, ...], window_seconds: float,
     counting a series that restarted (or appeared) in the window from 0 (the module docstring)."""
     grouping = ", ".join((*IDENTITY_LABELS, *by))
     window = format_window(round(window_seconds, 3))
-    name = f'{counter.name}{{model=~"{_promql_string(_regex_of(sorted(set(models))))}"}}'
+    name = f'{counter.name}{{model=~"{promql_string(_regex_of(sorted(set(models))))}"}}'
     return f"sum by ({grouping}) (({name} - {name} offset {window}) >= 0 or {name})"
 
 
 def _regex_of(values: Sequence[str]) -> str:
     """An RE2 alternation matching exactly `values` (Prometheus anchors label regexes)."""
     return "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", value) for value in values)
-
-
-def _promql_string(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def index_series(series: Mapping[tuple[str, ...], float], *, by: tuple[str, ...]) -> Index:

@@ -54,6 +54,7 @@ from controller.analysis.evaluate import (
     metric_state,
 )
 from controller.analysis.evidence import CountQuery, Evidence, Numbers, Segment, evidence_by_metric, number_key
+from controller.analysis.fields import promql_string
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import Finished, InlineMeasurements, Lane, Look, Measurements
 from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
@@ -394,6 +395,7 @@ class AnalysisChecker:
         if step is not None:
             analysis = analysis or AnalysisSpec()
             located = self._metrics(context.namespace, analysis, step)
+            _check_renders(context, located)
             metrics = tuple(located.values())
             if not metrics:
                 raise SpecError(
@@ -418,6 +420,7 @@ class AnalysisChecker:
         if context.status.current_step_index < analysis.starting_step:
             return None
         located = self._metrics(context.namespace, analysis, None)
+        _check_renders(context, located)
         metrics = tuple(located.values())
         if not metrics:
             raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
@@ -551,7 +554,7 @@ class AnalysisChecker:
                 lookback = self._read_counts(
                     context, test.queries, test.address, versions.baseline, test.lookback_seconds, reads
                 )
-                buckets = {float(k.partition(":")[2]): v for k, v in lookback.items()}
+                buckets = test.buckets(lookback)
                 bound = slow_threshold(buckets, quantile=test.quantile)
                 if bound is not None:
                     evidence = replace(evidence, threshold=bound, threshold_basis=max(buckets.values()))
@@ -603,12 +606,7 @@ class AnalysisChecker:
         A batched query (`reads.grid`, a query of `presets.BATCHABLE`) is read from one query for
         every rollout. With `since`, it reads only the counts since then and adds them to
         `so_far`, the segment's counts at its previous look; without, it reads `seconds`."""
-        variables = {
-            "model": context.spec.model,
-            "version": version,
-            "namespace": context.namespace,
-            "window": format_window(round(seconds, 3)),
-        }
+        variables = {**_version_variables(context, version), "window": format_window(round(seconds, 3))}
         numbers: dict[str, float] = {}
         for query in queries:
             batched = BATCHABLE.get(query.query) if reads.grid is not None else None
@@ -862,11 +860,49 @@ def _extension_end(context: CheckContext, analysis: AnalysisSpec, step: StepWind
 def _variables(context: CheckContext, plan: _Plan, metric: AnalysisMetric, version: str) -> dict[str, str]:
     """What `{{...}}` stands for in the queries measuring `version`."""
     return {
-        "model": context.spec.model,
-        "version": version,
-        "namespace": context.namespace,
+        **_version_variables(context, version),
         "window": format_window(metric.window(plan.analysis.interval_seconds)),
     }
+
+
+def _version_variables(context: CheckContext, version: str) -> dict[str, str]:
+    """What `{{...}}` stands for in any query about `version`, but `{{window}}`. `{{service}}` and
+    `{{port}}` (its backend: the gateway presets find the version's cluster by them) only for a
+    version the route sends to a Service; the service escaped for a PromQL string, as the presets
+    quote it (a DNS label, so this changes nothing in a valid spec)."""
+    variables = {"model": context.spec.model, "version": version, "namespace": context.namespace}
+    backend = next((v.backend for v in context.spec.versions if v.version == version), None)
+    if backend is not None:
+        variables.update(service=promql_string(backend.service), port=str(backend.port))
+    return variables
+
+
+def _check_renders(context: CheckContext, metrics: Mapping[str, AnalysisMetric]) -> None:
+    """Every query and URL of `metrics` (keyed by the field configuring each) renders for each
+    version measured. What can be missing is a version's `{{service}}` or `{{port}}`: a router
+    whose versions are not Services (KServe's revisions) has none, and a gateway preset could only
+    find no series and hold until the deadline. Checked as the run is planned, so while Pending
+    before any traffic moves."""
+    for version in dict.fromkeys((context.spec.candidate, context.stable_version)):
+        variables = {**_version_variables(context, version), "window": "1s"}
+        for field_path, metric in metrics.items():
+            try:
+                if isinstance(metric, SequentialSpec):
+                    for query in metric.test.queries:
+                        render_template(query.query, variables)
+                else:
+                    metric.source.rendered(variables)
+                    if metric.min_samples is not None:
+                        render_template(metric.min_samples.query, variables)
+            except KeyError as missing:
+                router = context.spec.traffic_routing.router
+                raise SpecError(
+                    field_path,
+                    f"reads {{{{{missing.args[0]}}}}}, the Service of the version measured (spec.versions[].backend), "
+                    f"but version {version} has none: trafficRouting.{router} routes to what it names itself; "
+                    "measure it with a preset over the model-metrics convention (error-rate, latency-p99) or "
+                    "your own counts",
+                ) from None
 
 
 def _record(

@@ -15,8 +15,9 @@ from typing import Any
 
 from controller.api import SpecError, check_http_url, parse_duration
 
-TEMPLATE_VARIABLES = frozenset({"model", "version", "namespace", "window"})
-"""What `{{...}}` may name in a query, URL or body."""
+TEMPLATE_VARIABLES = frozenset({"model", "version", "namespace", "window", "service", "port"})
+"""What `{{...}}` may name in a query, URL or body. `service` and `port` are the backend of the
+version measured (spec.versions[].backend), so only rollouts whose versions have one can use them."""
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 PROMETHEUS_URL_EXAMPLE = "http://prometheus.monitoring:9090"
 
@@ -24,6 +25,11 @@ PROMETHEUS_URL_EXAMPLE = "http://prometheus.monitoring:9090"
 def render_template(text: str, variables: Mapping[str, str]) -> str:
     """`text` with every `{{name}}` replaced by `variables[name]`."""
     return _TEMPLATE_VARIABLE.sub(lambda match: variables[match.group(1)], text)
+
+
+def promql_string(text: str) -> str:
+    """`text` as it may stand between the double quotes of a PromQL string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def check_template(text: str, field_path: str) -> str:

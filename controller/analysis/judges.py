@@ -433,8 +433,7 @@ def slow_threshold(buckets: Mapping[float, float], *, quantile: float) -> float 
     return next((bound for bound in finite if buckets[bound] >= quantile * total), finite[-1])
 
 
-def _slow_and_total(numbers: Numbers, threshold: float) -> tuple[float, float]:
-    buckets = cumulative_buckets(numbers)
+def _slow_and_total(buckets: Mapping[float, float], threshold: float) -> tuple[float, float]:
     total = max(buckets.values(), default=0.0)
     within = buckets.get(threshold)
     if within is None:
@@ -457,8 +456,8 @@ def judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Budg
     try:
         segments = []
         for s in evidence.segments:
-            candidate_slow, candidate_total = _slow_and_total(s.candidate, threshold)
-            baseline_slow, baseline_total = _slow_and_total(s.baseline, threshold)
+            candidate_slow, candidate_total = _slow_and_total(test.buckets(s.candidate), threshold)
+            baseline_slow, baseline_total = _slow_and_total(test.buckets(s.baseline), threshold)
             segments.append(
                 RatioSegment(
                     candidate_events=candidate_slow,

@@ -1,7 +1,9 @@
 """Built-in metrics, so a short manifest gets a sound comparison.
 
 Each preset is PromQL over the model-metrics convention (docs/model-metrics.md), templated with
-`{{model}}`, `{{version}}`, `{{namespace}}` and `{{window}}`; docs/analysis.md lists the queries.
+`{{model}}`, `{{version}}`, `{{namespace}}` and `{{window}}`, or over the gateway's own metrics
+(the `gateway-` presets, below, also with `{{service}}` and `{{port}}`); docs/analysis.md lists
+the queries.
 
 Most presets are **counts**: how many bad (or good) events and how many trials a version had in
 `{{window}}`, which the controller sets to the time since the evidence began, so the judge sees
@@ -10,9 +12,17 @@ baseline's 99th percentile from the latency histogram. `container-memory` is a g
 sample: it is read and bounded as one number. The model-aware checks (prediction drift, important
 slices, offline vs online) default to the queries at the end of this module.
 
-Every count query here is also known as a `CounterSum` (`BATCHABLE`, by its text): the counters
-it adds up and the labels it is keyed by. The controller reads those batched, one query per
-counter for every rollout at once (controller.analysis.batch), instead of one query per rollout.
+Every count query over the convention is also known as a `CounterSum` (`BATCHABLE`, by its text):
+the counters it adds up and the labels it is keyed by. The controller reads those batched, one
+query per counter for every rollout at once (controller.analysis.batch), instead of one query per
+rollout.
+
+The `gateway-` presets read the same counts from the gateway instead of the model server: Envoy's
+per-cluster upstream counters and latency histogram (as Contour exposes them), so that a model
+server exporting nothing of the convention is judged the same way. They select a version by its
+gateway cluster, `{{namespace}}_{{service}}_{{port}}` (the version's backend), not by `model` and
+`version` labels, so they are not batched: a batched query is keyed by (namespace, model, version)
+and selects `model=~...`, labels Envoy's series do not carry. They are read per rollout.
 """
 
 from __future__ import annotations
@@ -24,13 +34,13 @@ from controller.analysis.comparison import Comparison, Direction, Tolerance
 _SELECTOR = 'model="{{model}}",version="{{version}}"'
 
 
-def _increase(counter: str, *, by: str | None = None) -> str:
+def _increase(counter: str, *, by: str | None = None, selector: str = _SELECTOR) -> str:
     """PromQL: how much `counter` grew in the window for the version, summed (by `by`).
 
     increase() adds a counter's value after a reset (a restarted server) instead of reading the
     drop as negative, and extrapolates to the window's edges (docs/statistics.md)."""
     grouping = f" by ({by}) " if by else ""
-    return f"sum{grouping}(increase({counter}{{{_SELECTOR}}}[{{{{window}}}}]))"
+    return f"sum{grouping}(increase({counter}{{{selector}}}[{{{{window}}}}]))"
 
 
 def _or_zero(query: str) -> str:
@@ -98,6 +108,9 @@ class SlowRequestsPreset:
     quantile: float
     tolerance: Tolerance
     rubric_items: tuple[str, ...]
+    le_per_second: float = 1.0
+    """How many units of the histogram's `le` make a second: 1 for the convention's seconds, 1000
+    for Envoy's milliseconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +143,24 @@ _SLICE_TOTAL = _sum(Counter(name="model_feedback_total"), by=("slice",))
 _INPUT_FEATURES = _sum(Counter(name="model_input_feature_bucket"), by=("feature", "le"))
 
 REQUESTS_QUERY = _REQUESTS.query
+
+_GATEWAY_CLUSTER = 'envoy_cluster_name="{{namespace}}_{{service}}_{{port}}"'
+"""The version's upstream cluster in Envoy's stats, as Contour names it (its `alt_stat_name`): the
+namespace, Service and port of the version's backend joined by `_`, which no Kubernetes name
+holds, so one version's cluster never matches another's. Matched exactly (`=`, not a regex), and
+the values are DNS labels and a number: nothing in them needs escaping beyond what `{{service}}`
+already is (a PromQL string)."""
+GATEWAY_ERRORS_QUERY = _or_zero(
+    _increase("envoy_cluster_upstream_rq_xx", selector=f'{_GATEWAY_CLUSTER},envoy_response_code_class="5"')
+)
+"""Answers of the version's cluster with a 5xx code, Envoy's own 503 for an upstream it could not
+reach included. Envoy creates the series at the first such answer: none yet is 0."""
+GATEWAY_REQUESTS_QUERY = _increase("envoy_cluster_upstream_rq_completed", selector=_GATEWAY_CLUSTER)
+"""Answers of the version's cluster, whatever their code: Envoy counts them where it counts the
+codes, so the errors are always a part of them."""
+GATEWAY_LATENCY_BUCKETS_QUERY = _increase("envoy_cluster_upstream_rq_time_bucket", by="le", selector=_GATEWAY_CLUSTER)
+"""Time from the request's start to the upstream's whole answer, in milliseconds. Envoy merges
+its histograms every stats flush (5 s by default), so they lag the counters by up to that."""
 _CONTAINER_MEMORY = (
     f'container_memory_working_set_bytes{{namespace="{{{{namespace}}}}",{_SELECTOR},container!="",container!="POD"}}'
 )
@@ -183,6 +214,20 @@ PRESETS: dict[str, Preset] = {
         # differently (a skipped scaler, another feature order).
         tolerance=Tolerance(absolute=0.01),
         rubric_items=("Monitor 2",),
+    ),
+    "gateway-error-rate": CountsPreset(
+        events_query=GATEWAY_ERRORS_QUERY,
+        trials_query=GATEWAY_REQUESTS_QUERY,
+        events_are_bad=True,
+        tolerance=Tolerance(),
+        rubric_items=("Monitor 6",),
+    ),
+    "gateway-latency-p99": SlowRequestsPreset(
+        buckets_query=GATEWAY_LATENCY_BUCKETS_QUERY,
+        quantile=0.99,
+        tolerance=Tolerance(relative=0.2),
+        rubric_items=("Monitor 6",),
+        le_per_second=1000.0,
     ),
 }
 

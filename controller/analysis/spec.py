@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from controller.analysis import fields
 from controller.analysis.comparison import Comparison, Direction, Tolerance
-from controller.analysis.evidence import CountQuery, Evidence
+from controller.analysis.evidence import CountQuery, Evidence, Numbers
 from controller.analysis.fields import render_template as render_template  # read from here by bench/
 from controller.analysis.judges import (
     Budget,
@@ -31,6 +31,7 @@ from controller.analysis.judges import (
     Look,
     SequentialTest,
     Versions,
+    cumulative_buckets,
     judge_rate_test,
     judge_slow_requests,
 )
@@ -171,10 +172,17 @@ class SlowRequestsTest(JudgedOnCountsAlone):
     lookback_seconds: float = DEFAULT_THRESHOLD_LOOKBACK_SECONDS
     """The baseline traffic the slow-request bound is read from, at the first look with enough."""
     address: str | None = None
+    le_per_second: float = 1.0
+    """How many units of the histogram's `le` make a second (1000 for Envoy's milliseconds)."""
 
     @property
     def queries(self) -> tuple[CountQuery, ...]:
         return (CountQuery(name="bucket", query=self.buckets_query, by="le"),)
+
+    def buckets(self, numbers: Numbers) -> dict[float, float]:
+        """Cumulative counts by upper bound in seconds, from the `bucket:<le>` numbers as read.
+        The bounds are always divided the same way, so a bound kept in status finds its bucket."""
+        return {le / self.le_per_second: count for le, count in cumulative_buckets(numbers).items()}
 
     @property
     def threshold_requests(self) -> float:
@@ -437,7 +445,11 @@ def _parse_sequential_metric(raw: Mapping[str, Any], *, path: str, preset: Prese
                 "bound it with tolerance only",
             )
         test: SequentialTest = SlowRequestsTest(
-            buckets_query=preset.buckets_query, quantile=preset.quantile, tolerance=tolerance, address=address
+            buckets_query=preset.buckets_query,
+            quantile=preset.quantile,
+            tolerance=tolerance,
+            address=address,
+            le_per_second=preset.le_per_second,
         )
         return SequentialSpec(**_history_fields(raw, path), test=test, rubric_items=preset.rubric_items)
     if isinstance(preset, CountsPreset):
