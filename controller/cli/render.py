@@ -249,40 +249,19 @@ def format_number(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-GATES = ("contract", "goldenSet")
-"""The gates' reports in status.gates, in the order they run."""
-
-
-def _gate_summary(name: str, report: Mapping[str, Any]) -> str:
-    """What a gate found, in one line, from its report in status.gates."""
-    if report.get("message"):
-        return str(report["message"])
-    if name == "contract":
-        mismatches = report.get("mismatches") or []
-        found = "; ".join(
-            f"{m.get('role')} {m.get('tensor')}: {m.get('property')} expected {m.get('expected')}, got {m.get('got')}"
-            for m in mismatches
-        )
-        return found or f"matches {report.get('expectedFrom', 'the contract')}"
-    agreement = report.get("agreement")
-    shown = f"{agreement:.1%}" if isinstance(agreement, int | float) else "-"
-    return (
-        f"agreed on {report.get('agreed', '-')}/{report.get('requests', '-')} ({shown}); "
-        f"{report.get('problemCount', 0)} problem(s)"
-    )
-
-
 def gate_rows(gates: object) -> list[list[Cell]]:
-    """One row per gate report in status.gates; the overall verdict when no gate reported yet."""
+    """One row per gate report in status.gates, in the order the gates ran (`ran`), each with the
+    verdict and one-line summary the gate wrote; the overall verdict when no gate reported yet,
+    or when status was written before reports carried their summary."""
     if not isinstance(gates, Mapping):
         return []
-    rows = []
-    for name in GATES:
-        report = gates.get(name)
-        if not isinstance(report, Mapping):
-            continue
-        verdict = report.get("verdict") or ("Passed" if report.get("passed") else "Failed")
-        rows.append([cell(name), cell(verdict, word_tone(str(verdict))), cell(_gate_summary(name, report))])
+    ran = gates.get("ran")
+    reports = [(str(key), gates.get(key)) for key in ran] if isinstance(ran, list) else []
+    rows = [
+        [cell(key), cell(report.get("verdict"), word_tone(str(report.get("verdict")))), cell(report.get("summary"))]
+        for key, report in reports
+        if isinstance(report, Mapping)
+    ]
     if not rows and gates.get("verdict"):
         verdict = str(gates["verdict"])
         rows.append([cell("gates"), cell(verdict, word_tone(verdict)), cell(gates.get("message"))])

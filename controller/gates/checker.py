@@ -1,14 +1,18 @@
-"""`GatesChecker`: the pre-traffic stage. Contract first, then the golden set, before any traffic.
+"""`GatesChecker`: the pre-traffic stage. The contract first, then each gate of the registry, before any traffic.
 
 Each pass either reuses a stored success or runs the gates from the start: readiness of both
-servers, metadata, contract, golden set. Only waiting for readiness spans passes (its start is
-kept in status, so a restarted controller keeps counting). A success is stored in status field
-`gates`, keyed by the candidate, the baseline and the gates config, and is not run again; a
+servers, metadata, then the gates in the registry's order (`controller.gates.GATES`: the contract,
+the golden set), stopping at the first that fails. Only waiting for readiness spans passes (its
+start is kept in status, so a restarted controller keeps counting). A success is stored in status
+field `gates`, keyed by the candidate, the baseline and the gates config, and is not run again; a
 failure is reported but not reused, so a `retry` after fixing (say) a golden set checks afresh.
+Each gate's report is kept under its key with its own verdict and summary, and `ran` lists the
+keys in the order the gates ran, so kubectl shows them without knowing any gate.
 
-A golden set's ConfigMap, or its key, that does not exist fails nothing: `validate` and the gates
-raise `controller.errors.ReferenceProblem` naming the field, and the rollout waits with
-ReferencesValid=False, no traffic moving, until it is created (or fails at its progress deadline).
+What a gate reads from the cluster (a golden set's ConfigMap, or its key) that does not exist
+fails nothing: `validate` and the gates raise `controller.errors.ReferenceProblem` naming the
+field, and the rollout waits with ReferencesValid=False, no traffic moving, until it is created
+(or fails at its progress deadline).
 """
 
 from __future__ import annotations
@@ -17,36 +21,22 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from controller.api import format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, Verdict
-from controller.errors import ReferenceProblem
-from controller.gates.contract import (
-    ContractReport,
-    ModelMetadata,
-    TensorSpec,
-    check_contract,
-    parse_metadata,
-)
+from controller.gates import GATES
+from controller.gates.contract import parse_metadata
 from controller.gates.errors import EndpointRefused, GateInputError, OipUnavailable
-from controller.gates.golden import (
-    GoldenReport,
-    GoldenRequest,
-    InferAnswer,
-    judge_golden_set,
-    parse_golden_set,
-)
 from controller.gates.oip import OipClient, wait_until_ready
-from controller.gates.spec import ConfigMapRef, GatesSpec, GoldenSetSpec, configures_gates, parse_gates
+from controller.gates.plugin import ROLES, Gate, GatePlugin, GateReport, ReferenceLoader, Servers, report_json
+from controller.gates.spec import GatesSpec, configures_gates, parse_gates
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy
 
 STATUS_FIELD = "gates"
-CONTRACT_RUBRIC_ITEMS = ("Infra 2", "Data 1")
-GOLDEN_SET_RUBRIC_ITEMS = ("Infra 4", "Monitor 5")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,10 +59,9 @@ class _Finding:
 
     verdict: Verdict
     message: str
-    contract: ContractReport | None = None
-    golden: GoldenReport | None = None
+    reports: tuple[tuple[Gate, GateReport], ...] = ()
+    """Each gate that ran and its report, in the order they ran."""
     waiting_since: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _config_hash(raw: Mapping[str, Any]) -> str:
@@ -89,31 +78,32 @@ class GatesChecker:
         settings: GatesSettings = GatesSettings(),
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        gates: Mapping[str, GatePlugin] = GATES,
     ) -> None:
         self._read_configmap = read_configmap
         self._settings = settings
         self._transport = transport
         self._sleep = sleep
+        self._gates = gates
 
     def validate(self, *, context: CheckContext) -> None:
-        """The golden set's ConfigMap, when spec.gates names one, must exist and hold its key:
+        """What the gates read from the cluster (a golden set's ConfigMap and its key) must exist:
         else `ReferenceProblem` naming the field, so the rollout waits for it (ReferencesValid=False)
         while the candidate's Deployment may still be starting. Nothing else ahead: the gates
         themselves run before any traffic, and a mistake in spec.gates fails them (GateFailed)
         naming the field."""
         raw = context.spec.gates
-        if not configures_gates(raw):
+        if not configures_gates(raw, gates=self._gates):
             return
         try:
-            gates = parse_gates(raw)
+            gates = parse_gates(raw, gates=self._gates)
         except GateInputError:
             return  # the gates report it, naming the field
-        if gates.golden_set is not None and gates.golden_set.config_map is not None:
-            self._golden_set_data(namespace=context.namespace, ref=gates.golden_set.config_map)
+        self._read_references(namespace=context.namespace, gates=gates)
 
     def __call__(self, *, context: CheckContext) -> CheckOutcome | None:
         raw = context.spec.gates
-        if not configures_gates(raw):
+        if not configures_gates(raw, gates=self._gates):
             return None
         key = {
             "candidateHash": context.spec.candidate_hash(),
@@ -134,7 +124,8 @@ class GatesChecker:
                 ),
             )
         try:
-            finding = self._run(context=context, gates=parse_gates(raw), waiting_since=previous.get("waitingSince"))
+            gates = parse_gates(raw, gates=self._gates)
+            finding = self._run(context=context, gates=gates, waiting_since=previous.get("waitingSince"))
         except GateInputError as error:
             finding = _Finding(verdict=Verdict.FAILED, message=f"gates: {error}")
         except OipUnavailable as error:
@@ -145,13 +136,9 @@ class GatesChecker:
 
     def _outcome(self, *, context: CheckContext, key: Mapping[str, str], finding: _Finding) -> CheckOutcome:
         rubric = tuple(
-            RubricEntry(item=item, check=check, verdict=Verdict.SUCCESSFUL if report.passed else Verdict.FAILED)
-            for check, items, report in (
-                ("contract", CONTRACT_RUBRIC_ITEMS, finding.contract),
-                ("golden-set", GOLDEN_SET_RUBRIC_ITEMS, finding.golden),
-            )
-            if report is not None
-            for item in items
+            RubricEntry(item=item, check=gate.check, verdict=Verdict.SUCCESSFUL if report.passed else Verdict.FAILED)
+            for gate, report in finding.reports
+            for item in gate.rubric_items
         )
         body: dict[str, Any] = {
             **key,
@@ -159,14 +146,12 @@ class GatesChecker:
             "message": finding.message,
             "checkedAt": format_time(context.now),
             "rubric": [{"item": e.item, "check": e.check, "verdict": e.verdict.value} for e in rubric],
-            **finding.extra,
         }
         if finding.waiting_since is not None:
             body["waitingSince"] = finding.waiting_since
-        if finding.contract is not None:
-            body["contract"] = finding.contract.to_json()
-        if finding.golden is not None:
-            body["goldenSet"] = finding.golden.to_json()
+        if finding.reports:
+            body["ran"] = [gate.key for gate, _ in finding.reports]
+            body.update((gate.key, report_json(report)) for gate, report in finding.reports)
         return CheckOutcome(
             verdict=finding.verdict,
             message=finding.message,
@@ -189,45 +174,26 @@ class GatesChecker:
                 return entry.endpoint
         raise GateInputError("spec.versions", f"has no entry for version {version}; add it back")
 
-    def _load_golden_set(self, *, namespace: str, golden: GoldenSetSpec) -> tuple[Any, str]:
-        """The raw requests and where they came from (for messages)."""
-        if golden.inline is not None:
-            return list(golden.inline), "spec.gates.goldenSet.inline"
-        assert golden.config_map is not None  # parse_gates sets exactly one
-        ref = golden.config_map
-        data = self._golden_set_data(namespace=namespace, ref=ref)
-        where = f"ConfigMap {namespace}/{ref.name} key {ref.key}"
-        try:
-            return json.loads(data[ref.key]), where
-        except json.JSONDecodeError as error:
-            raise GateInputError(where, f"not JSON: {error}") from error
-
-    def _golden_set_data(self, *, namespace: str, ref: ConfigMapRef) -> Mapping[str, str]:
-        """The ConfigMap's data, holding `ref.key`. A ConfigMap or key that is not there is a
-        missing reference, not a failed gate: the rollout waits for it (ReferencesValid=False) and
-        goes on once it is created, or fails at its progress deadline."""
-        field_path = "spec.gates.goldenSet.configMapRef"
-        data = self._read_configmap(namespace, ref.name)
-        if data is None:
-            raise ReferenceProblem(
-                f"{field_path}.name: ConfigMap {namespace}/{ref.name} does not exist; create it or fix the name"
+    def _read_references(self, *, namespace: str, gates: GatesSpec) -> dict[str, ReferenceLoader | None]:
+        """Each gate's loader of what it reads from the cluster, by key; a missing object raises
+        ReferenceProblem naming the field."""
+        return {
+            gate.key: gate.read_reference(
+                namespace=namespace, field_path=f"spec.gates.{gate.key}", read_configmap=self._read_configmap
             )
-        if ref.key not in data:
-            raise ReferenceProblem(
-                f"{field_path}.key: ConfigMap {namespace}/{ref.name} has no key {ref.key} "
-                f"(it has {sorted(data)}); add it or fix the key"
-            )
-        return data
+            for gate in gates.gates
+        }
 
     def _run(self, *, context: CheckContext, gates: GatesSpec, waiting_since: str | None) -> _Finding:
         model = context.spec.model
         versions = {"baseline": context.stable_version, "candidate": context.spec.candidate}
-        endpoints = {role: self._endpoint(context=context, version=v) for role, v in versions.items()}
-        golden_raw = (
-            None
-            if gates.golden_set is None
-            else self._load_golden_set(namespace=context.namespace, golden=gates.golden_set)
-        )
+        endpoints = {role: self._endpoint(context=context, version=versions[role]) for role in ROLES}
+        # What the gates judge with is read, and parsed, before any server is called: a missing
+        # or malformed golden set needs no model server to be reported.
+        references = {
+            key: None if loader is None else loader()
+            for key, loader in self._read_references(namespace=context.namespace, gates=gates).items()
+        }
         clients = {
             role: OipClient(
                 base_url=url,
@@ -261,58 +227,23 @@ class GatesChecker:
                 role: parse_metadata(client.metadata(model=model), where=f"{role} {versions[role]} metadata")
                 for role, client in clients.items()
             }
-            contract, inputs, outputs = self._contract(gates=gates, metadata=metadata, baseline=versions["baseline"])
-            if not contract.passed or gates.golden_set is None or golden_raw is None:
-                verdict = Verdict.SUCCESSFUL if contract.passed else Verdict.FAILED
-                return _Finding(verdict=verdict, message=contract.message(), contract=contract)
-            requests_raw, where = golden_raw
-            requests = parse_golden_set(requests_raw, where=where, contract_inputs=inputs)
-            golden = judge_golden_set(
-                requests=requests,
-                baseline=self._send(client=clients["baseline"], model=model, requests=requests),
-                candidate=self._send(client=clients["candidate"], model=model, requests=requests),
-                contract_outputs=outputs,
-                rules=gates.golden_set.rules,
-            )
+            servers = Servers(model=model, versions=versions, metadata=metadata, clients=clients)
+            contract = gates.contract.terms(metadata=metadata, baseline=versions["baseline"])
+            reports: list[tuple[Gate, GateReport]] = []
+            for gate in gates.gates:
+                report = gate.run(servers=servers, contract=contract, reference=references[gate.key])
+                reports.append((gate, report))
+                if not report.passed:
+                    break
         finally:
             for client in clients.values():
                 client.close()
+        passed = all(report.passed for _, report in reports)
         return _Finding(
-            verdict=Verdict.SUCCESSFUL if golden.passed else Verdict.FAILED,
-            message=f"{contract.message()}; {golden.message()}",
-            contract=contract,
-            golden=golden,
-            extra={"goldenSetSource": where},
+            verdict=Verdict.SUCCESSFUL if passed else Verdict.FAILED,
+            message="; ".join(report.message() for _, report in reports),
+            reports=tuple(reports),
         )
-
-    @staticmethod
-    def _contract(
-        *, gates: GatesSpec, metadata: Mapping[str, ModelMetadata], baseline: str
-    ) -> tuple[ContractReport, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-        """The contract report, the expected inputs, and the outputs the golden set compares."""
-        declared = gates.contract
-        from_baseline = f"baseline {baseline} metadata"
-        inputs = declared.inputs if declared.inputs is not None else metadata["baseline"].inputs
-        sources = {"spec.gates.contract" if declared.inputs is not None else from_baseline}
-        expected_outputs = None
-        if not declared.allow_output_changes:
-            expected_outputs = declared.outputs if declared.outputs is not None else metadata["baseline"].outputs
-            sources.add("spec.gates.contract" if declared.outputs is not None else from_baseline)
-        report = check_contract(
-            candidate=metadata["candidate"],
-            expected_inputs=inputs,
-            expected_outputs=expected_outputs,
-            expected_from=" and ".join(sorted(sources)),
-        )
-        return (
-            report,
-            inputs,
-            expected_outputs if expected_outputs is not None else metadata["candidate"].outputs,
-        )
-
-    @staticmethod
-    def _send(*, client: OipClient, model: str, requests: Sequence[GoldenRequest]) -> list[InferAnswer]:
-        return [client.infer(model=model, body=request.body()) for request in requests]
 
     def _not_ready(
         self,

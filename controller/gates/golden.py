@@ -277,6 +277,8 @@ class GoldenReport:
     """Hard failures whatever the agreement: refused requests, non-finite values, out of bounds."""
     worst: tuple[Disagreement, ...]
     """The largest disagreements, worst first, at most `REPORTED_DISAGREEMENTS`."""
+    source: str = ""
+    """Where the requests came from: `spec.gates.goldenSet.inline`, or a ConfigMap and its key."""
 
     @property
     def agreement(self) -> float:
@@ -312,6 +314,7 @@ class GoldenReport:
             "problemCount": len(self.problems),
             "problems": list(self.problems[:REPORTED_DISAGREEMENTS]),
             "worstDisagreements": [d.to_json() for d in self.worst],
+            "source": self.source,
         }
 
 

@@ -88,7 +88,7 @@ PROGRESSING = {
              "time": "2025-03-01T11:59:30Z", "reason": "0.2 > 0.01 + 5 %"},
         ]
     },
-    "gates": {"contract": {"verdict": "Passed", "message": "inputs and outputs match v1"}},
+    "gates": {"ran": ["contract"], "contract": {"verdict": "Passed", "summary": "inputs and outputs match v1"}},
     "history": [
         {"time": "2025-03-01T11:55:00Z", "phase": "Progressing", "step": 0, "weight": 10,
          "reason": "StepCompleted", "message": "weight 10"},
@@ -536,12 +536,15 @@ def test_the_analysis_table_keeps_one_row_per_metric_and_leaves_slices_and_stati
     ]  # fmt: skip
 
 
-GATES_AND_RUBRIC = {
+GATES_AND_RUBRIC: dict[str, Any] = {
     **PROGRESSING,
     "gates": {
-        "verdict": "Failed", "message": "contract mismatch",
+        "verdict": "Failed", "message": "contract mismatch", "ran": ["contract"],
         "contract": {"passed": False, "expectedFrom": "baseline v1 metadata", "mismatches": [
-            {"role": "input", "tensor": "features", "property": "datatype", "expected": "FP64", "got": "FP32"}]},
+            {"role": "input", "tensor": "features", "property": "datatype", "expected": "FP64", "got": "FP32"}],
+            "verdict": "Failed",
+            "summary": "contract: candidate does not match baseline v1 metadata: "
+                       "input features: datatype expected FP64, got FP32"},
     },
     "rubric": [
         {"item": "Infra 2", "check": "contract", "stage": "pre-traffic", "verdict": "Successful"},
@@ -559,3 +562,15 @@ def test_get_lists_the_rubric_items_verified_and_what_each_gate_found() -> None:
     contract = next(line for line in lines if line.strip().startswith("contract"))
     assert contract.split()[:2] == ["contract", "Failed"]
     assert "input features: datatype expected FP64, got FP32" in contract
+
+
+def test_gates_written_before_reports_carried_a_summary_show_the_overall_verdict_and_message() -> None:
+    # given status.gates as an older controller wrote it: reports without summary, no `ran`
+    old = {key: value for key, value in GATES_AND_RUBRIC["gates"].items() if key != "ran"}
+
+    # when the rollout is shown
+    rows = section_rows(render_get(rollout(status={**PROGRESSING, "gates": old}), events=[], now=NOW, style=PLAIN),
+                        "Gates")  # fmt: skip
+
+    # then one row carries the gates' overall verdict and message
+    assert rows == [{"GATE": "gates", "RESULT": "Failed", "MESSAGE": "contract mismatch"}]

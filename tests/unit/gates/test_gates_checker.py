@@ -149,7 +149,7 @@ def test_a_good_candidate_passes_and_reports_status_and_rubric_items() -> None:
     assert gates["contract"]["expectedFrom"] == "baseline v1 metadata"
     assert gates["goldenSet"]["requests"] == 4 and gates["goldenSet"]["agreed"] == 4
     assert gates["goldenSet"]["compare"] == "label"
-    assert gates["goldenSetSource"] == "spec.gates.goldenSet.inline"
+    assert gates["goldenSet"]["source"] == "spec.gates.goldenSet.inline"
 
 
 def test_a_stored_success_is_reused_without_calling_any_server() -> None:
@@ -316,6 +316,8 @@ def test_a_declared_contract_replaces_the_baseline_and_output_changes_can_be_all
         "expectedFrom": "spec.gates.contract",
         "outputsChecked": False,
         "mismatches": [],
+        "verdict": "Passed",
+        "summary": "contract: candidate inputs match spec.gates.contract",
     }
 
 

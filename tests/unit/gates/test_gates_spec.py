@@ -8,7 +8,8 @@ import pytest
 
 from controller.gates.errors import GateInputError
 from controller.gates.golden import AgreementRules, Bounds, CompareMode
-from controller.gates.spec import ConfigMapRef, configures_gates, parse_gates
+from controller.gates.golden_set_gate import ConfigMapRef, GoldenSetGate
+from controller.gates.spec import configures_gates, parse_gates
 
 
 def test_only_a_contract_or_a_golden_set_configures_a_gate() -> None:
@@ -32,11 +33,12 @@ def test_a_full_golden_set_spec() -> None:
             },
         }
     )
-    assert gates.golden_set is not None
+    (golden,) = gates.after_contract
+    assert isinstance(golden, GoldenSetGate)
     assert gates.readiness_timeout_seconds == 120
     assert gates.contract.allow_output_changes is False and gates.contract.inputs is None
-    assert gates.golden_set.config_map == ConfigMapRef(name="golden", key="requests.json")
-    assert gates.golden_set.rules == AgreementRules(
+    assert golden.config_map == ConfigMapRef(name="golden", key="requests.json")
+    assert golden.rules == AgreementRules(
         output="probabilities",
         compare=CompareMode.ARGMAX,
         tolerance=0.01,

@@ -11,6 +11,7 @@ import pytest
 from controller.api import SpecError, parse_spec
 from controller.gates.errors import GateInputError
 from controller.gates.golden import Bounds
+from controller.gates.golden_set_gate import GoldenSetGate
 from controller.gates.spec import parse_gates
 
 GOLDEN = {"configMapRef": {"name": "golden", "key": "requests.json"}}
@@ -52,8 +53,8 @@ def test_golden_set_bounds_equal_or_one_sided_are_accepted(written: dict[str, fl
     gates = {"goldenSet": {**GOLDEN, "bounds": written}}
 
     # when spec.gates is parsed, then the bounds are kept
-    parsed = parse_gates(gates)
-    assert parsed.golden_set is not None and parsed.golden_set.rules.bounds == meant
+    (golden,) = parse_gates(gates).after_contract
+    assert isinstance(golden, GoldenSetGate) and golden.rules.bounds == meant
 
 
 @pytest.mark.parametrize("endpoint", ["iris-v2:8080", "iris-v2.models.svc", "grpc://iris-v2:8081", "http://", ""])
