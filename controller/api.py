@@ -513,6 +513,8 @@ class ModelRolloutStatus:
     stable_version: str | None = None
     """The version serving 100 % before this rollout; traffic returns here on abort."""
     candidate_version: str | None = None
+    """The version this rollout rolls out (or last rolled out), recorded when it starts: spec.candidate,
+    or the revision the router read (KServe). `kubectl get mro` prints it as CANDIDATE."""
     candidate_hash: str | None = None
     """`ModelRolloutSpec.candidate_hash()` of the rollout in progress."""
     current_step_index: int = 0
