@@ -54,6 +54,7 @@ from localenv.controlplane import (
     free_local_port,
     served_resources,
 )
+from localenv.prometheus import ScrapeJob
 
 LOG = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ is how Contour pairs a Service port with the endpoints' port."""
 ENDPOINTSLICE_MANAGER = "localenv.model-rollouts"
 """endpointslice.kubernetes.io/managed-by of the slices made here, so no controller adopts them."""
 POLL_SECONDS = 0.1
+ENVOY_METRICS_PATH = "/stats/prometheus"
+"""Where Envoy's stats listener serves its stats to Prometheus (the per-cluster upstream counters
+and latency histograms the gateway presets read, docs/analysis.md)."""
 
 # The official client leaves this function unannotated.
 _new_client_from_config: Any = kubernetes.config.new_client_from_config
@@ -424,6 +428,11 @@ class LocalGateway:
             response = admin.get(path)
             response.raise_for_status()
             return response.text
+
+    def scrape_job(self) -> ScrapeJob:
+        """The Prometheus job scraping Envoy's stats, on its 127.0.0.1 stats listener (never the
+        admin interface, which also takes writes)."""
+        return ScrapeJob(name="envoy", targets=(f"127.0.0.1:{self.stats_port}",), metrics_path=ENVOY_METRICS_PATH)
 
     def parent_ref(self) -> dict[str, str]:
         """The parentRef by which an HTTPRoute in any namespace attaches to this Gateway."""

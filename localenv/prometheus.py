@@ -1,9 +1,10 @@
 """A real Prometheus on 127.0.0.1, and a loopback exporter it scrapes, for analysis tests.
 
 `LocalPrometheus` runs the `prometheus` binary (Debian package `prometheus`; its systemd service
-plays no part) with a generated config scraping the given targets every second and a temporary
-data directory. `stop()` and `start()` again keep port and data, so a test can take Prometheus
-away mid-analysis and bring it back. `ModelMetricsExporter` serves the model-metrics convention
+plays no part) with a generated config scraping the given targets every second (and any other
+`ScrapeJob`, such as Envoy's `/stats/prometheus`) and a temporary data directory. `stop()` and
+`start()` again keep port and data, so a test can take Prometheus away mid-analysis and bring it
+back. `ModelMetricsExporter` serves the model-metrics convention
 (docs/model-metrics.md) from a `prometheus_client` registry whose values the test sets, so a test
 can make a candidate look good or bad; `MetricsPlayer` moves them steadily from a thread, exactly
 or with the noise of real traffic, and can restart a version's counters from 0 as a restarted model
@@ -43,6 +44,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScrapeJob:
+    """A scrape job of its own, for targets serving their metrics elsewhere than `/metrics`."""
+
+    name: str
+    """The job's name, which Prometheus adds to its series as `job`."""
+    targets: tuple[str, ...]
+    """host:port of each target."""
+    metrics_path: str = "/metrics"
+    """Where the targets serve their metrics (Envoy: /stats/prometheus)."""
+
+
 class LocalPrometheus:
     """A Prometheus process on a free 127.0.0.1 port; use as a context manager."""
 
@@ -50,6 +63,7 @@ class LocalPrometheus:
         self,
         *,
         scrape_targets: Sequence[str],
+        jobs: Sequence[ScrapeJob] = (),
         scrape_interval_seconds: float = 1.0,
         remote_write_receiver: bool = False,
         binary: str = "prometheus",
@@ -58,7 +72,7 @@ class LocalPrometheus:
         if found is None:
             raise FileNotFoundError(f"{binary} not found; install it with: apt-get install -y prometheus")
         self._binary = found
-        self._scrape_targets = tuple(scrape_targets)
+        self._jobs = (ScrapeJob(name="loopback", targets=tuple(scrape_targets)), *jobs)
         self._scrape_interval = f"{scrape_interval_seconds:g}s"
         self._remote_write_receiver = remote_write_receiver
         self._workdir = Path(tempfile.mkdtemp(prefix="local-prometheus-"))
@@ -72,7 +86,14 @@ class LocalPrometheus:
     def _write_config(self) -> Path:
         config = {
             "global": {"scrape_interval": self._scrape_interval, "evaluation_interval": self._scrape_interval},
-            "scrape_configs": [{"job_name": "loopback", "static_configs": [{"targets": list(self._scrape_targets)}]}],
+            "scrape_configs": [
+                {
+                    "job_name": job.name,
+                    "metrics_path": job.metrics_path,
+                    "static_configs": [{"targets": list(job.targets)}],
+                }
+                for job in self._jobs
+            ],
         }
         path = self._workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))

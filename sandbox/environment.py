@@ -6,7 +6,7 @@
   start-up on the breast-cancer data set that ships with scikit-learn);
 - a real Gateway API implementation, Contour + Envoy (localenv/gateway.py), splitting requests
   by the HTTPRoute's weights as it would in a cluster;
-- a real Prometheus scraping every model server and the controller every second;
+- a real Prometheus scraping every model server, the controller and Envoy's stats every second;
 - the controller itself (`python -m controller`), pointed at that Prometheus;
 - a traffic generator replaying the data set through the Gateway, with labelled feedback.
 
@@ -181,7 +181,9 @@ class Sandbox:
             scrape_targets=[
                 *(f"127.0.0.1:{server.port}" for server in self.servers.values()),
                 f"127.0.0.1:{controller_port}",
-            ]
+            ],
+            # Envoy's own per-cluster metrics: what the gateway presets read (docs/analysis.md).
+            jobs=[gateway.scrape_job()],
         )
         self.prometheus.start()
         self.controller = start_controller(
