@@ -153,8 +153,8 @@ already is (a PromQL string)."""
 GATEWAY_ERRORS_QUERY = _or_zero(
     _increase("envoy_cluster_upstream_rq_xx", selector=f'{_GATEWAY_CLUSTER},envoy_response_code_class="5"')
 )
-"""Answers of the version's cluster with a 5xx code, Envoy's own 503 for an upstream it could not
-reach included. Envoy creates the series at the first such answer: none yet is 0."""
+"""Answers of the version's cluster with a 5xx code. Envoy creates the series at the first such
+answer: none yet is 0."""
 GATEWAY_REQUESTS_QUERY = _increase("envoy_cluster_upstream_rq_completed", selector=_GATEWAY_CLUSTER)
 """Answers of the version's cluster, whatever their code: Envoy counts them where it counts the
 codes, so the errors are always a part of them."""
