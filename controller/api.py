@@ -232,7 +232,45 @@ class AnalyzeStep:
     """Named AnalysisTemplates to run on top of spec.analysis.metrics, if any."""
 
 
-Step = SetWeightStep | PauseStep | AnalyzeStep
+@dataclass(frozen=True, kw_only=True)
+class Mirror:
+    """A copy of a share of the route's requests sent to one version; the copies' answers are
+    discarded, so no client ever sees them."""
+
+    version: str
+    """The version receiving the copies (the candidate, during a mirror step)."""
+    percent: int
+    """Share of the route's requests copied, 1 to 100 (some gateways copy all of them whatever
+    this says: docs/api.md)."""
+
+    def to_json(self) -> JSON:
+        return {"version": self.version, "percent": self.percent}
+
+    @staticmethod
+    def from_json(raw: object) -> Mirror | None:
+        """The mirror recorded in status; None for none, or for a value that cannot be read."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("percent"), int) or not raw.get("version"):
+            return None
+        return Mirror(version=str(raw["version"]), percent=int(raw["percent"]))
+
+
+DEFAULT_MIRROR_PERCENT = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class MirrorStep:
+    """Shadow traffic: the candidate gets copies of the route's requests for a while, at the
+    weight the previous steps set (`setWeight: 0` first: copies only); spec.analysis measures
+    during it as during an analyze step."""
+
+    percent: int = DEFAULT_MIRROR_PERCENT
+    """Share of the route's requests copied to the candidate, 1 to 100."""
+    seconds: float
+    """How long the candidate gets copies before the next step."""
+
+
+Step = SetWeightStep | PauseStep | AnalyzeStep | MirrorStep
+STEP_KINDS = ("setWeight", "pause", "analyze", "mirror")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,6 +299,11 @@ class ModelRolloutSpec:
     each pass (`controller.routers.plugin.RoutedVersions`); a new candidate there starts a new
     rollout without a spec change."""
 
+    @property
+    def has_analysis(self) -> bool:
+        """spec.analysis names metrics or templates: they measure during every analyze and mirror step."""
+        return bool(self.analysis.get("metrics") or self.analysis.get("templates"))
+
     def version(self, name: str) -> ModelVersion:
         for candidate in self.versions:
             if candidate.version == name:
@@ -284,9 +327,9 @@ def _require(obj: Mapping[str, Any], key: str, path: str) -> Any:
 
 
 def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
-    kinds = [k for k in ("setWeight", "pause", "analyze") if k in raw]
+    kinds = [k for k in STEP_KINDS if k in raw]
     if len(kinds) != 1:
-        raise SpecError(path, "a step has exactly one of setWeight, pause or analyze")
+        raise SpecError(path, "a step has exactly one of setWeight, pause, analyze or mirror")
     if kinds[0] == "setWeight":
         weight = raw["setWeight"]
         if not isinstance(weight, int) or not 0 <= weight <= 100:
@@ -297,6 +340,8 @@ def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
         duration = pause.get("duration")
         seconds = None if duration is None else parse_duration(str(duration), field_path=f"{path}.pause.duration")
         return PauseStep(seconds=seconds)
+    if kinds[0] == "mirror":
+        return _parse_mirror_step(raw["mirror"], f"{path}.mirror")
     analyze = raw["analyze"] or {}
     return AnalyzeStep(
         seconds=parse_duration(
@@ -304,6 +349,20 @@ def _parse_step(raw: Mapping[str, Any], path: str) -> Step:
         ),
         templates=tuple(t["name"] for t in analyze.get("templates", [])),
     )
+
+
+def _parse_mirror_step(raw: object, path: str) -> MirrorStep:
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object, e.g. {percent: 100, duration: 5m}")
+    percent = raw.get("percent", DEFAULT_MIRROR_PERCENT)
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise SpecError(
+            f"{path}.percent", f"{percent!r} is not a whole number from 1 to 100; leave it out to mirror every request"
+        )
+    duration = raw.get("duration")
+    if duration in (None, ""):
+        raise SpecError(f"{path}.duration", "is required: how long the candidate gets copies, e.g. 5m")
+    return MirrorStep(percent=percent, seconds=parse_duration(str(duration), field_path=f"{path}.duration"))
 
 
 def _refuse_ambiguous_version(version: ModelVersion, earlier: Sequence[ModelVersion], path: str) -> None:
@@ -401,9 +460,8 @@ def _parse_rest(
         gates=_section(raw, "gates"),
         versions_from_route=from_route,
     )
-    has_metrics = bool(spec.analysis.get("metrics") or spec.analysis.get("templates"))
     for i, step in enumerate(spec.steps):
-        if isinstance(step, AnalyzeStep) and not (has_metrics or step.templates):
+        if isinstance(step, AnalyzeStep) and not (spec.has_analysis or step.templates):
             raise SpecError(
                 f"spec.steps[{i}].analyze",
                 "has nothing to measure; add spec.analysis.metrics or analyze.templates",
@@ -536,6 +594,9 @@ class ModelRolloutStatus:
     route_backends: Mapping[str, Backend] = field(default_factory=dict)
     """Backend of each version with traffic in route_weights: a version removed from
     spec.versions while it has traffic is still known, and drained."""
+    route_mirror: Mirror | None = None
+    """The mirror last seen on the route as the controller set it (None: none), kept like
+    route_weights: a restarted controller knows what it set, and removes it when due."""
     recent_events: tuple[RecordedEvent, ...] = ()
     """The Events of the last pass that had any (see RecordedEvent)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -566,6 +627,7 @@ class ModelRolloutStatus:
                     for version, backend in self.route_backends.items()
                 }
                 or None,
+                "routeMirror": self.route_mirror.to_json() if self.route_mirror is not None else None,
                 "recentEvents": [e.to_json() for e in self.recent_events] or None,
             }
         )
@@ -578,7 +640,7 @@ class ModelRolloutStatus:
             "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
             "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
-            "recentEvents",
+            "routeMirror", "recentEvents",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -599,6 +661,7 @@ class ModelRolloutStatus:
             history=tuple(HistoryEntry.from_json(h) for h in raw.get("history", [])),
             route_weights=_route_weights(raw.get("routeWeights")),
             route_backends=_route_backends(raw.get("routeBackends")),
+            route_mirror=Mirror.from_json(raw.get("routeMirror")),
             recent_events=tuple(RecordedEvent.from_json(e) for e in raw.get("recentEvents", []) or []),
             extra={k: v for k, v in raw.items() if k not in known},
         )

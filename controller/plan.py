@@ -11,6 +11,10 @@ Crash safety rests on two properties:
   controller asks for exactly what the crashed one last asked for (no flapping);
 * a `setWeight` step completes only once the route is observed at its weight, so a crash
   between writing the route and writing the status repeats an idempotent write, never a step.
+
+The same holds for the mirror a `mirror` step asks for: it is part of the split asked (a function
+of the stored status), its step runs only once the route shows it, and ends only once the route
+shows it removed, before any later step moves weight.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from controller.api import (
     AnalyzeStep,
     Backend,
     HistoryEntry,
+    Mirror,
+    MirrorStep,
     ModelRolloutSpec,
     ModelRolloutStatus,
     ModelVersion,
     PauseStep,
     Phase,
     SetWeightStep,
+    Step,
     format_time,
     parse_time,
     set_condition,
@@ -69,23 +76,52 @@ class Event:
 
 @dataclass(frozen=True, kw_only=True)
 class TrafficSplit:
-    """The weights, in percent, the route must give each version; versions not named get 0."""
+    """What the route must do: the weights, in percent, it gives each version (versions not named
+    get 0), and the copy of requests it sends, if any."""
 
     weights: Mapping[str, int]
+    mirror: Mirror | None = None
+    """The copies a mirror step asks for; None: the route mirrors nothing (for the controller)."""
 
     @staticmethod
     def all_to(version: str) -> TrafficSplit:
         return TrafficSplit(weights={version: 100})
 
     @staticmethod
-    def canary(*, stable: str, candidate: str, candidate_weight: int) -> TrafficSplit:
-        return TrafficSplit(weights={stable: 100 - candidate_weight, candidate: candidate_weight})
+    def canary(*, stable: str, candidate: str, candidate_weight: int, mirror: Mirror | None = None) -> TrafficSplit:
+        return TrafficSplit(weights={stable: 100 - candidate_weight, candidate: candidate_weight}, mirror=mirror)
 
-    def satisfied_by(self, observed: Mapping[str, int] | None) -> bool:
+    def weights_match(self, observed: Mapping[str, int] | None) -> bool:
+        """Whether the route gives each version the weight asked (whatever it mirrors)."""
         if observed is None:
             return False
         versions = set(self.weights) | set(observed)
         return all(observed.get(v, 0) == self.weights.get(v, 0) for v in versions)
+
+    def satisfied_by(self, observed: Mapping[str, int] | None, mirror: Mirror | None) -> bool:
+        """Whether a route showing `observed` weights and `mirror` is as asked."""
+        return self.weights_match(observed) and mirror == self.mirror
+
+
+class RouteWrite(StrEnum):
+    """What one route write changes: a pass writes the route at most once."""
+
+    WEIGHTS = "weights"
+    MIRROR = "mirror"
+
+
+def next_route_write(split: TrafficSplit, *, weights: Mapping[str, int], mirror: Mirror | None) -> RouteWrite | None:
+    """Which part of `split` to write first on a route showing `weights` and `mirror` (None: it is
+    as asked). The weights go first, so that a rollback is never delayed, except that a mirror
+    is removed before the weights give its version more traffic: the candidate never gets both
+    live requests of a later step and copies of them."""
+    weights_differ = not split.weights_match(weights)
+    if mirror == split.mirror:
+        return RouteWrite.WEIGHTS if weights_differ else None
+    if not weights_differ:
+        return RouteWrite.MIRROR
+    gains = mirror is not None and split.weights.get(mirror.version, 0) > weights.get(mirror.version, 0)
+    return RouteWrite.MIRROR if split.mirror is None and gains else RouteWrite.WEIGHTS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,8 +137,10 @@ class Observed:
     """Raw value of the action annotation, if present."""
     route_weights: Mapping[str, int] | None = None
     """Percent of traffic per version (of spec.versions) on the route; None when unreadable."""
-    unrecorded_write: Mapping[str, int] | None = None
-    """The split this process wrote on the route in a pass whose status write did not land (a
+    route_mirror: Mirror | None = None
+    """The mirror the controller owns on the route (None: none, or a router that cannot mirror)."""
+    unrecorded_write: TrafficSplit | None = None
+    """The route as this process wrote it in a pass whose status write did not land (a
     conflict): found on the route, it is the controller's own doing, not an edit."""
     reference_problem: str | None = None
     gates: CheckOutcome | None = None
@@ -133,15 +171,36 @@ def stage_to_check(status: ModelRolloutStatus) -> str | None:
 
 
 def analyze_window(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StepWindow | None:
-    """The analyze step in progress, if the current step is one."""
+    """The step in progress whose analysis judges a window of its own (an analyze step, or a
+    mirror step with spec.analysis), if the current step is one."""
     index = status.current_step_index
     started = parse_time(status.step_started_at)
     if status.phase != Phase.PROGRESSING or index >= len(spec.steps) or started is None:
         return None
+    return measured_window(spec, index, started_at=started)
+
+
+def measured_window(spec: ModelRolloutSpec, index: int, *, started_at: datetime) -> StepWindow | None:
+    """The window step `index` judges when it starts at `started_at`: an analyze step's, or a mirror
+    step's when spec.analysis names metrics (the candidate's answers to the copies are measured as
+    an analyze step measures its share); None for the other steps."""
     step = spec.steps[index]
-    if not isinstance(step, AnalyzeStep):
+    if not _judges_window(spec, step):
         return None
-    return StepWindow(index=index, started_at=started, seconds=step.seconds, templates=step.templates)
+    assert isinstance(step, AnalyzeStep | MirrorStep)
+    templates = step.templates if isinstance(step, AnalyzeStep) else ()
+    return StepWindow(index=index, started_at=started_at, seconds=step.seconds, templates=templates)
+
+
+def _judges_window(spec: ModelRolloutSpec, step: Step) -> bool:
+    """An analyze step, or a mirror step with spec.analysis: the analysis judges its window."""
+    return isinstance(step, AnalyzeStep) or (isinstance(step, MirrorStep) and spec.has_analysis)
+
+
+def mirror_at(spec: ModelRolloutSpec, index: int) -> Mirror | None:
+    """The mirror step `index` asks for while it runs; None for any other step (or the promotion)."""
+    step = spec.steps[index] if index < len(spec.steps) else None
+    return Mirror(version=spec.candidate, percent=step.percent) if isinstance(step, MirrorStep) else None
 
 
 def holding_weight(d: _Decision, spec: ModelRolloutSpec) -> int:
@@ -202,6 +261,10 @@ class _Decision:
     @property
     def now(self) -> datetime:
         return self.observed.now
+
+    def shown(self, split: TrafficSplit) -> bool:
+        """Whether the route, as observed, is as `split` asks: weights and mirror."""
+        return split.satisfied_by(self.observed.route_weights, self.observed.route_mirror)
 
     def update(self, **changes: object) -> None:
         self.status = replace(self.status, **changes)  # type: ignore[arg-type]
@@ -311,6 +374,13 @@ def describe_weights(weights: Mapping[str, int]) -> str:
     return ", ".join(shares) or "no traffic anywhere"
 
 
+def describe_split(split: TrafficSplit) -> str:
+    """`v1 100%; copies 100% of requests to v2`: the weights and the mirror, for messages."""
+    mirror = split.mirror
+    copies = f"; copies {mirror.percent}% of requests to {mirror.version}" if mirror is not None else ""
+    return describe_weights(split.weights) + copies
+
+
 def _track_route(d: _Decision, spec: ModelRolloutSpec | None) -> None:
     """Remembers the route as the controller set it, and reports a route someone else changed.
 
@@ -319,26 +389,30 @@ def _track_route(d: _Decision, spec: ModelRolloutSpec | None) -> None:
     Found as asked (by this decision, on its way) but not as recorded is no edit: a crash between
     a route write and the status write leaves exactly that, and it is simply recorded; so is the
     split of a route write whose status write was refused (`Observed.unrecorded_write`), which a
-    person's action handled since may no longer ask."""
+    person's action handled since may no longer ask. The mirror the controller owns on the route
+    is part of it: recorded with the weights, restored with them."""
     found = d.observed.route_weights
     planned = d.traffic
     if found is None:
         return
     own = d.observed.unrecorded_write
-    if (
-        planned is None
-        or any(split.satisfied_by(found) for split in d.asked)
-        or (own is not None and TrafficSplit(weights=own).satisfied_by(found))
-    ):
-        d.update(route_weights=dict(found), route_backends=_backends_with_traffic(d.status, spec, found))
+    if planned is None or any(d.shown(split) for split in d.asked) or (own is not None and d.shown(own)):
+        d.update(
+            route_weights=dict(found),
+            route_mirror=d.observed.route_mirror,
+            route_backends=_backends_with_traffic(d.status, spec, found),
+        )
         return
-    recorded = d.status.route_weights
-    if recorded is not None and not TrafficSplit(weights=recorded).satisfied_by(found):
+    if d.status.route_weights is None:
+        return
+    recorded = TrafficSplit(weights=d.status.route_weights, mirror=d.status.route_mirror)
+    if not d.shown(recorded):
+        seen = TrafficSplit(weights=found, mirror=d.observed.route_mirror)
         d.event(
             EventType.WARNING,
             "TrafficDrift",
-            f"the route was changed outside the controller: found {describe_weights(found)} where it had set "
-            f"{describe_weights(recorded)}; restoring {describe_weights(planned.weights)}",
+            f"the route was changed outside the controller: found {describe_split(seen)} where it had set "
+            f"{describe_split(recorded)}; restoring {describe_split(planned)}",
         )
 
 
@@ -376,7 +450,7 @@ def _candidate_share(d: _Decision, spec: ModelRolloutSpec | None) -> int:
     weights = d.observed.route_weights
     if spec is None or weights is None:
         return d.status.current_weight
-    if d.traffic is not None and not d.traffic.satisfied_by(weights):
+    if d.traffic is not None and not d.traffic.weights_match(weights):
         return d.status.current_weight
     share = weights.get(spec.candidate, 0)
     # A route whose rules disagree reads -1 everywhere: no share to report.
@@ -389,7 +463,7 @@ def _finalize(d: _Decision, stable: str | None, *, deadline_seconds: float) -> N
         d.remove_finalizer = True
         return
     d.traffic = TrafficSplit.all_to(stable)
-    if d.traffic.satisfied_by(d.observed.route_weights):
+    if d.shown(d.traffic):
         d.remove_finalizer = True
         return
     since = d.observed.deletion_requested_at
@@ -398,11 +472,13 @@ def _finalize(d: _Decision, stable: str | None, *, deadline_seconds: float) -> N
         d.after(min(WAIT_FOR_ROUTE_SECONDS, deadline_seconds - waited + 0.5))
         return
     # Holding the object longer would only block its deletion (and its namespace's) for ever.
+    found = TrafficSplit(weights=d.observed.route_weights, mirror=d.observed.route_mirror)
+    unmirror = ", and remove the mirror" if found.mirror is not None else ""
     d.event(
         EventType.WARNING,
         "DrainAbandoned",
-        f"deleted, but the route still shows {describe_weights(d.observed.route_weights)} after {waited:.0f}s "
-        f"(spec.progressDeadlineSeconds); send all traffic to {stable} by hand",
+        f"deleted, but the route still shows {describe_split(found)} after {waited:.0f}s "
+        f"(spec.progressDeadlineSeconds); send all traffic to {stable} by hand{unmirror}",
     )
     d.traffic = None
     d.remove_finalizer = True
@@ -441,7 +517,7 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
     if _must_start_over(d, spec, action):
         d.traffic = TrafficSplit.all_to(stable)
         readable = d.observed.route_weights is not None
-        if readable and not d.traffic.satisfied_by(d.observed.route_weights) and status.candidate_hash is not None:
+        if readable and not d.shown(d.traffic) and status.candidate_hash is not None:
             # The previous rollout's traffic goes home first; the new one starts on the next plan.
             # (An unreadable route does not wait here: the new rollout waits while Pending, where
             # the progress deadline applies.)
@@ -589,7 +665,7 @@ def _enter_step(
 ) -> None:
     index = min(index, len(spec.steps))
     step = spec.steps[index] if index < len(spec.steps) else None
-    timed_seconds = step.seconds if isinstance(step, PauseStep | AnalyzeStep) and step.seconds else 0.0
+    timed_seconds = step.seconds if isinstance(step, PauseStep | AnalyzeStep | MirrorStep) and step.seconds else 0.0
     if _analysis_runs_at(spec, index):
         # This pass's checker looked at the step left behind: the next pass, at once, lets it
         # schedule the first look of this one (due within a grid period of the step's start).
@@ -605,9 +681,9 @@ def _enter_step(
 
 
 def _analysis_runs_at(spec: ModelRolloutSpec, index: int) -> bool:
-    """Whether the analysis measures at step `index`: an analyze step, or background analysis
-    (spec.analysis.startingStep) from its starting step on."""
-    if index < len(spec.steps) and isinstance(spec.steps[index], AnalyzeStep):
+    """Whether the analysis measures at step `index`: an analyze step, a mirror step with
+    spec.analysis, or background analysis (spec.analysis.startingStep) from its starting step on."""
+    if index < len(spec.steps) and _judges_window(spec, spec.steps[index]):
         return True
     starting = spec.analysis.get("startingStep")
     return isinstance(starting, int) and index >= starting
@@ -706,7 +782,10 @@ def _progress(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "AnalysisFailed", analysis.message)
         return
     index = d.status.current_step_index
-    d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=holding_weight(d, spec))
+    # Held at a mirror step (a pause, an inconclusive look), the copies go on: the analysis needs them.
+    d.traffic = TrafficSplit.canary(
+        stable=stable, candidate=spec.candidate, candidate_weight=holding_weight(d, spec), mirror=mirror_at(spec, index)
+    )
     if analysis is not None and _paused_by_inconclusive(d, analysis):
         return
     if d.status.paused_by_user:
@@ -725,44 +804,88 @@ def _walk_steps(d: _Decision, spec: ModelRolloutSpec, stable: str, analysis: Che
     while (index := d.status.current_step_index) < len(spec.steps):
         step = spec.steps[index]
         started = parse_time(d.status.step_started_at) or d.now
+        measured = measured_window(spec, index, started_at=started) is not None
         if isinstance(step, SetWeightStep):
             d.traffic = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=step.weight)
-            if not d.traffic.satisfied_by(d.observed.route_weights):
-                d.update(phase=Phase.PROGRESSING, message=f"step {index}: setting weight {step.weight}")
-                d.after(WAIT_FOR_ROUTE_SECONDS)
-                _check_deadline(d, spec, stable, waiting_for=f"the route to show weight {step.weight}")
+            if _waiting_for_route(d, spec, stable, index, f"setting weight {step.weight}"):
                 return
         elif isinstance(step, PauseStep) and step.seconds is None:
             if d.status.phase != Phase.PAUSED:
                 d.event(EventType.NORMAL, "Paused", f"step {index}: paused until resumed")
             d.update(phase=Phase.PAUSED, message=f"step {index}: paused until resumed")
             return
-        elif isinstance(step, PauseStep | AnalyzeStep):
-            remaining = (started - d.now).total_seconds() + (step.seconds or 0.0)
-            analysis_done = not isinstance(step, AnalyzeStep) or (
-                analysis is not None and analysis.verdict == Verdict.SUCCESSFUL
+        elif isinstance(step, MirrorStep):
+            mirror = mirror_at(spec, index)
+            d.traffic = TrafficSplit.canary(
+                stable=stable, candidate=spec.candidate, candidate_weight=held_weight(spec, index), mirror=mirror
             )
-            if remaining > 0 or not analysis_done:
-                kind = "pause" if isinstance(step, PauseStep) else "analysis"
-                d.update(
-                    phase=Phase.PROGRESSING,
-                    message=f"step {index}: {kind} at weight {held_weight(spec, index)}",
-                )
-                if remaining > 0:
-                    d.after(remaining)
-                else:
-                    _check_deadline(d, spec, stable, waiting_for="the analysis of this step to succeed")
+            copying = f"copying {step.percent}% of requests to {spec.candidate}"
+            # The step runs once the route showed the copies (status.routeMirror remembers it, so
+            # that a route without them at the step's end reads as removed, not as never set), and
+            # ends once the route shows them removed: no later step moves weight meanwhile.
+            seen = mirror in (d.status.route_mirror, d.observed.route_mirror)
+            if not seen and _waiting_for_route(d, spec, stable, index, copying):
                 return
-        judged = f": {analysis.message}" if isinstance(step, AnalyzeStep) and analysis is not None else ""
+            if _timed_step_running(d, spec, stable, step, started=started, measured=measured, analysis=analysis):
+                _waiting_for_route(d, spec, stable, index, copying)  # copies removed by hand come back
+                return
+            d.traffic = replace(d.traffic, mirror=None)
+            if _waiting_for_route(d, spec, stable, index, "removing the mirror"):
+                return
+        elif _timed_step_running(d, spec, stable, step, started=started, measured=measured, analysis=analysis):
+            return
+        judged = f": {analysis.message}" if measured and analysis is not None else ""
         d.event(EventType.NORMAL, "StepCompleted", f"step {index} completed{judged}")
         _enter_step(d, spec, index + 1, phase=Phase.PROGRESSING)
     _promote(d, spec)
 
 
+def _waiting_for_route(d: _Decision, spec: ModelRolloutSpec, stable: str, index: int, doing: str) -> bool:
+    """Whether step `index` waits for the route to show what it asks (`d.traffic`): a step
+    completes only once the route is observed as asked, within the progress deadline."""
+    assert d.traffic is not None
+    if d.shown(d.traffic):
+        return False
+    d.update(phase=Phase.PROGRESSING, message=f"step {index}: {doing}")
+    d.after(WAIT_FOR_ROUTE_SECONDS)
+    _check_deadline(d, spec, stable, waiting_for=f"the route to show {describe_split(d.traffic)}")
+    return True
+
+
+def _timed_step_running(
+    d: _Decision,
+    spec: ModelRolloutSpec,
+    stable: str,
+    step: PauseStep | AnalyzeStep | MirrorStep,
+    *,
+    started: datetime,
+    measured: bool,
+    analysis: CheckOutcome | None,
+) -> bool:
+    """Whether a timed step (a pause with a duration, an analyze or mirror step) still runs: its
+    time is not up, or the analysis judging its window (`measured`) has not succeeded yet."""
+    index = d.status.current_step_index
+    remaining = (started - d.now).total_seconds() + (step.seconds or 0.0)
+    analysis_done = not measured or (analysis is not None and analysis.verdict == Verdict.SUCCESSFUL)
+    if remaining <= 0 and analysis_done:
+        return False
+    doing = {
+        PauseStep: "pause",
+        AnalyzeStep: "analysis",
+        MirrorStep: f"shadow of {spec.candidate}" + (", analysis" if measured else ""),
+    }[type(step)]
+    d.update(phase=Phase.PROGRESSING, message=f"step {index}: {doing} at weight {held_weight(spec, index)}")
+    if remaining > 0:
+        d.after(remaining)
+    else:
+        _check_deadline(d, spec, stable, waiting_for="the analysis of this step to succeed")
+    return True
+
+
 def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
     previous_stable = d.status.stable_version
     d.traffic = TrafficSplit.all_to(spec.candidate)
-    if not d.traffic.satisfied_by(d.observed.route_weights):
+    if not d.shown(d.traffic):
         d.update(phase=Phase.PROGRESSING, message=f"promoting {spec.candidate}: sending it all traffic")
         d.after(WAIT_FOR_ROUTE_SECONDS)
         _check_deadline(

@@ -29,6 +29,7 @@ from controller.api import (
     ACTION_ANNOTATION,
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     FINALIZER,
+    MirrorStep,
     ModelRolloutSpec,
     ModelRolloutStatus,
     ModelVersion,
@@ -51,16 +52,20 @@ from controller.plan import (
     EventType,
     Observed,
     Plan,
+    RouteWrite,
     TrafficSplit,
     analyze_window,
     decide,
+    describe_split,
     describe_weights,
+    next_route_write,
     route_spec,
     stage_to_check,
     wait_for_versions,
 )
 from controller.routers import ROUTERS, RoutedVersions, Router, RouterPlugin
 from controller.routers.ownership import RouteOwnedElsewhere
+from controller.routers.plugin import Mirrorer
 from controller.routers.safety import RouteWriteBudget, refuse_unsafe_split
 from controller.watch import LabelSelector
 
@@ -270,13 +275,17 @@ class Reconciler:
         self.checkers = checkers
         self.plugins = routers
         self.routers = {key: plugin.build(kube) for key, plugin in routers.items()}
+        self.mirrors: dict[str, Mirrorer] = {
+            key: plugin.mirror(kube) for key, plugin in routers.items() if plugin.mirror is not None
+        }
+        """The routers that can copy requests to a version (mirror steps), by key."""
         self.clock = clock
         self._events_lock = threading.Lock()
         self._created_events: dict[tuple[str, str], set[str]] = {}
         """Per rollout, the names of its recorded Events this process created (the sender's
         threads add to it)."""
-        self._unrecorded_writes: dict[tuple[str, str], dict[str, int]] = {}
-        """Per rollout, the split a pass wrote on the route and has not recorded in status yet."""
+        self._unrecorded_writes: dict[tuple[str, str], TrafficSplit] = {}
+        """Per rollout, the route as a pass wrote it and has not recorded in status yet."""
         self._sending: set[tuple[str, str, str]] = set()
         """(namespace, name, Event name) handed to the sender and not done yet: not sent twice."""
 
@@ -411,6 +420,9 @@ class Reconciler:
             spec = replace(spec, traffic_routing=replace(routing, parsed=plugin.parse_config(routing.config)))
         except SpecError as error:
             return None, str(error), None
+        unmirrored = self._mirror_problem(spec)
+        if unmirrored is not None:
+            return None, unmirrored, None
         if spec.versions_from_route and plugin.versions is None:
             return None, f"spec.versions: is required, with spec.baseline and spec.candidate{READS_VERSIONS}", None
         if plugin.versions is not None and not spec.versions_from_route:
@@ -421,6 +433,19 @@ class Reconciler:
                 None,
             )
         return spec, None, self.routers[routing.router]
+
+    def _mirror_problem(self, spec: ModelRolloutSpec) -> str | None:
+        """Why the spec's first mirror step cannot run on its router (it cannot copy requests)."""
+        router = spec.traffic_routing.router
+        index = next((i for i, step in enumerate(spec.steps) if isinstance(step, MirrorStep)), None)
+        if index is None or router in self.mirrors:
+            return None
+        able = ", ".join(f"spec.trafficRouting.{key}" for key in sorted(self.mirrors)) or "none"
+        return (
+            f"spec.steps[{index}].mirror: the {router} router (spec.trafficRouting.{router}) cannot copy requests "
+            f"to the candidate; mirror steps need a router that can ({able}): route with one of those, or "
+            "replace the step (setWeight with a small weight and an analyze step)"
+        )
 
     def _fill_versions(
         self, namespace: str, spec: ModelRolloutSpec | None, status: ModelRolloutStatus, router: Router | None
@@ -465,12 +490,16 @@ class Reconciler:
         if spec is None or router is None:
             return observed
         try:
-            weights = self._read_route(router, namespace, meta["name"], route_spec(spec, status))
+            routed = route_spec(spec, status)
+            weights = self._read_route(router, namespace, meta["name"], routed)
+            mirrorer = self.mirrors.get(spec.traffic_routing.router)
+            owner = meta["name"]
+            mirror = None if mirrorer is None else mirrorer.read_mirror(namespace=namespace, spec=routed, owner=owner)
             stable = status.stable_version or spec.baseline
             problem = None if deleting else self._backend_problem(namespace, spec, stable, router)
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
-        return replace(observed, route_weights=weights, reference_problem=problem)
+        return replace(observed, route_weights=weights, route_mirror=mirror, reference_problem=problem)
 
     def _read_route(self, router: Router, namespace: str, name: str, spec: ModelRolloutSpec) -> dict[str, int]:
         """The route's weights; a route claimed by a rollout that no longer exists is taken over."""
@@ -628,14 +657,16 @@ class Reconciler:
             return plan, None
         traffic = plan.traffic
         guard = self._guard_split(spec, plan, observed, routed)
+        write = RouteWrite.WEIGHTS if guard is not None else self._route_write(traffic, observed)
         if guard is not None:
             traffic = guard
-        elif not self._needs_route_write(traffic, observed):
+        if write is None:
             return plan, None
         assert traffic is not None
         writing = route_spec(spec, status)
         route = f"spec.trafficRouting.{spec.traffic_routing.router}"
-        refuse_unsafe_split(spec=writing, weights=traffic.weights, route=route)
+        if write == RouteWrite.WEIGHTS:
+            refuse_unsafe_split(spec=writing, weights=traffic.weights, route=route)
         self._confirm_unchanged(rollout)
         plugin = self.plugins[spec.traffic_routing.router]
         self.route_writes.spend(
@@ -643,27 +674,37 @@ class Reconciler:
             label=f"{route} in namespace {namespace}",
         )
         try:
-            weights = router.write_weights(namespace=namespace, spec=writing, weights=traffic.weights, owner=name)
+            if write == RouteWrite.MIRROR:
+                # Only a spec whose router can mirror asks for one (`_mirror_problem`).
+                mirror = self.mirrors[plugin.key].write_mirror(
+                    namespace=namespace, spec=writing, mirror=traffic.mirror, owner=name
+                )
+                observed = replace(observed, route_mirror=mirror)
+            else:
+                weights = router.write_weights(namespace=namespace, spec=writing, weights=traffic.weights, owner=name)
+                observed = replace(observed, route_weights=weights)
         except ApiException as error:
             # Transient failures were retried below as TemporaryError: this is a refusal.
-            refusal = (
-                f"the API server refused {describe_weights(traffic.weights)} on {route}: "
-                f"HTTP {error.status}: {refusal_text(error)}"
-            )
+            asked = describe_split(traffic) if write == RouteWrite.MIRROR else describe_weights(traffic.weights)
+            refusal = f"the API server refused {asked} on {route}: HTTP {error.status}: {refusal_text(error)}"
             log.warning("route write refused", extra={"namespace": namespace, "error": refusal})
             return plan, refusal
-        log.info("traffic moved", extra={"namespace": namespace, "weights": dict(traffic.weights)})
+        log.info("traffic moved", extra={"namespace": namespace, "wrote": write.value, "to": describe_split(traffic)})
         if guard is not None:
             # The split served is unchanged (the candidate had none): the plan stands as decided.
             return plan, None
-        self._unrecorded_writes[(namespace, name)] = dict(weights)
-        observed = replace(observed, route_weights=weights, action=None, now=self.clock())
-        written = replace(plan.status, route_weights=weights)
+        assert observed.route_weights is not None
+        stored = TrafficSplit(weights=observed.route_weights, mirror=observed.route_mirror)
+        self._unrecorded_writes[(namespace, name)] = stored
+        observed = replace(observed, action=None, now=self.clock())
+        # status.routeMirror stays as recorded before the write: a mirror step ends on a route
+        # without its copies only once the route had shown them (plan._walk_steps).
+        written = replace(plan.status, route_weights=stored.weights)
         after = decide(spec=spec, spec_error=spec_error, status=written, observed=observed)
         # A route that shows a write at once and does not show it yet needs another write now; one
         # that shows it only once another controller applied it (KServe) brings the rollout back
         # through its watch when it does, so the pass does not write again meanwhile.
-        again = self._needs_route_write(after.traffic, observed) and not plugin.applied_later
+        again = self._route_write(after.traffic, observed) is not None and not plugin.applied_later
         requeue = 0.0 if again else after.requeue_after
         return (
             replace(
@@ -720,12 +761,11 @@ class Reconciler:
         return TrafficSplit(weights={stable: FULL_SHARE, routed.candidate: 0})
 
     @staticmethod
-    def _needs_route_write(traffic: TrafficSplit | None, observed: Observed) -> bool:
-        return (
-            traffic is not None
-            and observed.route_weights is not None
-            and not traffic.satisfied_by(observed.route_weights)
-        )
+    def _route_write(traffic: TrafficSplit | None, observed: Observed) -> RouteWrite | None:
+        """What the next route write must change (None: nothing, or a route it cannot read)."""
+        if traffic is None or observed.route_weights is None:
+            return None
+        return next_route_write(traffic, weights=observed.route_weights, mirror=observed.route_mirror)
 
     def _scale_down(self, namespace: str, spec: ModelRolloutSpec | None, plan: Plan) -> ModelRolloutStatus:
         version = plan.scale_down_version

@@ -85,6 +85,7 @@ from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
 from controller.errors import PermanentError, ReferenceProblem, TemporaryError
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
+from controller.plan import measured_window
 
 STATUS_FIELD = "analysis"
 """The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
@@ -216,7 +217,7 @@ class AnalysisChecker:
         its host-level part to every URL a planned metric would call."""
 
     def validate(self, *, context: CheckContext) -> None:
-        """Plans every pass the rollout can make, measuring nothing: each analyze step's and, from
+        """Plans every pass the rollout can make, measuring nothing: each analyze (or mirror) step's and, from
         `startingStep` on, background analysis. Whatever `_plan` would raise once traffic is
         shared (a spec mistake such as an unknown `{{variable}}`, in the rollout or in a template;
         a missing AnalysisTemplate) is raised now instead, and so is a URL of a planned metric
@@ -228,9 +229,9 @@ class AnalysisChecker:
         analysis = parse_analysis(context.spec.analysis, plugins=self._plugins)
         steps = context.spec.steps
         plans: list[_Plan | None] = []
-        for index, step in enumerate(steps):
-            if isinstance(step, AnalyzeStep):
-                window = StepWindow(index=index, started_at=context.now, seconds=step.seconds, templates=step.templates)
+        for index in range(len(steps)):
+            window = measured_window(context.spec, index, started_at=context.now)
+            if window is not None:
                 plans.append(self._plan(replace(context, step=window)))
         if analysis is not None and analysis.starting_step is not None:
             _check_starting_step(analysis.starting_step, step_count=len(steps))

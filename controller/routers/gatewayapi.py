@@ -8,6 +8,12 @@ to neither the candidate nor a version with traffic: a model can ship any number
 through one route (the Gateway API allows 16 backendRefs per rule). What it added is listed in
 an annotation on the route; backendRefs the user wrote are never removed. Any other backendRef
 with a non-zero weight is a reference problem: the split would not be the one the rollout decided.
+
+Mirror steps (`Mirrorer`): the controller adds one `RequestMirror` filter to each managed rule,
+copying `percent` of its requests to the mirrored version's Service and port, and names that
+backend in the annotation `rollouts.mlops.dev/mirror-backend`; it changes or removes only that
+filter, never another filter of the rule. Gateway API v1.3+ (GEP-3171) has `percent`; Contour up
+to at least v1.33 copies every request whatever it says (projectcontour/contour#7021).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.api import GROUP as ROLLOUTS_GROUP
-from controller.api import ModelRolloutSpec, SpecError
+from controller.api import Mirror, ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 from controller.routers import ownership
@@ -32,6 +38,9 @@ GATEWAY_DEFAULT_WEIGHT = 1
 """Weight the Gateway API gives a backendRef that does not set one."""
 ADDED_BACKENDS_ANNOTATION = f"{ROLLOUTS_GROUP}/added-backends"
 """`service:port` of each backendRef the controller added, comma-separated: only these are removed."""
+MIRROR_ANNOTATION = f"{ROLLOUTS_GROUP}/mirror-backend"
+"""`service:port` of the RequestMirror filter the controller added to each managed rule."""
+REQUEST_MIRROR = "RequestMirror"
 
 JSON = dict[str, Any]
 
@@ -167,6 +176,66 @@ def _record_added_backends(route: JSON, rules: list[JSON], added: set[Backend]) 
         annotations.pop(ADDED_BACKENDS_ANNOTATION, None)
 
 
+def _mirror_backend(route: JSON) -> Backend | None:
+    """The backend of the controller's RequestMirror filter, from the annotation; None: no filter."""
+    raw = str((route.get("metadata", {}).get("annotations") or {}).get(MIRROR_ANNOTATION, ""))
+    service, _, port = raw.rpartition(":")
+    return (service, int(port)) if service and port.isdigit() else None
+
+
+def _is_mirror_to(entry: Mapping[str, Any], backend: Backend) -> bool:
+    if entry.get("type") != REQUEST_MIRROR or not isinstance(entry.get("requestMirror"), Mapping):
+        return False
+    ref = entry["requestMirror"].get("backendRef")
+    return isinstance(ref, Mapping) and _is_service_ref(ref) and _backend_of(ref) == backend
+
+
+def _mirrored_percent(entry: Mapping[str, Any]) -> int:
+    """The share a RequestMirror filter copies: `percent`, or `fraction` in percent; 100 without either."""
+    mirror = entry["requestMirror"]
+    if "percent" in mirror:
+        return int(mirror["percent"])
+    fraction = mirror.get("fraction")
+    if isinstance(fraction, Mapping):
+        return round(int(fraction.get("numerator", 0)) * 100 / int(fraction.get("denominator", 100)))
+    return 100
+
+
+def route_mirror(route: JSON, spec: ModelRolloutSpec) -> Mirror | None:
+    """The controller's mirror on the route's managed rules: None when there is none; percent -1
+    when the rules disagree (a hand edit: the next write makes them agree)."""
+    backend = _mirror_backend(route)
+    if backend is None:
+        return None
+    version = next(
+        (v.version for v in spec.versions if (v.routed_backend.service, v.routed_backend.port) == backend),
+        # A version removed from spec.versions since: named by its Service, so that it is removed.
+        backend[0],
+    )
+    per_rule = [
+        next((_mirrored_percent(entry) for entry in rule.get("filters") or [] if _is_mirror_to(entry, backend)), None)
+        for rule in managed_rules(route, spec)
+    ]
+    if all(percent is None for percent in per_rule):
+        return None
+    first = per_rule[0]
+    return Mirror(version=version, percent=first if first is not None and all(p == first for p in per_rule) else -1)
+
+
+def set_rule_mirror(rule: JSON, *, previous: Backend | None, mirror: Backend | None, percent: int) -> None:
+    """Replaces the controller's RequestMirror filter of one rule (to `previous`) by one copying
+    `percent` of the requests to `mirror` (None: none); every other filter stays as it is."""
+    filters = [entry for entry in rule.get("filters") or [] if previous is None or not _is_mirror_to(entry, previous)]
+    if mirror is not None:
+        service, port = mirror
+        ref = {"name": service, "port": port}
+        filters.append({"type": REQUEST_MIRROR, "requestMirror": {"backendRef": ref, "percent": percent}})
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
+
+
 class GatewayAPIRouter:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -222,6 +291,40 @@ class GatewayAPIRouter:
         refuse_unsafe_split(spec=spec, weights=self._weights(route, spec), route=label)
         return self._weights(self._replace(route), spec)
 
+    def read_mirror(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> Mirror | None:
+        route = self._get(namespace, spec)
+        ownership.check_owner(route, route=self._label(namespace, route), owner=owner)
+        return route_mirror(route, spec)
+
+    def write_mirror(
+        self, *, namespace: str, spec: ModelRolloutSpec, mirror: Mirror | None, owner: str
+    ) -> Mirror | None:
+        route = self._get(namespace, spec)
+        label = self._label(namespace, route)
+        ownership.check_owner(route, route=label, owner=owner)
+        ownership.claim(route, owner=owner)
+        previous = _mirror_backend(route)
+        target = None
+        if mirror is not None:
+            backend = spec.version(mirror.version).routed_backend
+            target = (backend.service, backend.port)
+        rules = managed_rules(route, spec)
+        if target is not None and target != previous:
+            for rule in rules:
+                if any(_is_mirror_to(entry, target) for entry in rule.get("filters") or []):
+                    raise ReferenceProblem(
+                        f"{label} already has a RequestMirror filter to {target[0]}:{target[1]} that the controller "
+                        "did not add; remove it, and the mirror step adds its own"
+                    )
+        for rule in rules:
+            set_rule_mirror(rule, previous=previous, mirror=target, percent=mirror.percent if mirror else 0)
+        annotations = route["metadata"]["annotations"]
+        if target is None:
+            annotations.pop(MIRROR_ANNOTATION, None)
+        else:
+            annotations[MIRROR_ANNOTATION] = f"{target[0]}:{target[1]}"
+        return route_mirror(self._replace(route), spec)
+
     def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:
         try:
             route = self._get(namespace, spec)
@@ -240,4 +343,5 @@ PLUGIN = RouterPlugin(
     parse_config=parse_config,
     object_name=lambda config: config.http_route,
     build=GatewayAPIRouter,
+    mirror=GatewayAPIRouter,
 )

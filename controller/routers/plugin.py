@@ -14,6 +14,8 @@
       applied_later True when the object shows a write only once another controller applied it
                     (KServe): after a write, the pass waits for the object's next change (watched)
                     instead of passing again at once
+      mirror        (only a router that can copy requests to a version: Gateway API) Kube -> the
+                    `Mirrorer` doing it; without it, a spec with a mirror step is a SpecError
 
 A `Router` reads and writes the share of traffic each model version gets, and nothing else on
 the objects it touches but the owner annotation (see `ownership`); it also says what it needs to
@@ -27,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from controller.api import ModelRolloutSpec, SpecError
+from controller.api import Mirror, ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 
@@ -84,6 +86,25 @@ class Router(Protocol):
         ...
 
 
+class Mirrorer(Protocol):
+    """The optional capability of a router to copy a share of the routed requests to one version
+    (shadow traffic); the copies' answers are discarded. It reads and writes only the mirror it
+    owns on the object, under the same rules as the weights: the owner annotation, claimed by the
+    first write, and writes guarded by the resourceVersion read."""
+
+    def read_mirror(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> Mirror | None:
+        """The mirror the controller set on the route (None: none); raises ReferenceProblem when
+        the route cannot be read, RouteOwnedElsewhere when another rollout owns it."""
+        ...
+
+    def write_mirror(
+        self, *, namespace: str, spec: ModelRolloutSpec, mirror: Mirror | None, owner: str
+    ) -> Mirror | None:
+        """Sets the mirror (None removes the controller's), leaving everything else on the route as
+        it is, and returns it as the API server stored it."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class RouterPlugin:
     key: str
@@ -101,6 +122,9 @@ class RouterPlugin:
     raising ReferenceProblem when it cannot be read; None for routers whose versions the spec lists."""
     applied_later: bool = False
     """The routed object shows a write only once another controller has applied it."""
+    mirror: Callable[[Kube], Mirrorer] | None = None
+    """The Mirrorer copying requests to a version on the routed object; None: this router cannot
+    mirror, and a spec with a mirror step is refused (SpecError naming the step and the router)."""
 
     def routed_object(self, raw: object) -> str | None:
         """The routed object's name from a raw configuration, None when it does not parse."""

@@ -17,7 +17,11 @@ answering when the reconciler would ask them, people acting now and then, or nev
 
 * leaves a step only once it is done: a setWeight step once the route shows its weight, a timed
   pause once its time has passed since the rollout reached it, an analyze step once its time has
-  passed and the analysis says Successful, an indefinite pause never without a person;
+  passed and the analysis says Successful, a mirror step once its time has passed (and its
+  analysis succeeded, with spec.analysis) and the route shows the mirror removed, an indefinite
+  pause never without a person;
+* never has the route copy requests to the candidate while it gives the candidate more than the
+  weight held at a mirror step, and leaves no mirror behind a promotion or a deletion;
 * is promoted only once the route shows the candidate at 100, at the end of the steps, with every
   step done and no failed gate or analysis since the rollout (last) started, unless a person
   stepped in; sends the candidate no traffic before its gates passed;
@@ -44,6 +48,8 @@ from controller.api import (
     Action,
     AnalyzeStep,
     Condition,
+    Mirror,
+    MirrorStep,
     ModelRolloutSpec,
     ModelRolloutStatus,
     PauseStep,
@@ -58,9 +64,12 @@ from controller.checks import CheckOutcome, InconclusivePolicy, RubricEntry, Ver
 from controller.plan import (
     Observed,
     Plan,
+    RouteWrite,
     TrafficSplit,
     analyze_window,
     decide,
+    held_weight,
+    next_route_write,
     stage_to_check,
 )
 
@@ -82,6 +91,9 @@ raw_steps: st.SearchStrategy[dict[str, Any]] = st.one_of(
     weights.map(lambda weight: {"setWeight": weight}),
     st.sampled_from([None, *DURATIONS]).map(lambda d: {"pause": {} if d is None else {"duration": d}}),
     st.sampled_from(DURATIONS).map(lambda d: {"analyze": {"duration": d}}),
+    st.tuples(st.sampled_from([1, 50, 100]), st.sampled_from(DURATIONS)).map(
+        lambda pd: {"mirror": {"percent": pd[0], "duration": pd[1]}}
+    ),
 )
 
 
@@ -134,6 +146,10 @@ def planned_weights(spec: ModelRolloutSpec) -> set[int]:
 
 def labels_of(spec: ModelRolloutSpec) -> list[str]:
     return [version.version for version in spec.versions]
+
+
+def mirror_percents(spec: ModelRolloutSpec) -> set[int]:
+    return {step.percent for step in spec.steps if isinstance(step, MirrorStep)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +278,18 @@ def route_weights(draw: st.DrawFn, spec: ModelRolloutSpec, stable: str) -> dict[
     return draw(st.dictionaries(st.sampled_from([*labels, "ghost", ""]), st.integers(-5, 150), max_size=4))
 
 
+def route_mirrors(spec: ModelRolloutSpec) -> st.SearchStrategy[Mirror | None]:
+    """What a route may show of the controller's mirror: none (mostly), one a mirror step asks for,
+    rules that disagree (percent -1), or one to a version removed from the spec."""
+    percents = sorted(mirror_percents(spec) | {100})
+    return st.one_of(
+        st.none(),
+        st.none(),
+        st.builds(Mirror, version=st.just(spec.candidate), percent=st.sampled_from([*percents, -1])),
+        st.just(Mirror(version="ghost", percent=100)),
+    )
+
+
 def gates_run(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     """Whether the reconciler asks the gates checker, and it has anything to check (then it always
     answers: decide reads no answer as no gates configured)."""
@@ -307,6 +335,12 @@ def check_traffic(spec: ModelRolloutSpec | None, plan: Plan) -> None:
     assert set(asked) <= set(labels_of(spec)), f"weights {dict(asked)} name a version outside spec.versions"
     candidate = asked.get(spec.candidate, 0)
     assert candidate in planned_weights(spec), f"candidate weight {candidate} is not a planned weight"
+    mirror = plan.traffic.mirror
+    if mirror is not None:
+        assert mirror == Mirror(version=spec.candidate, percent=mirror.percent), (
+            f"mirror {mirror} is not the candidate's"
+        )
+        assert mirror.percent in mirror_percents(spec), f"mirror {mirror} is no mirror step's"
 
 
 def check_status(plan: Plan) -> None:
@@ -360,10 +394,16 @@ def check_steps_done(
         where = f"step {index} ({step}) left at {observed.now}, reached at {since}"
         if isinstance(step, SetWeightStep):
             target = TrafficSplit.canary(stable=stable, candidate=spec.candidate, candidate_weight=step.weight)
-            assert target.satisfied_by(observed.route_weights), f"{where}: route {observed.route_weights}"
+            assert target.weights_match(observed.route_weights), f"{where}: route {observed.route_weights}"
         elif isinstance(step, PauseStep):
             assert step.seconds is not None, f"{where}: an indefinite pause left without a person"
             assert waited >= step.seconds, f"{where}: a pause of {step.seconds}s cut short after {waited}s"
+        elif isinstance(step, MirrorStep):
+            assert observed.route_mirror is None, f"{where}: left with the route still mirroring"
+            assert waited >= step.seconds, f"{where}: a mirror of {step.seconds}s cut short after {waited}s"
+            assert not spec.has_analysis or (
+                observed.analysis is not None and observed.analysis.verdict == Verdict.SUCCESSFUL
+            ), f"{where}: left on analysis {observed.analysis}"
         else:
             assert isinstance(step, AnalyzeStep)
             assert observed.analysis is not None and observed.analysis.verdict == Verdict.SUCCESSFUL, (
@@ -382,8 +422,8 @@ def check_promotion(spec: ModelRolloutSpec, before: ModelRolloutStatus, observed
         or spec.candidate == stable_of(spec, before)
     ):
         return False
-    assert TrafficSplit.all_to(spec.candidate).satisfied_by(observed.route_weights), (
-        f"promoted while the route shows {observed.route_weights}"
+    assert TrafficSplit.all_to(spec.candidate).satisfied_by(observed.route_weights, observed.route_mirror), (
+        f"promoted while the route shows {observed.route_weights} and mirror {observed.route_mirror}"
     )
     assert not judged_failed(observed.analysis), f"promoted on analysis {observed.analysis}"
     assert plan.status.current_step_index >= len(spec.steps), "promoted before the end of the steps"
@@ -402,6 +442,7 @@ def test_any_stored_status_and_observation_gives_a_whole_planned_split(data: st.
         deleting=data.draw(st.integers(0, 9), label="deleting") == 0,
         action=data.draw(actions, label="action"),
         route_weights=data.draw(route_weights(spec, stable), label="route"),
+        route_mirror=data.draw(route_mirrors(spec), label="mirror"),
         reference_problem=data.draw(st.sampled_from([None, None, "Service default/iris-v2 not found"])),
         gates=data.draw(st.none() | outcomes, label="gates"),
         analysis=data.draw(st.none() | outcomes, label="analysis"),
@@ -442,6 +483,7 @@ def test_a_plan_promotes_only_with_the_route_at_the_candidate_and_every_remainin
         generation=data.draw(st.sampled_from([status.observed_generation, status.observed_generation + 1])),
         action=data.draw(st.none() | st.sampled_from(["nonsense", *ACTIONS]), label="action"),
         route_weights=data.draw(route_weights(spec, stable_of(spec, status)), label="route"),
+        route_mirror=data.draw(route_mirrors(spec), label="mirror"),
         reference_problem=problem,
         gates=data.draw(outcomes, label="gates") if gates_run(spec, status) and problem is None else None,
         analysis=data.draw(st.none() | outcomes, label="analysis")
@@ -510,12 +552,13 @@ def describe(before: ModelRolloutStatus, observed: Observed, plan: Plan) -> str:
     """One pass, for the failure message."""
     seen = (
         f"t+{(observed.now - T0).total_seconds():g}s gen {observed.generation} action {observed.action!r} "
-        f"route {observed.route_weights} gates {brief(observed.gates)} analysis {brief(observed.analysis)}"
+        f"route {observed.route_weights} mirror {observed.route_mirror} gates {brief(observed.gates)} "
+        f"analysis {brief(observed.analysis)}"
         + (f" problem {observed.reference_problem!r}" if observed.reference_problem else "")
         + (" deleting" if observed.deleting else "")
     )
     after = plan.status
-    asked = None if plan.traffic is None else dict(plan.traffic.weights)
+    asked = None if plan.traffic is None else (dict(plan.traffic.weights), plan.traffic.mirror)
     events = [event.reason for event in plan.events]
     return f"{before.phase}@{before.current_step_index} | {seen} -> {after.phase}@{after.current_step_index} " + (
         f"asks {asked} {events}"
@@ -540,6 +583,8 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
     )
     status = ModelRolloutStatus()
     route: dict[str, int] | None = {spec.baseline: 100}
+    mirror: Mirror | None = None
+    mirrored_at = [held_weight(spec, i) for i, step in enumerate(spec.steps) if isinstance(step, MirrorStep)]
     now, generation, deleting = T0, 1, False
     rollout = Rollout()
     trace: list[str] = []
@@ -554,6 +599,7 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
         hand_edited = one_in(30, "hand edit")
         if hand_edited:
             route = data.draw(route_weights(spec, stable_of(spec, status)), label="hand-edited route")
+            mirror = data.draw(route_mirrors(spec), label="hand-edited mirror")
         problem = "Service default/iris-v2 not found" if one_in(12, "problem") else None
         checked = problem is None and not deleting
         observed = Observed(
@@ -562,6 +608,7 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
             deleting=deleting,
             action=action,
             route_weights=None if one_in(15, "unreadable") else route,
+            route_mirror=mirror,
             reference_problem=problem,
             gates=data.draw(outcomes, label="gates") if checked and gates_run(spec, status) else None,
             analysis=data.draw(outcomes, label="analysis") if checked and analysis_runs(spec, status) else None,
@@ -603,11 +650,14 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
             rollout.asked = []
         # Only an ask that moves the route is a write: asking for what the route shows (holding
         # there while an earlier write has not landed) moves nothing, and a route that could not
-        # be read is not written at all (Reconciler._needs_route_write).
-        writes = observed.route_weights is not None and not (
-            plan.traffic and plan.traffic.satisfied_by(observed.route_weights)
+        # be read is not written at all (Reconciler._route_write). One write per pass: the
+        # weights, or the mirror.
+        write = (
+            None
+            if plan.traffic is None or observed.route_weights is None
+            else next_route_write(plan.traffic, weights=observed.route_weights, mirror=observed.route_mirror)
         )
-        if asked is not None and writes:
+        if asked is not None and write == RouteWrite.WEIGHTS:
             rollout.asked.append(asked)
         if increasing:
             flap = down_then_up(rollout.asked)
@@ -620,9 +670,18 @@ def test_a_rollout_walks_every_step_and_is_promoted_only_when_nothing_failed(wor
             Phase.PAUSED,
         ):
             rollout.reached_at[plan.status.current_step_index] = now
-        # The world: the route shows what was asked, unless the write is slow.
-        if plan.traffic is not None and data.draw(st.integers(0, 4), label="write lands") > 0:
-            route = {label: plan.traffic.weights.get(label, 0) for label in labels}
+        if plan.remove_finalizer and plan.traffic is not None:
+            assert observed.route_mirror is None, "deleted with the route still mirroring:\n" + "\n".join(trace)
+        # The world: the route shows what was written, unless the write is slow.
+        if plan.traffic is not None and write is not None and data.draw(st.integers(0, 4), label="write lands") > 0:
+            if write == RouteWrite.WEIGHTS:
+                route = {label: plan.traffic.weights.get(label, 0) for label in labels}
+            else:
+                mirror = plan.traffic.mirror
+        if not busy and mirror is not None and route is not None:
+            assert route.get(spec.candidate, 0) <= max(mirrored_at), (
+                f"the candidate gets copies and {route.get(spec.candidate)} % of the traffic:\n" + "\n".join(trace)
+            )
         status = plan.status
         if plan.remove_finalizer:
             break
@@ -638,6 +697,7 @@ def test_a_rollout_whose_checks_pass_is_promoted_on_time(data: st.DataObject) ->
     spec = data.draw(specs(), label="spec")
     labels = labels_of(spec)
     status, route, now = ModelRolloutStatus(), {spec.baseline: 100}, T0
+    mirror: Mirror | None = None
     passing = CheckOutcome(verdict=Verdict.SUCCESSFUL)
     trace: list[str] = []
     for _ in range(4 * len(spec.steps) + 8):
@@ -646,14 +706,18 @@ def test_a_rollout_whose_checks_pass_is_promoted_on_time(data: st.DataObject) ->
             generation=1,
             action=Action.RESUME.value if status.phase == Phase.PAUSED else None,
             route_weights=route,
+            route_mirror=mirror,
             gates=passing if gates_run(spec, status) else None,
             analysis=passing if analysis_runs(spec, status) else None,
         )
         plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
         trace.append(describe(status, observed, plan))
         wrote = plan.status.to_json() != status.to_json()
-        if plan.traffic is not None and not plan.traffic.satisfied_by(route):
+        write = None if plan.traffic is None else next_route_write(plan.traffic, weights=route, mirror=mirror)
+        if plan.traffic is not None and write == RouteWrite.WEIGHTS:
             route, wrote = {label: plan.traffic.weights.get(label, 0) for label in labels}, True
+        elif plan.traffic is not None and write == RouteWrite.MIRROR:
+            mirror, wrote = plan.traffic.mirror, True
         status = plan.status
         if status.phase == Phase.PROMOTED:
             break
@@ -663,7 +727,7 @@ def test_a_rollout_whose_checks_pass_is_promoted_on_time(data: st.DataObject) ->
         )
         now += timedelta(seconds=0.001 if wrote else plan.requeue_after or 0.0)
     assert status.phase == Phase.PROMOTED, "not promoted:\n" + "\n".join(trace)
-    timed = sum(step.seconds or 0.0 for step in spec.steps if isinstance(step, PauseStep | AnalyzeStep))
+    timed = sum(step.seconds or 0.0 for step in spec.steps if isinstance(step, PauseStep | AnalyzeStep | MirrorStep))
     took = (now - T0).total_seconds()
     assert timed <= took <= timed + 0.001 * len(trace), f"took {took}s for {timed}s of timed steps:\n" + "\n".join(
         trace
