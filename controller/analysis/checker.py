@@ -67,6 +67,7 @@ from controller.analysis.providers import (
     SeriesProvider,
     VectorProvider,
 )
+from controller.analysis.rows import measured_summary
 from controller.analysis.spec import (
     AnalysisMetric,
     AnalysisSpec,
@@ -586,7 +587,7 @@ class AnalysisChecker:
         judgement = replace(look.judgement, reason=f"look {evidence.looks}: {look.judgement.reason}")
         summary = {"look": evidence.looks, "verdict": judgement.result.value, **look.summary}
         evidence = replace(evidence, summary=summary)
-        details = {"evidence": {k: v for k, v in summary.items() if k not in ("buckets", "slices", "verdict")}}
+        details = {"evidence": measured_summary(summary)}
         return _record(metric, judgement, look.baseline, look.candidate, at=at, details=details), evidence
 
     def _read_counts(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from controller.analysis.comparison import Tolerance
 from controller.analysis.evaluate import Judgement, Reading, Result
 from controller.analysis.evidence import CountQuery, Evidence, Numbers, Segment, by_label
+from controller.analysis.rows import guardrail_rows, ratio_row, with_rows
 from controller.analysis.sequential import (
     RatioSegment,
     pooled,
@@ -37,6 +38,7 @@ from controller.analysis.sequential import (
     upper_rate_bound,
 )
 from controller.checks import ReadConfigMap
+from controller.figures import figure, share
 from controller.stats import HistogramMismatch
 
 if TYPE_CHECKING:
@@ -129,14 +131,6 @@ class JudgedOnCountsAlone:
 def judge_evidence(test: SequentialTest, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
     """The verdict of one look at all the evidence of a metric."""
     return test.judge(evidence, budget=budget, versions=versions)
-
-
-def _percent(value: float) -> str:
-    return f"{value * 100:.3g}%"
-
-
-def figure(value: float) -> str:
-    return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
 def rounded(value: float | None, digits: int = 6) -> float | None:
@@ -244,14 +238,14 @@ def judge_rates(
         summary[f"{name}Interval"] = [rounded(low), rounded(high)]
         if (low > bound) if name == "max" else (high < bound):
             harm.append(
-                f"candidate {noun} {_percent(value(candidate_rate))} is beyond {name} {bound:g} "
-                f"(interval {_percent(low)}-{_percent(high)})"
+                f"candidate {noun} {share(value(candidate_rate))} is beyond {name} {bound:g} "
+                f"(interval {share(low)}-{share(high)})"
             )
         low, high = _value_interval(total, alpha=beta, bad_events=bad_events)
         safe = safe and ((high <= bound) if name == "max" else (low >= bound))
     text = (
-        f"candidate {versions.candidate} {_percent(value(candidate_rate))} of {total.candidate_trials:.0f} vs "
-        f"baseline {versions.baseline} {_percent(value(baseline_rate))} of {total.baseline_trials:.0f}"
+        f"candidate {versions.candidate} {share(value(candidate_rate))} of {total.candidate_trials:.0f} vs "
+        f"baseline {versions.baseline} {share(value(baseline_rate))} of {total.baseline_trials:.0f}"
     )
     return RateOutcome(harm=harm, safe=safe, summary=summary, text=text)
 
@@ -313,6 +307,14 @@ def _power(segments: Sequence[RatioSegment], *, total: RatioSegment, null: float
         "secondsToResolveTolerance": needed(null),
         "secondsToDetectTwiceTolerated": needed(2.0),
     }
+
+
+def with_rate_rows(summary: JSON) -> JSON:
+    """A rate's summary with its row for kubectl: both versions' rates, the ratio and its interval,
+    the evidence; slow requests name their bound; then a row per guardrail."""
+    threshold = summary.get("thresholdSeconds")
+    about = f">{threshold:g}s" if isinstance(threshold, int | float) else ""
+    return with_rows(summary, columns=ratio_row(summary, about=about), rows=guardrail_rows(summary))
 
 
 def _rate_look(outcome: RateOutcome, *, versions: Versions, readings: tuple[Reading, Reading]) -> Look:
@@ -396,7 +398,7 @@ def judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, versions
         versions=versions,
         noun="rate" if test.events_are_bad else "miss rate",
     )
-    summary = {"test": "rate", **outcome.summary}
+    summary = with_rate_rows({"test": "rate", **outcome.summary})
     candidate_trials = pooled(segments).candidate_trials
     if candidate_trials <= 0:
         return not_yet(versions, "no samples of the candidate since the step began")
@@ -476,7 +478,7 @@ def judge_slow_requests(test: SlowRequestsTest, evidence: Evidence, budget: Budg
         versions=versions,
         noun=f"share slower than {threshold:g}s (the baseline's p{test.quantile * 100:g})",
     )
-    summary = {"test": "slow-requests", "thresholdSeconds": threshold, **outcome.summary}
+    summary = with_rate_rows({"test": "slow-requests", "thresholdSeconds": threshold, **outcome.summary})
     return _rate_look(
         RateOutcome(harm=outcome.harm, safe=outcome.safe, summary=summary, text=outcome.text),
         versions=versions,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from controller.api import TERMINAL_PHASES, ModelRolloutStatus, Phase
+from controller.figures import span
 
 JSON = Mapping[str, Any]
 
@@ -133,23 +134,6 @@ def age(text: str | None, *, now: datetime) -> str:
     if moment is None:
         return "<unknown>"
     return span((now - moment).total_seconds())
-
-
-def span(seconds: float) -> str:
-    """A length of time the way kubectl prints ages: `45s`, `3m10s`, `25m`, `4h30m`, `14h`, `4d`."""
-    seconds = max(0, int(seconds))
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 120:
-        return f"{seconds}s"
-    if minutes < 10:
-        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
-    if hours < 3:
-        return f"{minutes}m"
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if days < 2:
-        return f"{hours}h"
-    return f"{days}d"
 
 
 def phase_of(rollout: JSON) -> Phase | None:
@@ -300,29 +284,10 @@ def latest_evidence(status: JSON) -> dict[str, Mapping[str, Any]]:
     return found
 
 
-def figure(value: object) -> str:
-    """A statistic to three significant figures (e-values run to 1e+11); `-` when absent."""
-    return f"{value:.3g}" if isinstance(value, int | float) else "-"
-
-
-def share(value: object) -> str:
-    """Events per trial as a percentage: `0.938%`."""
-    return f"{value * 100:.3g}%" if isinstance(value, int | float) else "-"
-
-
-def interval(bounds: object, shown: Callable[[object], str] = figure) -> str:
-    """`[low, high]`; an upper end not bounded yet is `∞`."""
-    if not isinstance(bounds, Sequence) or len(bounds) != 2:
-        return "-"
-    low, high = bounds
-    return f"[{shown(low)}, {'∞' if high is None else shown(high)}]"
-
-
-def _reached(value: object, threshold: object) -> bool:
-    return isinstance(value, int | float) and isinstance(threshold, int | float) and value >= threshold
-
-
 BLANK = Cell(text="")
+
+TONES = {"bad": Tone.BAD, "good": Tone.GOOD}
+"""The tones a check gives the cells of its rows (controller.analysis.rows)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,149 +318,50 @@ class EvidenceRow:
                 "ESTIMATE [INTERVAL]", "TOLERANCE", "EVIDENCE", "DETECTABLE SO FAR"]  # fmt: skip
 
 
-def _look(label: str, summary: Mapping[str, Any]) -> EvidenceRow:
-    """The row naming the metric, the look and its verdict."""
-    verdict = summary.get("verdict")
-    return EvidenceRow(label=label, look=cell(summary.get("look", "-")), verdict=cell(verdict, word_tone(verdict)))
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
-def _of_samples(side: object) -> Cell:
-    """A version's value and the samples it rests on: `0.938% of 5120`."""
-    if not isinstance(side, Mapping) or not isinstance(side.get("samples"), int | float):
-        return cell("-")
-    return cell(f"{share(side.get('value'))} of {side['samples']:.0f}")
+def _row(raw: Mapping[str, Any], *, label: str, with_safety: bool) -> EvidenceRow:
+    """A row as the check wrote it (controller.analysis.rows.Row); with evidenceOfSafety the
+    evidence of safety stands next to the evidence of harm, painted good when shown."""
+    tones = _mapping(raw.get("tones"))
 
+    def column(name: str) -> Cell:
+        return cell(raw.get(name, ""), TONES.get(str(tones.get(name))))
 
-def _evidence(summary: Mapping[str, Any], *, with_safety: bool) -> Cell:
-    """The evidence of harm against its threshold; with evidenceOfSafety also the evidence that
-    the candidate is within tolerance against its own."""
-    harm_shown = _reached(summary.get("eValue"), summary.get("threshold"))
-    text = f"{figure(summary.get('eValue'))} of {figure(summary.get('threshold'))}"
-    if not with_safety:
-        return cell(text, Tone.BAD if harm_shown else None)
-    safety_shown = _reached(summary.get("safetyEValue"), summary.get("safetyThreshold"))
-    text += f"; safety {figure(summary.get('safetyEValue'))} of {figure(summary.get('safetyThreshold'))}"
-    return cell(text, Tone.BAD if harm_shown else Tone.GOOD if safety_shown else None)
-
-
-def _detectable(summary: Mapping[str, Any]) -> Cell:
-    """The smallest ratio the evidence would catch so far (80 % power), and how long a step at
-    this traffic needs to tell the tolerance's edge from a candidate as good as the baseline."""
-    smallest = summary.get("smallestDetectableRatio")
-    seconds = summary.get("secondsToResolveTolerance")
-    ratio = "-" if smallest is None else f"{figure(smallest)}x"
-    return cell(f"{ratio}; tolerance {'out of reach' if seconds is None else 'needs ' + span(seconds)}")
-
-
-def _ratio(row: EvidenceRow, summary: Mapping[str, Any], *, with_safety: bool) -> EvidenceRow:
-    """`row` with the columns of one comparison of bad-event rates (a metric's or a slice's)."""
-    null_ratio = summary.get("nullRatio")
-    tolerance = str(summary.get("tolerance", "-")) + ("" if null_ratio is None else f" (≤{figure(null_ratio)}x)")
-    return replace(
-        row,
-        baseline=_of_samples(summary.get("baseline")),
-        candidate=_of_samples(summary.get("candidate")),
-        estimate=cell(f"ratio {figure(summary.get('ratio'))} {interval(summary.get('interval'))}"),
-        tolerance=cell(tolerance),
-        evidence=_evidence(summary, with_safety=with_safety),
-        detectable=_detectable(summary),
+    evidence = column("evidence")
+    if with_safety and raw.get("safety"):
+        evidence = Cell(
+            text=f"{evidence.text}; safety {raw['safety']}", tone=evidence.tone or TONES.get(str(tones.get("safety")))
+        )
+    verdict = raw.get("verdict")
+    return EvidenceRow(
+        label=label,
+        verdict=cell(verdict, word_tone(verdict)) if verdict else BLANK,
+        baseline=column("baseline"),
+        candidate=column("candidate"),
+        estimate=column("estimate"),
+        tolerance=column("tolerance"),
+        evidence=evidence,
+        detectable=column("detectable"),
     )
 
 
-def _rate_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
-    """Events out of trials, or slow requests (over the baseline's quantile), then the guardrails
-    on the candidate's events per trial."""
-    threshold = summary.get("thresholdSeconds")
-    label = f"{metric} (>{threshold:g}s)" if isinstance(threshold, int | float) else metric
-    rows = [_ratio(_look(label, summary), summary, with_safety=with_safety)]
-    for key, bound in (("maxInterval", "max"), ("minInterval", "min")):
-        if key in summary:
-            estimate = cell(f"candidate {interval(summary[key], share)}")
-            rows.append(EvidenceRow(label=f"  guardrail {bound}", estimate=estimate))
-    return rows
-
-
-def _slice_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
-    """The worst slice, then each slice with its own comparison."""
-    rows = [replace(_look(metric, summary), estimate=cell(f"worst slice {summary.get('worstSlice', '-')}"))]
-    for entry in (e for e in summary.get("slices") or [] if isinstance(e, Mapping)):
-        verdict = entry.get("verdict")
-        row = EvidenceRow(label=f"  slice {entry.get('slice')}", verdict=cell(verdict, word_tone(verdict)))
-        rows.append(_ratio(row, entry, with_safety=with_safety))
-    return rows
-
-
-def _drift_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
-    """Predictions per version (from the histogram), then PSI and JS distance against their
-    tolerances; a statistic whose interval lies above its tolerance is drift."""
-    buckets = [b for b in summary.get("buckets") or [] if isinstance(b, Mapping)]
-
-    def predictions(role: str) -> Cell:
-        return cell(f"{sum(b.get(role) or 0.0 for b in buckets):.0f} predictions" if buckets else "-")
-
-    rows = [replace(_look(metric, summary), baseline=predictions("baseline"), candidate=predictions("candidate"))]
-    for label, key, tolerance_key in (("PSI", "psi", "maxPSI"), ("JS distance", "jsDistance", "maxJSDistance")):
-        bounds, tolerance = summary.get(f"{key}Interval"), summary.get(tolerance_key)
-        low = bounds[0] if isinstance(bounds, Sequence) and bounds else None
-        beyond = isinstance(low, int | float) and isinstance(tolerance, int | float) and low > tolerance
-        estimate = cell(f"{figure(summary.get(key))} {interval(bounds)}", Tone.BAD if beyond else None)
-        rows.append(EvidenceRow(label=f"  {label}", estimate=estimate, tolerance=cell(figure(tolerance))))
-    return rows
-
-
-def _offline_online_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
-    """The candidate's online quality against the quality it declared offline."""
-    samples = summary.get("samples")
-    online = figure(summary.get("online"))
-    return [
-        replace(
-            _look(metric, summary),
-            candidate=cell(f"{online} of {samples:.0f}" if isinstance(samples, int | float) else "-"),
-            estimate=cell(f"online {online} {interval(summary.get('interval'))}"),
-            tolerance=cell(f"declared {figure(summary.get('declared'))} ± {figure(summary.get('maxGap'))}"),
-            evidence=cell(f"gap {figure(summary.get('gap'))}"),
-        )
-    ]
-
-
-def _skew_rows(metric: str, summary: Mapping[str, Any]) -> list[EvidenceRow]:
-    """The worst feature, then each skewed feature (or the worst one) with PSI against the tolerance."""
-    features = [f for f in summary.get("features") or [] if isinstance(f, Mapping)]
-    skewed = [f for f in features if f.get("verdict") == "Failed"] or [
-        f for f in features if f.get("feature") == summary.get("worstFeature")
-    ]
-    rows = [replace(_look(metric, summary), estimate=cell(f"worst feature {summary.get('worstFeature', '-')}"))]
-    for entry in skewed:
-        verdict = entry.get("verdict")
-        samples = entry.get("samples")
-        rows.append(
-            EvidenceRow(
-                label=f"  feature {entry.get('feature')}",
-                verdict=cell(verdict, word_tone(verdict)),
-                candidate=cell(f"{samples:.0f} rows" if isinstance(samples, int | float) else "-"),
-                estimate=cell(f"PSI {figure(entry.get('psi'))} {interval(entry.get('psiInterval'))}"),
-                tolerance=cell(figure(summary.get("maxPSI"))),
-            )
-        )
-    return rows
-
-
-EVIDENCE_ROWS: dict[str, Callable[[str, Mapping[str, Any], bool], list[EvidenceRow]]] = {
-    "rate": lambda metric, summary, with_safety: _rate_rows(metric, summary, with_safety=with_safety),
-    "slow-requests": lambda metric, summary, with_safety: _rate_rows(metric, summary, with_safety=with_safety),
-    "slices": lambda metric, summary, with_safety: _slice_rows(metric, summary, with_safety=with_safety),
-    "drift": lambda metric, summary, _: _drift_rows(metric, summary),
-    "offline-online": lambda metric, summary, _: _offline_online_rows(metric, summary),
-    "training-skew": lambda metric, summary, _: _skew_rows(metric, summary),
-}
-"""A sequential test's name (`test` in its summary) -> the rows that show its latest look."""
-
-
 def evidence_rows(metric: str, summary: Mapping[str, Any], *, with_safety: bool) -> list[EvidenceRow]:
-    """A sequential metric's latest look: a row for the metric, then one per slice, drift
-    statistic, skewed feature or guardrail it judged."""
-    rows = EVIDENCE_ROWS.get(str(summary.get("test")))
-    return rows(metric, summary, with_safety) if rows is not None else [_look(metric, summary)]
+    """A sequential metric's latest look: the metric's row (its look, verdict and the cells its
+    check wrote), then the detail rows the check wrote under it (a slice, a drift statistic, a
+    skewed feature, a guardrail). A summary without them (an older status) gives the look alone."""
+    columns = _mapping(summary.get("columns"))
+    about = columns.get("about")
+    verdict = summary.get("verdict")
+    own = replace(
+        _row(columns, label=f"{metric} ({about})" if about else metric, with_safety=with_safety),
+        look=cell(summary.get("look", "-")),
+        verdict=cell(verdict, word_tone(verdict)),
+    )
+    details = [r for r in summary.get("rows") or [] if isinstance(r, Mapping)]
+    return [own, *(_row(r, label=f"  {r.get('label', '')}", with_safety=with_safety) for r in details)]
 
 
 def evidence_title(status: JSON) -> str:

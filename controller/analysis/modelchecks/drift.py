@@ -30,11 +30,13 @@ from controller.analysis.modelchecks.plugin import ModelCheckPlugin
 from controller.analysis.presets import (
     PREDICTION_HISTOGRAM_QUERY,
 )
+from controller.analysis.rows import Row, with_rows
 from controller.analysis.sequential import (
     divergence_lower_bound,
     divergence_upper_bound,
     proportion_interval,
 )
+from controller.figures import figure, interval
 from controller.stats import (
     EMPTY_BUCKET_SHARE,
     HistogramMismatch,
@@ -151,6 +153,7 @@ def _judge_drift(test: PredictionDrift, evidence: Evidence, budget: Budget, vers
             for b, bc, cc in zip(bounds, base_counts, cand_counts, strict=True)
         ],
     }
+    summary = with_drift_rows(summary)
     figures = (
         f"PSI {psi:.4f} (at least {psi_low:.4f}, tolerance {test.max_psi:g}), Jensen-Shannon distance {js:.4f} "
         f"(at least {js_low:.4f}, tolerance {test.max_js_distance:g}), over {base_total:.0f} baseline and "
@@ -164,6 +167,31 @@ def _judge_drift(test: PredictionDrift, evidence: Evidence, budget: Budget, vers
         shown = "within tolerance shown" if safe else "no evidence of drift beyond tolerance"
         judgement = Judgement(result=Result.SUCCESSFUL, reason=f"{who}: {shown}: {figures}", safe=safe)
     return Look(judgement=judgement, baseline=readings[0], candidate=readings[1], summary=summary)
+
+
+def with_drift_rows(summary: JSON) -> JSON:
+    """The summary with its rows for kubectl: predictions per version (from the histogram), then PSI
+    and JS distance against their tolerances; a statistic whose interval lies above its tolerance
+    is drift."""
+
+    def predictions(role: str) -> str:
+        return f"{sum(bucket[role] or 0.0 for bucket in summary['buckets']):.0f} predictions"
+
+    rows = []
+    for label, key, tolerance_key in (("PSI", "psi", "maxPSI"), ("JS distance", "jsDistance", "maxJSDistance")):
+        bounds, tolerance = summary[f"{key}Interval"], summary[tolerance_key]
+        beyond = bounds[0] is not None and bounds[0] > tolerance
+        rows.append(
+            Row(
+                label=label,
+                estimate=f"{figure(summary[key])} {interval(bounds)}",
+                tolerance=figure(tolerance),
+                tones={"estimate": "bad"} if beyond else {},
+            )
+        )
+    return with_rows(
+        summary, columns=Row(baseline=predictions("baseline"), candidate=predictions("candidate")), rows=rows
+    )
 
 
 PLUGIN = ModelCheckPlugin(key=PredictionDrift.key, parse_config=parse_config)

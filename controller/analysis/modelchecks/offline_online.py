@@ -26,10 +26,12 @@ from controller.analysis.presets import (
     FEEDBACK_CORRECT_QUERY,
     FEEDBACK_TOTAL_QUERY,
 )
+from controller.analysis.rows import Row, with_rows
 from controller.analysis.sequential import (
     proportion_interval,
 )
 from controller.api import SpecError
+from controller.figures import figure, interval
 
 DEFAULT_MAX_OFFLINE_ONLINE_GAP = 0.05
 
@@ -101,6 +103,7 @@ def _judge_offline_online(test: OfflineVsOnline, evidence: Evidence, budget: Bud
         "maxGap": test.max_gap,
         "samples": rounded(total, 3),
     }
+    summary = with_gap_rows(summary)
     figures = (
         f"online {online:.4f} (interval {low:.4f}-{high:.4f}) over {total:.0f} labels vs declared offline "
         f"{test.offline:.4f}, tolerance {test.max_gap:g}"
@@ -116,6 +119,21 @@ def _judge_offline_online(test: OfflineVsOnline, evidence: Evidence, budget: Bud
         judgement = Judgement(result=Result.SUCCESSFUL, reason=f"candidate {versions.candidate}: {shown}: {figures}",
                               safe=safe)  # fmt: skip
     return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
+
+
+def with_gap_rows(summary: JSON) -> JSON:
+    """The summary with its row for kubectl: the candidate's online quality against the quality it
+    declared offline."""
+    online = figure(summary["online"])
+    return with_rows(
+        summary,
+        columns=Row(
+            candidate=f"{online} of {summary['samples']:.0f}",
+            estimate=f"online {online} {interval(summary['interval'])}",
+            tolerance=f"declared {figure(summary['declared'])} ± {figure(summary['maxGap'])}",
+            evidence=f"gap {figure(summary['gap'])}",
+        ),
+    )
 
 
 PLUGIN = ModelCheckPlugin(key=OfflineVsOnline.key, parse_config=parse_config)

@@ -19,7 +19,6 @@ from controller.analysis.judges import (
     Look,
     RateOutcome,
     Versions,
-    figure,
     judge_rates,
     missing_roles,
     no_data,
@@ -30,11 +29,13 @@ from controller.analysis.presets import (
     SLICE_CORRECT_QUERY,
     SLICE_TOTAL_QUERY,
 )
+from controller.analysis.rows import Row, ratio_row, with_rows, worst_entries
 from controller.analysis.sequential import (
     RatioSegment,
     pooled,
 )
 from controller.api import SpecError
+from controller.figures import figure
 
 DEFAULT_MAX_SLICE_DROP = 0.02
 
@@ -123,7 +124,7 @@ def _judge_slices(test: ImportantSlices, evidence: Evidence, budget: Budget, ver
         results,
         key=lambda item: (not item[1].harm, -(item[1].summary["eValue"] or 0.0)),
     )
-    summary: JSON = {"test": "slices", "worstSlice": worst_name, "slices": slices_json}
+    summary = with_slice_rows({"test": "slices", "worstSlice": worst_name, "slices": slices_json})
     readings = readings_of(worst.summary, versions)
     if failed:
         reason = "; ".join(f"slice {name}: {outcome.text}: {'; '.join(outcome.harm)}" for name, outcome in failed)
@@ -150,6 +151,19 @@ def _judge_slices(test: ImportantSlices, evidence: Evidence, budget: Budget, ver
         baseline=readings[0],
         candidate=readings[1],
         summary=summary,
+    )
+
+
+def with_slice_rows(summary: JSON) -> JSON:
+    """The summary with its rows for kubectl: the worst slice, then each slice's own comparison
+    (the worst ones when there are many)."""
+    return with_rows(
+        summary,
+        columns=Row(estimate=f"worst slice {summary['worstSlice']}"),
+        rows=[
+            ratio_row(entry, label=f"slice {entry['slice']}", verdict=entry["verdict"])
+            for entry in worst_entries(summary["slices"], badness="eValue")
+        ],
     )
 
 

@@ -29,6 +29,7 @@ from controller.analysis.presets import (
 )
 from controller.analysis.profile import TrainingProfile, parse_profile
 from controller.analysis.providers.base import LABEL_VALUE_SEPARATOR
+from controller.analysis.rows import Row, with_rows, worst_entries
 from controller.analysis.sequential import (
     divergence_lower_bound,
     divergence_upper_bound,
@@ -37,6 +38,7 @@ from controller.analysis.sequential import (
 from controller.api import SpecError
 from controller.checks import ReadConfigMap
 from controller.errors import ReferenceProblem
+from controller.figures import figure, interval
 from controller.stats import (
     EMPTY_BUCKET_SHARE,
     bucket_counts,
@@ -191,8 +193,9 @@ def _judge_skew(test: TrainingSkew, evidence: Evidence, budget: Budget, versions
             }
         )
     worst = max(features, key=lambda f: f["psiInterval"][0] or 0.0)
-    summary: JSON = {"test": "training-skew", "maxPSI": test.max_psi, "worstFeature": worst["feature"],
-                     "features": features}  # fmt: skip
+    summary = with_feature_rows(
+        {"test": "training-skew", "maxPSI": test.max_psi, "worstFeature": worst["feature"], "features": features}
+    )
     samples = max((f["samples"] or 0.0) for f in features)
     candidate = Reading(version=versions.candidate, samples=samples)
     who = f"candidate {versions.candidate} inputs vs the training profile"
@@ -211,6 +214,26 @@ def _judge_skew(test: TrainingSkew, evidence: Evidence, budget: Budget, versions
         )
         judgement = Judgement(result=Result.SUCCESSFUL, reason=reason, safe=safe)
     return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
+
+
+def with_feature_rows(summary: JSON) -> JSON:
+    """The summary with its rows for kubectl: the worst feature, then each skewed feature (the
+    worst ones when there are many), else the worst feature, with PSI against the tolerance."""
+    features = summary["features"]
+    skewed = [f for f in features if f.get("verdict") == Result.FAILED.value] or [
+        f for f in features if f["feature"] == summary["worstFeature"]
+    ]
+    rows = [
+        Row(
+            label=f"feature {entry['feature']}",
+            verdict=entry.get("verdict"),
+            candidate=f"{entry['samples']:.0f} rows",
+            estimate=f"PSI {figure(entry['psi'])} {interval(entry['psiInterval'])}",
+            tolerance=figure(summary["maxPSI"]),
+        )
+        for entry in worst_entries(skewed, badness="psiInterval")
+    ]
+    return with_rows(summary, columns=Row(estimate=f"worst feature {summary['worstFeature']}"), rows=rows)
 
 
 PLUGIN = ModelCheckPlugin(key=TrainingSkew.key, parse_config=parse_config)

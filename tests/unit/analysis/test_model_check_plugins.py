@@ -5,6 +5,7 @@ error count under a ceiling kept in a ConfigMap."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,11 +20,14 @@ from controller.analysis.judges import Budget, Look, ReferenceLoader, Versions
 from controller.analysis.modelchecks import MODEL_CHECKS, ModelCheckPlugin, registry
 from controller.analysis.plugins import AnalysisPlugins
 from controller.analysis.providers import MetricSource, PrometheusSource
+from controller.analysis.rows import Row, Tone, with_rows
 from controller.api import SpecError
 from controller.checks import ReadConfigMap, RubricEntry, Verdict
+from controller.cli.render import Style, render_get
 from controller.errors import ReferenceProblem
 from tests.unit.analysis.test_missing_references import analyzing
 from tests.unit.analysis.test_validate import pending
+from tests.unit.cli.test_render import NOW, rollout, section_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,11 +58,16 @@ class ErrorCeiling:
         assert isinstance(evidence.reference, float)
         errors = sum(segment.candidate.get("errors", 0.0) for segment in evidence.segments)
         result = Result.FAILED if errors > evidence.reference else Result.SUCCESSFUL
+        tones: dict[str, Tone] = {"estimate": "bad"} if result is Result.FAILED else {}
         return Look(
             judgement=Judgement(result=result, reason=f"{errors:g} errors, ceiling {evidence.reference:g}"),
             baseline=Reading(version=versions.baseline),
             candidate=Reading(version=versions.candidate, value=errors),
-            summary={"test": "error-ceiling", "errors": errors},
+            summary=with_rows(
+                {"test": "error-ceiling", "errors": errors},
+                columns=Row(candidate=f"{errors:g} errors", tolerance=f"≤ {evidence.reference:g}"),
+                rows=[Row(label="headroom", estimate=f"{evidence.reference - errors:g}", tones=tones)],
+            ),
         )
 
 
@@ -108,6 +117,27 @@ def test_a_registered_check_is_read_judged_and_reported_like_the_shipped_ones(ce
     assert measurement["reason"] == f"look 1: 7 errors, ceiling {ceiling}"
     assert measurement["candidateValue"] == 7.0 and measurement["evidence"]["errors"] == 7.0
     assert outcome.rubric == (RubricEntry(item="Monitor 2", check="ceiling", verdict=verdict),)
+
+
+def test_kubectl_prints_the_row_and_detail_row_the_check_wrote_without_knowing_the_check() -> None:
+    # given the status of a look of the fake check over its ceiling
+    context = pending({"metrics": [METRIC]})
+    analysis = checker(configmaps={"limits": {"ceiling": "5"}})
+    outcome = analysis(context=analyzing(context, seconds=60))
+    assert outcome is not None
+
+    # when the rollout is shown, coloured and plain
+    status = {"phase": "Progressing", **outcome.status_fields}
+    plain = render_get(rollout(status=status), events=[], now=NOW, style=Style(color=False))
+    coloured = render_get(rollout(status=status), events=[], now=NOW, style=Style(color=True))
+
+    # then the Evidence section has the metric's row and its detail row, with the cells it wrote
+    rows = section_rows(plain, "Evidence (latest look per metric")
+    assert [(r["METRIC"], r["LOOK"], r["VERDICT"], r["CANDIDATE (v2)"], r["ESTIMATE [INTERVAL]"], r["TOLERANCE"])
+            for r in rows] == [("ceiling", "1", "Failed", "7 errors", "", "≤ 5"),
+                               ("headroom", "", "", "", "-2", "")]  # fmt: skip
+    # and the estimate it called bad is painted bad
+    assert re.search(r"\x1b\[31m-2 *\x1b\[0m", coloured)
 
 
 def test_its_config_errors_are_spec_errors_and_its_missing_reference_holds_the_rollout() -> None:

@@ -10,6 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.analysis.judges import with_rate_rows
+from controller.analysis.modelchecks.drift import with_drift_rows
+from controller.analysis.modelchecks.offline_online import with_gap_rows
+from controller.analysis.modelchecks.slices import with_slice_rows
+from controller.analysis.modelchecks.training_skew import with_feature_rows
+from controller.analysis.rows import measured_summary
 from controller.cli.render import (
     ExitCode,
     Style,
@@ -289,25 +295,26 @@ def section_rows(text: str, title: str) -> list[dict[str, str]]:
     return [{name: row[begin:end].strip() for (name, begin), end in zip(columns, ends, strict=True)} for row in rows]
 
 
-# The latest looks of sequential metrics as controller.analysis.judges summarises them in
-# status.analysis.evidence[].latest, with the figures real looks at such counts gave.
-ERRORS_LOOK = {
+# The latest looks of sequential metrics as their judges summarise them in
+# status.analysis.evidence[].latest, with the figures real looks at such counts gave, and the rows
+# each check writes from them for kubectl.
+ERRORS_LOOK = with_rate_rows({
     "look": 12, "verdict": "Failed", "test": "rate",
     "candidate": {"samples": 5120, "events": 48, "value": 0.009375},
     "baseline": {"samples": 48210, "events": 101, "value": 0.002095},
     "ratio": 4.4749, "interval": [2.3784, 8.7241], "tolerance": "0%", "nullRatio": 1.0,
     "eValue": 497958055898.1927, "threshold": 80.0, "safetyEValue": 0.0022, "safetyThreshold": 80.0,
     "smallestDetectableRatio": 2.556, "secondsToResolveTolerance": None, "secondsToDetectTwiceTolerated": 1126.0,
-}  # fmt: skip
-LATENCY_LOOK = {
+})  # fmt: skip
+LATENCY_LOOK = with_rate_rows({
     "look": 12, "verdict": "Successful", "test": "slow-requests", "thresholdSeconds": 0.25,
     "candidate": {"samples": 5120, "events": 50, "value": 0.009766},
     "baseline": {"samples": 48210, "events": 510, "value": 0.010579},
     "ratio": 0.9231, "interval": [0.5221, None], "tolerance": "20%", "nullRatio": 1.2,
     "eValue": 0.0678, "threshold": 80.0, "safetyEValue": 81.3, "safetyThreshold": 80.0,
     "smallestDetectableRatio": 1.943, "secondsToResolveTolerance": 3746.0, "secondsToDetectTwiceTolerated": 224.0,
-}  # fmt: skip
-REFUSALS_LOOK = {
+})  # fmt: skip
+REFUSALS_LOOK = with_rate_rows({
     "look": 3, "verdict": "Successful", "test": "rate",
     "candidate": {"samples": 900, "events": 9, "value": 0.01},
     "baseline": {"samples": 9000, "events": 80, "value": 0.008889},
@@ -315,8 +322,8 @@ REFUSALS_LOOK = {
     "eValue": 0.3065, "threshold": 160.0, "safetyEValue": 0.3546, "safetyThreshold": 160.0,
     "smallestDetectableRatio": 3.207, "secondsToResolveTolerance": 52205.0, "secondsToDetectTwiceTolerated": 1640.0,
     "maxInterval": [0.001656, 0.030659],
-}  # fmt: skip
-SLICES_LOOK = {
+})  # fmt: skip
+SLICES_LOOK = with_slice_rows({
     "look": 12, "verdict": "Failed", "test": "slices", "worstSlice": "borderline",
     "slices": [
         {"slice": "borderline", "verdict": "Failed",
@@ -332,8 +339,8 @@ SLICES_LOOK = {
          "eValue": 0.1157, "threshold": 160.0, "safetyEValue": 1.3707, "safetyThreshold": 160.0,
          "smallestDetectableRatio": 2.36, "secondsToResolveTolerance": 1738.0, "secondsToDetectTwiceTolerated": 338.0},
     ],
-}  # fmt: skip
-DRIFT_LOOK = {
+})  # fmt: skip
+DRIFT_LOOK = with_drift_rows({
     "look": 12, "verdict": "Failed", "test": "drift",
     "psi": 0.4026, "psiInterval": [0.2262, 0.658], "maxPSI": 0.2,
     "jsDistance": 0.2641, "jsDistanceInterval": [0.1994, 0.3346], "maxJSDistance": 0.2,
@@ -341,25 +348,25 @@ DRIFT_LOOK = {
         {"le": "0.25", "baseline": 8700.0, "candidate": 300.0}, {"le": "0.5", "baseline": 6300.0, "candidate": 600.0},
         {"le": "0.75", "baseline": 6300.0, "candidate": 900.0}, {"le": "+Inf", "baseline": 5700.0, "candidate": 1200.0},
     ],
-}  # fmt: skip
-ONLINE_LOOK = {
+})  # fmt: skip
+ONLINE_LOOK = with_gap_rows({
     "look": 12, "verdict": "Successful", "test": "offline-online",
     "declared": 0.965, "online": 0.96, "interval": [0.9202, 0.984], "gap": 0.005, "maxGap": 0.05, "samples": 600,
-}  # fmt: skip
+})  # fmt: skip
 
-SKEW_LOOK = {
+SKEW_LOOK = with_feature_rows({
     "look": 5, "verdict": "Failed", "test": "training-skew", "maxPSI": 0.2, "worstFeature": "mean radius",
     "features": [
         {"feature": "mean radius", "samples": 480.0, "psi": 6.8112, "psiInterval": [6.52, 7.4], "verdict": "Failed"},
         {"feature": "mean texture", "samples": 480.0, "psi": 0.05, "psiInterval": [0.0, 0.31], "verdict": "Successful"},
     ],
-}  # fmt: skip
+})  # fmt: skip
 
 
 def measured(metric: str, look: dict[str, Any]) -> dict[str, Any]:
     """The measurement a look records: its values, verdict and summary without the per-slice rows,
     the buckets and the verdict (status.analysis.measurements)."""
-    evidence = {k: v for k, v in look.items() if k not in ("slices", "buckets", "verdict")}
+    evidence = measured_summary(look)
     return {"metric": metric, "verdict": look["verdict"], "time": "2025-03-01T11:59:30Z",
             "reason": f"look {look['look']}: ...", "evidence": evidence}  # fmt: skip
 
@@ -516,6 +523,17 @@ def test_without_evidence_in_status_get_shows_the_summary_the_latest_measurement
         ("errors", "Failed", "ratio 4.47 [2.38, 8.72]"),
         ("slices", "Failed", "worst slice borderline"),
     ]
+
+
+def test_a_look_whose_summary_carries_no_rows_shows_the_look_alone() -> None:
+    # given a look stored before checks wrote their rows (or by a check that writes none)
+    old = {key: value for key, value in ERRORS_LOOK.items() if key not in ("columns", "rows")}
+
+    # when it is shown, then its row has the look and verdict, and no figures
+    assert shown_evidence(judged({"errors": old})) == [
+        {"METRIC": "errors", "LOOK": "12", "VERDICT": "Failed", "BASELINE (v1)": "", "CANDIDATE (v2)": "",
+         "ESTIMATE [INTERVAL]": "", "TOLERANCE": "", "EVIDENCE": "", "DETECTABLE SO FAR": ""},
+    ]  # fmt: skip
 
 
 def test_the_analysis_table_keeps_one_row_per_metric_and_leaves_slices_and_statistics_to_the_evidence() -> None:
