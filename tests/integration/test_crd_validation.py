@@ -386,7 +386,7 @@ def test_explain_describes_the_steps(control_plane: ControlPlane) -> None:
     explained = control_plane.kubectl("explain", "modelrollout.spec.steps").stdout
 
     # then it tells them the rule (kubectl wraps lines) and what each kind of step does
-    assert "Each step has exactly one of setWeight, pause or analyze" in " ".join(explained.split())
+    assert "Each step has exactly one of setWeight, pause, analyze or mirror" in " ".join(explained.split())
     assert re.search(r"^\s+setWeight\s+<integer>\n\s+Send this share of traffic", explained, re.MULTILINE)
     assert re.search(r"^\s+pause\s+<Object>\n\s+Hold at the current weight", explained, re.MULTILINE)
     assert re.search(r"^\s+analyze\s+<Object>\n\s+Hold at the current weight", explained, re.MULTILINE)
