@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from kubernetes import client, config
 
@@ -18,11 +19,12 @@ from controller.events import DEFAULT_EVENTS_PER_SECOND, DEFAULT_SENDER_THREADS,
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
+from controller.notify.config import ConfigError, ControllerSink, load_config
 from controller.outbound import OutboundPolicy, parse_allowed_hosts
 from controller.reconcile import Reconciler
 from controller.server import serve
 from controller.watch import LabelSelector
-from controller.wiring import CheckerSettings, build_checkers
+from controller.wiring import CheckerSettings, build_checkers, build_notifications
 
 log = logging.getLogger("controller")
 
@@ -114,6 +116,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "may call: names, *.suffix, IP addresses; empty allows any host but link-local and cloud metadata "
         "addresses, which are always refused",
     )
+    parser.add_argument(
+        "--notifications-config",
+        type=_notifications_config,
+        default=(),
+        metavar="FILE",
+        help="YAML file listing the controller's notification sinks (webhook or slack), told about every "
+        "rollout; usually a mounted Secret's key (see docs/incidents.md). Rollouts add their own in "
+        "spec.notifications (their Secrets need --read-secrets)",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="text")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -148,6 +159,14 @@ def _allowed_hosts(text: str) -> tuple[str, ...]:
     return hosts
 
 
+def _notifications_config(text: str) -> tuple[ControllerSink, ...]:
+    """`--notifications-config` read and checked at start; a mistake stops the controller."""
+    try:
+        return load_config(Path(text))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -170,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lease_name = args.lease_name or default_lease_name(selector.text)
     kube = Kube(api_client=api_client, instance=args.identity)
     events = EventSender(kube=kube, settings=SenderSettings(events_per_second=args.events_per_second))
+    outbound = OutboundPolicy(allowed_hosts=args.allowed_hosts)
+    notifications = build_notifications(
+        kube=kube, events=events, sinks=args.notifications_config, read_secrets=args.read_secrets, outbound=outbound
+    )
     manager = Manager(
         api_client=api_client,
         reconciler=Reconciler(
@@ -179,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings=CheckerSettings(
                     prometheus_address=args.prometheus_address,
                     read_secrets=args.read_secrets,
-                    outbound=OutboundPolicy(allowed_hosts=args.allowed_hosts),
+                    outbound=outbound,
                 ),
                 # A rollout whose metric reads are in is queued at once (the pool calls this only
                 # after the manager has started).
@@ -187,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             selector=selector,
             events=events,
+            notifications=notifications,
         ),
         settings=ManagerSettings(
             namespace=args.namespace or None,
@@ -245,12 +269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "allowedHosts": ",".join(args.allowed_hosts) or "(any)",
             },
         )
+        notifications.start()
         events.start()
         manager.start(stop)
         stop.wait()
     manager.stop()
     # The Events of the last passes: created now, or left recorded for the next controller.
     events.stop()
+    # The notifications of those Events: a few seconds to go out, then dropped (and logged).
+    notifications.close()
     if elector is not None:
         elector.release()
     return 0

@@ -279,6 +279,35 @@ class ScaleDown:
     """How long the version that lost keeps its replicas after the decision, for a fast undo."""
 
 
+NOTIFICATION_SINK_TYPES = ("webhook", "slack")
+"""spec.notifications[].type: a generic JSON webhook, or a Slack-compatible incoming webhook."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretKeyRef:
+    name: str
+    """The Secret, in the rollout's namespace."""
+    key: str
+    """The key of its data that holds the value."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationSink:
+    """One entry of spec.notifications: where people hear about this rollout (controller.notify)."""
+
+    field_path: str
+    """`spec.notifications[0]`: names the sink in Events and logs, which never show its URL."""
+    type: str
+    """One of NOTIFICATION_SINK_TYPES."""
+    url_from: SecretKeyRef
+    """The URL, from a Secret: a Slack incoming webhook URL is its own credential."""
+    headers_secret: str | None = None
+    """A Secret whose every key is a request header (e.g. Authorization); None sends none."""
+    kinds: frozenset[str] = frozenset()
+    """Notification kinds sent to this sink (Promoted, RolledBack, ...); empty sends every kind.
+    (Not `on`: YAML 1.1, which kubectl reads, takes the key `on` for true.)"""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRolloutSpec:
     model: str
@@ -293,6 +322,8 @@ class ModelRolloutSpec:
     """Raw spec.analysis; interpreted by `controller.analysis`."""
     gates: Mapping[str, Any] = field(default_factory=dict)
     """Raw spec.gates; interpreted by `controller.checks`."""
+    notifications: tuple[NotificationSink, ...] = ()
+    """spec.notifications: this rollout's own sinks, besides the controller's."""
     versions_from_route: bool = False
     """spec.versions, baseline and candidate are absent: the router reads the versions from the
     routed object (KServe: the InferenceService's revisions), and the reconciler fills them in
@@ -458,6 +489,7 @@ def _parse_rest(
         ),
         analysis=_section(raw, "analysis"),
         gates=_section(raw, "gates"),
+        notifications=parse_notifications(raw.get("notifications")),
         versions_from_route=from_route,
     )
     for i, step in enumerate(spec.steps):
@@ -467,6 +499,44 @@ def _parse_rest(
                 "has nothing to measure; add spec.analysis.metrics or analyze.templates",
             )
     return spec
+
+
+@refusing_malformed("spec.notifications")
+def parse_notifications(raw: object) -> tuple[NotificationSink, ...]:
+    """spec.notifications as typed sinks; absent is none. Which kinds `kinds` may name is the CRD's
+    enum: a kind no transition has is never sent, so it needs no second check here."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(
+            "spec.notifications",
+            "must be a list of sinks, e.g. [{type: slack, urlFrom: {secretKeyRef: {name: oncall-slack, key: url}}}]",
+        )
+    sinks = []
+    for index, item in enumerate(raw):
+        path = f"spec.notifications[{index}]"
+        kind = _require(item, "type", path)
+        if kind not in NOTIFICATION_SINK_TYPES:
+            raise SpecError(f"{path}.type", f"{kind!r} is not one of {', '.join(NOTIFICATION_SINK_TYPES)}")
+        ref = _require(_require(item, "urlFrom", path), "secretKeyRef", f"{path}.urlFrom")
+        url_from = SecretKeyRef(
+            name=str(_require(ref, "name", f"{path}.urlFrom.secretKeyRef")),
+            key=str(_require(ref, "key", f"{path}.urlFrom.secretKeyRef")),
+        )
+        headers = item.get("headersFrom")
+        kinds = item.get("kinds") or []
+        if not isinstance(kinds, list) or not all(isinstance(name, str) for name in kinds):
+            raise SpecError(f"{path}.kinds", "must be a list of notification kinds, e.g. [RolledBack, Failed]")
+        sinks.append(
+            NotificationSink(
+                field_path=path,
+                type=kind,
+                url_from=url_from,
+                headers_secret=None if headers is None else str(_require(headers, "secretName", f"{path}.headersFrom")),
+                kinds=frozenset(kinds),
+            )
+        )
+    return tuple(sinks)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
 from controller.errors import ReconcileError, ReferenceProblem, TemporaryError
 from controller.events import DirectSender, Outgoing, SendsEvents
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
+from controller.notify.dispatch import Notifications, Transition
 from controller.plan import (
     FULL_SHARE,
     Event,
@@ -265,10 +266,13 @@ class Reconciler:
         route_writes: RouteWriteBudget | None = None,
         selector: LabelSelector | None = None,
         events: SendsEvents | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.kube = kube
         self.events = events or DirectSender(kube)
         """Creates the Events passes record (an EventSender: on its own threads)."""
+        self.notifications = notifications
+        """Tells people about the transitions those Events record, once each Event exists."""
         self.selector = selector or LabelSelector()
         """The rollouts this process owns (its shard); it never acts on any other."""
         self.route_writes = route_writes or RouteWriteBudget()
@@ -280,6 +284,8 @@ class Reconciler:
         }
         """The routers that can copy requests to a version (mirror steps), by key."""
         self.clock = clock
+        self.started_at = clock()
+        """Events recorded before were recorded by a predecessor (which may have sent their notifications)."""
         self._events_lock = threading.Lock()
         self._created_events: dict[tuple[str, str], set[str]] = {}
         """Per rollout, the names of its recorded Events this process created (the sender's
@@ -308,7 +314,7 @@ class Reconciler:
         if not self._known(namespace, name):
             # This process's first pass on the rollout: first the Events a predecessor recorded
             # and may have died before creating (those it did create are refused, and skipped).
-            self._emit(rollout, status.recent_events)
+            self._emit(rollout, status.recent_events, after=status)
         spec, spec_error, router = self._parse(rollout)
         spec, status, routed, unknown = self._fill_versions(namespace, spec, status, router)
         if unknown is not None:
@@ -337,7 +343,7 @@ class Reconciler:
             rollout = self.kube.replace_rollout_status(rollout=rollout, status=final_status.to_json())
         self._unrecorded_writes.pop((namespace, name), None)
         # After the status write: a conflict re-runs the pass, which would repeat the Events.
-        self._emit(rollout, final_status.recent_events)
+        self._emit(rollout, final_status.recent_events, after=final_status, before=status)
         if plan.action_handled:
             self._clear_action(rollout, observed.action)
         if plan.remove_finalizer:
@@ -802,10 +808,20 @@ class Reconciler:
         with self._events_lock:
             return frozenset(self._created_events.get((namespace, name), ()))
 
-    def _emit(self, rollout: JSON, events: tuple[RecordedEvent, ...]) -> None:
+    def _emit(
+        self,
+        rollout: JSON,
+        events: tuple[RecordedEvent, ...],
+        *,
+        after: ModelRolloutStatus,
+        before: ModelRolloutStatus | None = None,
+    ) -> None:
         """Hands the sender the recorded Events this process has not created yet: after a restart,
         all of them (those created before the crash are refused as duplicates, and count as
-        created). One not created stays recorded, and is handed over again by a later pass."""
+        created). One not created stays recorded, and is handed over again by a later pass.
+        Each carries the notification of its transition, if any, sent once the Event exists;
+        `before` and `after` are the status the pass started from and the one it stored (no
+        `before` for the Events handed over at a first pass)."""
         about = self._about(rollout)
         key = (about.namespace, about.name)
         with self._events_lock:
@@ -814,15 +830,25 @@ class Reconciler:
             outgoing = [e for e in events if e.name not in created and (*key, e.name) not in self._sending]
             self._sending.update((*key, e.name) for e in outgoing)
         for event in outgoing:
-            self.events.send(Outgoing(about=about, event=event, on_done=partial(self._sent, key, event)))
+            transition = (
+                None
+                if self.notifications is None
+                else self.notifications.prepare(
+                    rollout=rollout, event=event, before=before, after=after, since=self.started_at
+                )
+            )
+            self.events.send(Outgoing(about=about, event=event, on_done=partial(self._sent, key, event, transition)))
 
-    def _sent(self, key: tuple[str, str], event: RecordedEvent, created: bool) -> None:
+    def _sent(self, key: tuple[str, str], event: RecordedEvent, transition: Transition | None, created: bool) -> None:
         with self._events_lock:
             self._sending.discard((*key, event.name))
             if not created or key not in self._created_events:
                 return
             self._created_events[key].add(event.name)
         telemetry.TRANSITIONS.labels(reason=event.reason).inc()
+        if transition is not None and self.notifications is not None:
+            # On the sender's thread, never a worker's: send() only queues.
+            self.notifications.send(transition)
 
     def _forget(self, namespace: str, name: str) -> None:
         self._unrecorded_writes.pop((namespace, name), None)

@@ -30,6 +30,12 @@ API_CALL_SECONDS = Histogram(
     ["operation"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 IS_LEADER = Gauge("model_rollouts_leader", "1 while this replica holds the leader lease.")
+NOTIFICATIONS = Counter(
+    "model_rollouts_notifications_total",
+    "Notifications by sink (a name of --notifications-config, or `rollout` for spec.notifications) and result: "
+    "sent, failed (not delivered; a NotificationFailed Event says why), missing (the sink's Secret or key is missing).",
+    ["sink", "result"],
+)
 
 
 # The work queue --------------------------------------------------------------------------------

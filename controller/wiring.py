@@ -9,11 +9,14 @@ the web provider's Secret reader, which runs on the measurement pool, raises it 
 Metric queries run on the measurement pool built here (controller.analysis.measurements), never
 on a reconcile worker; `on_result` (the work queue's add) brings a rollout back once its reads
 are in. Count queries are batched for every rollout at once (controller.analysis.batch).
+
+Notifications (controller.notify) are sent by their own threads; what fails is reported as a
+Warning Event on the rollout through the Event sender, like the Events passes record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +24,13 @@ from controller.analysis.batch import DEFAULT_BATCH_PERIOD_SECONDS
 from controller.analysis.checker import AnalysisChecker
 from controller.analysis.measurements import MeasurementPool, PoolSettings
 from controller.analysis.providers import ProviderSettings, build_providers
-from controller.api import GROUP, VERSION
+from controller.api import GROUP, KIND, VERSION, RecordedEvent, format_time, now_utc
 from controller.errors import ReferenceProblem
+from controller.events import Outgoing, SendsEvents
 from controller.gates.checker import GatesChecker, GatesSettings
-from controller.kube import Kube
+from controller.kube import Kube, ObjectRef
+from controller.notify.config import ControllerSink
+from controller.notify.dispatch import Notifications, RolloutRef
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy
 from controller.reconcile import Checkers
 
@@ -94,3 +100,28 @@ def build_checkers(
             batch_period_seconds=settings.batch_period_seconds,
         ),
     )
+
+
+def build_notifications(
+    *,
+    kube: Kube,
+    events: SendsEvents,
+    sinks: Sequence[ControllerSink] = (),
+    read_secrets: bool = False,
+    outbound: OutboundPolicy = DEFAULT_POLICY,
+) -> Notifications:
+    """The notifications: the controller's `sinks`, each rollout's own (their Secrets read when
+    `read_secrets`), sent through the outbound fence; failures become Warning Events."""
+
+    def report(*, rollout: RolloutRef, reason: str, message: str, name: str) -> None:
+        # Not recorded in status: one lost to a full sender queue is counted, not sent again.
+        event = RecordedEvent(name=name, type="Warning", reason=reason, message=message, time=format_time(now_utc()))
+        about = ObjectRef(
+            api_version=f"{GROUP}/{VERSION}", kind=KIND, namespace=rollout.namespace, name=rollout.name, uid=rollout.uid
+        )
+        events.send(Outgoing(about=about, event=event, on_done=lambda created: None))
+
+    def read_secret(namespace: str, name: str) -> Mapping[str, str] | None:
+        return kube.get_secret_data(namespace=namespace, name=name)
+
+    return Notifications(report=report, sinks=sinks, read_secret=read_secret if read_secrets else None, policy=outbound)

@@ -135,6 +135,11 @@ class Notification:
     """The metric or alert that caused it, with its values; None when a person or a deadline did."""
     time: datetime
     """When it happened (timezone-aware)."""
+    id: str = ""
+    """The transition's Event name: the same on every delivery of one transition (a controller
+    that restarted may send it again), so a receiver can drop a repeat."""
+    uid: str = ""
+    """The rollout's uid, for reporting a failed delivery as an Event on it; not sent."""
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None:
@@ -149,6 +154,7 @@ class Notification:
         """The generic webhook's body."""
         return {
             "schema": SCHEMA,
+            "id": self.id,
             "kind": self.kind.value,
             "namespace": self.namespace,
             "rollout": self.rollout,

@@ -13,9 +13,10 @@ connection errors, timeouts, 408, 429 and 5xx answers. A 3xx or other 4xx answer
 webhook, a malformed URL path) and a fenced URL will not get better, so they fail at once.
 
 Every failure is counted in `model_rollouts_notification_failures_total` and handed to
-`on_failure(notification, sink, error)`, which will turn it into an Event on the rollout: a
-failing sink shows up there and in metrics, never as a stuck rollout. `on_failure` must be quick
-and must not raise; it runs on a notifier thread, or on the caller's thread for a delivery the
+`on_failure(notification, sink, error)`, which turns it into an Event on the rollout
+(`controller.notify.dispatch`): a failing sink shows up there and in metrics, never as a stuck
+rollout. A delivery that lands is handed to `on_sent(notification, sink)`. Both must be quick
+and must not raise; they run on a notifier thread, or on the caller's thread for a delivery the
 full queue dropped.
 
 Exceptions (handed to on_failure, never raised to notify's caller):
@@ -165,10 +166,15 @@ class NotifierSettings:
 
 
 OnFailure = Callable[[Notification, Sink, DeliveryFailed], None]
+OnSent = Callable[[Notification, Sink], None]
 
 
 def _no_callback(notification: Notification, sink: Sink, error: DeliveryFailed) -> None:
     """The default on_failure: the failure is logged and counted anyway."""
+
+
+def _nothing_on_sent(notification: Notification, sink: Sink) -> None:
+    """The default on_sent: the delivery is logged and counted anyway."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,7 @@ class Notifier:
         settings: NotifierSettings | None = None,
         policy: OutboundPolicy = DEFAULT_POLICY,
         on_failure: OnFailure = _no_callback,
+        on_sent: OnSent = _nothing_on_sent,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -196,6 +203,7 @@ class Notifier:
         when the notifier closes."""
         self.settings = settings or NotifierSettings()
         self._on_failure = on_failure
+        self._on_sent = on_sent
         self._sleep = sleep or self._interruptible_sleep
         self._clock = clock
         self._queue: queue.Queue[_Delivery] = queue.Queue(maxsize=self.settings.queue_size)
@@ -338,6 +346,10 @@ class Notifier:
                 delivery.notification.subject,
                 sink.name,
             )
+            try:
+                self._on_sent(delivery.notification, sink)
+            except Exception:
+                log.exception("notifier: on_sent raised")
 
     def _send(self, delivery: _Delivery, *, timeout: float, attempts: int) -> None:
         """One request. Returns on 2xx; raises _Retryable or a DeliveryFailed that is final."""

@@ -125,6 +125,10 @@ class SlackSink(_PostingSink):
         return slack_message(notification)
 
 
+SINK_TYPES: Mapping[str, type[WebhookSink] | type[SlackSink]] = {"webhook": WebhookSink, "slack": SlackSink}
+"""A sink's `type` in the controller's config and in spec.notifications -> its class."""
+
+
 def slack_message(notification: Notification) -> dict[str, Any]:
     """A Slack message: a fallback `text` and the `blocks` people see."""
     n = notification

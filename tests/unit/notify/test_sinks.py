@@ -26,6 +26,7 @@ def rolled_back(**changes: object) -> Notification:
         "message": "error rate of v2 above v1's",
         "cause": MetricCause(metric="error-rate", candidate=0.12, baseline=0.01, limit=0.05, detail="e-value 41 > 20"),
         "time": AT,
+        "id": "iris.5f2c0a1b9d3e4f60",
     }
     fields.update(changes)
     return Notification(**fields)  # type: ignore[arg-type]
@@ -35,6 +36,7 @@ def test_the_webhook_body_is_the_notification_as_versioned_json() -> None:
     body = WebhookSink(name="ops", url="https://hooks.example/x").body(rolled_back())
     assert body == {
         "schema": "rollouts.mlops.dev/notification/v1",
+        "id": "iris.5f2c0a1b9d3e4f60",
         "kind": "RolledBack",
         "namespace": "ml",
         "rollout": "iris",
