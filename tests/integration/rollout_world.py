@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import urllib3
 import yaml
@@ -118,6 +118,22 @@ class World:
     def status(self, name: str = MODEL) -> JSON:
         return dict(self.rollout(name).get("status") or {})
 
+    def printed(self, name: str = MODEL) -> dict[str, object]:
+        """`kubectl get modelrollout NAME` as the API server prints it: the cells of the CRD's
+        printer columns (every priority) by column name, from the Table kubectl asks for."""
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET",
+            f"/apis/rollouts.mlops.dev/v1alpha1/namespaces/{self.namespace}/modelrollouts/{name}",
+            header_params={"Accept": "application/json;as=Table;g=meta.k8s.io;v=v1"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, header_params=headers)
+        body = response.response.data
+        assert response.status == 200, f"GET {url} as a Table: HTTP {response.status}: {body!r}"
+        table = json.loads(body)
+        names = [column["name"] for column in table["columnDefinitions"]]
+        return dict(zip(names, table["rows"][0]["cells"], strict=True))
+
     def action(self, action: str, name: str = MODEL) -> None:
         self.kubectl("annotate", "modelrollout", name, f"rollouts.mlops.dev/action={action}", "--overwrite")
 
@@ -199,6 +215,52 @@ class WeightRecorder:
     def candidate_weights(self, version: str = "v2") -> list[int]:
         with self._lock:
             return [w.get(version, 0) for w in self.seen]
+
+    def stop(self) -> None:
+        self._watch.stop()  # type: ignore[no-untyped-call]
+
+
+class ObjectRecorder(Generic[T]):
+    """Watches one object of a custom resource in the world's namespace and keeps every distinct
+    value `read` gives of it, in order. A watch delivers every change, so none is missed however
+    fast the controller writes: a poll could miss a value written and overwritten between two
+    looks, which is exactly what a flap looks like."""
+
+    def __init__(
+        self, world: World, *, group: str, version: str, plural: str, name: str, read: Callable[[JSON], T]
+    ) -> None:
+        self._read = read
+        self._values: list[T] = []
+        self._lock = threading.Lock()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._list = client.CustomObjectsApi(world.api).list_namespaced_custom_object
+        self._args = (group, version, world.namespace, plural)
+        self._selector = f"metadata.name={name}"
+        # Listed before returning, and watched from that version on: the caller's next write is seen.
+        listed = cast(JSON, self._list(*self._args, field_selector=self._selector))
+        for item in listed["items"]:
+            self._record(item)
+        resource_version = listed["metadata"]["resourceVersion"]
+        threading.Thread(target=self._run, args=(resource_version,), daemon=True).start()
+
+    def _record(self, found: JSON) -> None:
+        value = self._read(found)
+        with self._lock:
+            if not self._values or self._values[-1] != value:
+                self._values.append(value)
+
+    def _run(self, resource_version: str) -> None:
+        # The stream ends with an error when the control plane stops at the end of the session.
+        with contextlib.suppress(urllib3.exceptions.HTTPError):
+            for event in self._watch.stream(  # type: ignore[no-untyped-call]
+                self._list, *self._args, field_selector=self._selector, resource_version=resource_version
+            ):
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self._record(event["object"])
+
+    def values(self) -> list[T]:
+        with self._lock:
+            return list(self._values)
 
     def stop(self) -> None:
         self._watch.stop()  # type: ignore[no-untyped-call]

@@ -6,19 +6,18 @@ check the weights the controller writes there (by host: one Service per version)
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client
 
 from controller.routers import ROUTERS
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from localenv.router_crds import ISTIO, install_router_crds
-from tests.integration.rollout_world import MODEL, World, rollout_manifest, service_name, wait_for
+from tests.integration.rollout_world import MODEL, ObjectRecorder, World, rollout_manifest, service_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,36 +71,11 @@ def split(vs: JSON) -> dict[str, int]:
     return {version: weight for version, weight in weights.items() if weight}
 
 
-class Recorder:
-    """Every split of the VirtualService, as a watch sees it."""
-
-    def __init__(self, world: World) -> None:
-        self.splits: list[dict[str, int]] = []
-        self._stopped = threading.Event()
-        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-        api = client.CustomObjectsApi(world.api)
-        self._thread = threading.Thread(target=self._run, args=(api, world.namespace), daemon=True)
-        self._thread.start()
-
-    def _run(self, api: client.CustomObjectsApi, namespace: str) -> None:
-        stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, timeout_seconds=120
-        )
-        try:
-            for event in stream:
-                found = split(event["object"])
-                if not self.splits or self.splits[-1] != found:
-                    self.splits.append(found)
-        except Exception:
-            if not self._stopped.is_set():
-                raise
-
-    def candidate(self) -> list[int]:
-        return [found.get("v2", 0) for found in self.splits]
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._watch.stop()  # type: ignore[no-untyped-call]
+def candidate_recorder(world: World) -> ObjectRecorder[int]:
+    """v2's weight on the VirtualService, every change as a watch sees it."""
+    return ObjectRecorder(
+        world, group=GROUP, version=VERSION, plural=PLURAL, name=MODEL, read=lambda vs: split(vs).get("v2", 0)
+    )
 
 
 def test_an_istio_rollout_moves_the_destinations_weights_step_by_step_to_promotion(
@@ -109,18 +83,18 @@ def test_an_istio_rollout_moves_the_destinations_weights_step_by_step_to_promoti
 ) -> None:
     # given a VirtualService sending everything to v1, and a rollout of v2 on it
     create_virtual_service(on_istio)
-    recorder = Recorder(on_istio)
+    recorder = candidate_recorder(on_istio)
     try:
         on_istio.apply(istio_rollout())
 
         # when the controller runs it
         on_istio.wait_for_phase("Promoted")
-        wait_for(lambda: recorder.candidate()[-1:] == [100], what="v2 at 100 on the VirtualService")
+        wait_for(lambda: recorder.values()[-1:] == [100], what="v2 at 100 on the VirtualService")
     finally:
         recorder.stop()
 
     # then v2's destination went 20, 60, 100 (added by the controller), claimed by the rollout
-    assert recorder.candidate() == [0, 20, 60, 100]
+    assert recorder.values() == [0, 20, 60, 100]
     vs = virtual_service(on_istio)
     assert split(vs) == {"v2": 100}
     assert vs["metadata"]["annotations"][OWNER] == MODEL
@@ -189,7 +163,7 @@ def test_an_istio_rollout_survives_sigkills_mid_way_without_a_flap(
 ) -> None:
     # given an Istio rollout with a pause between two weights
     create_virtual_service(world)
-    recorder = Recorder(world)
+    recorder = candidate_recorder(world)
     world.apply(istio_rollout(steps=[{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 60}]))
     try:
         # when the controller is killed with SIGKILL at 20 % and during the pause, and started again
@@ -197,21 +171,21 @@ def test_an_istio_rollout_survives_sigkills_mid_way_without_a_flap(
             running = start_controller(
                 kubeconfig=control_plane.kubeconfig, namespace=namespace, log_file=tmp_path / f"c{round_}.log"
             )
-            wait_for(lambda: 20 in recorder.candidate(), what="v2 at 20")
+            wait_for(lambda: 20 in recorder.values(), what="v2 at 20")
             running.kill()
         final = start_controller(
             kubeconfig=control_plane.kubeconfig, namespace=namespace, log_file=tmp_path / "final.log"
         )
         try:
             world.wait_for_phase("Promoted", timeout=60)
-            wait_for(lambda: recorder.candidate()[-1:] == [100], what="v2 at 100")
+            wait_for(lambda: recorder.values()[-1:] == [100], what="v2 at 100")
         finally:
             final.stop()
     finally:
         recorder.stop()
 
     # then the weights only ever went up, each step once
-    assert recorder.candidate() == [0, 20, 60, 100]
+    assert recorder.values() == [0, 20, 60, 100]
 
 
 def test_the_istio_example_is_accepted_and_parsed_by_the_istio_plugin(on_istio: World) -> None:

@@ -8,15 +8,18 @@ KServe v0.17 would write for its spec (`InferenceServiceStatus.PropagateStatus` 
 (latestCreatedRevision), ready when the test says so (latestReadyRevision), traffic[] giving the
 latest ready revision canaryTrafficPercent and the rolled-out one (tag `prev`) the rest, or the
 latest ready revision everything without the field, and latestRolledoutRevision /
-previousRolledoutRevision moving once the latest ready revision serves 100 %. What is checked is
+previousRolledoutRevision moving once the latest ready revision serves 100 %; a test may hold it
+(a slow or stopped KServe) so that the status stays as it is. What is checked is
 what the controller reads from and writes to the stored InferenceService: the canaryTrafficPercent
-it sets at each step, and the split served as the status shows it.
+it sets at each step (every value, from a watch), and the split served as the status shows it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,10 +30,10 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.routers import ROUTERS
 from controller.routers.kserve import GROUP, PLURAL, VERSION, lease_name
-from localenv.controller import RunningController
+from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from localenv.router_crds import KSERVE, install_router_crds
-from tests.integration.rollout_world import MODEL, World, wait_for
+from tests.integration.rollout_world import MODEL, ObjectRecorder, World, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +59,11 @@ class FakeKServe:
         self.ready: set[str] = set()
         self.auto_ready = True
         """A new revision is ready at once; otherwise when `make_ready` says so."""
+        self.applying = True
+        """KServe applies the spec; False holds it (a slow or stopped KServe): the status stays as it is."""
         self.rolled_out: str | None = None
         self.previous: str | None = None
-        self.canaries: list[object] = []
-        """Every distinct spec.predictor.canaryTrafficPercent seen, in order (ABSENT without it)."""
+        self._canaries = ObjectRecorder(world, group=GROUP, version=VERSION, plural=PLURAL, name=MODEL, read=canary_of)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -101,7 +105,18 @@ class FakeKServe:
     def canary(self) -> object:
         isvc = self.get()
         assert isvc is not None
-        return isvc["spec"]["predictor"].get("canaryTrafficPercent", ABSENT)
+        return canary_of(isvc)
+
+    @property
+    def canaries(self) -> list[object]:
+        """Every distinct spec.predictor.canaryTrafficPercent stored, in order (ABSENT without it)."""
+        return self._canaries.values()
+
+    def generation(self) -> int:
+        """metadata.generation: how many times the spec was changed."""
+        isvc = self.get()
+        assert isvc is not None
+        return int(isvc["metadata"]["generation"])
 
     def served(self) -> dict[str, int]:
         isvc = self.get()
@@ -131,15 +146,12 @@ class FakeKServe:
                     raise
 
     def _reconcile(self) -> None:
-        isvc = self.get()
+        isvc = self.get() if self.applying else None
         if isvc is None:
             return
         predictor = isvc["spec"]["predictor"]
         canary = predictor.get("canaryTrafficPercent")
         with self._lock:
-            seen = ABSENT if canary is None else canary
-            if not self.canaries or self.canaries[-1] != seen:
-                self.canaries.append(seen)
             uri = predictor["model"]["storageUri"]
             if not self.revisions or self.revisions[-1][1] != uri:
                 revision = f"{MODEL}-predictor-{len(self.revisions) + 1:05d}"
@@ -178,6 +190,11 @@ class FakeKServe:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._canaries.stop()
+
+
+def canary_of(isvc: JSON) -> object:
+    return isvc["spec"]["predictor"].get("canaryTrafficPercent", ABSENT)
 
 
 @pytest.fixture
@@ -193,6 +210,10 @@ def kserve(on_kserve: World) -> Iterator[FakeKServe]:
     fake.stop()
 
 
+HELD_SECONDS = 4.0
+MAX_HELD_PASSES = 6
+"""Passes while KServe holds a write: the resume, the echoes of its writes, one look every 2 s
+(a pass after pass would make a hundred, up to the route write budget)."""
 STEPS: list[JSON] = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 60}]
 
 
@@ -217,6 +238,12 @@ def serving_the_first_model(world: World, kserve: FakeKServe, steps: list[JSON] 
     wait_for(lambda: world.status().get("candidateVersion") == R1, what="the rollout adopting revision 1")
     assert world.status()["phase"] == "Promoted"
     assert world.status()["stableVersion"] == R1
+
+
+def passes(controller: RunningController) -> float:
+    """The reconcile passes the controller made so far, whatever their result."""
+    found = re.findall(r"^model_rollouts_reconcile_total\{[^}]*\} (\S+)$", controller.metrics(), re.M)
+    return sum(float(count) for count in found)
 
 
 def lease_holder(world: World) -> str | None:
@@ -272,10 +299,12 @@ def test_an_unguarded_revision_is_held_at_zero_at_once_and_an_abort_rolls_back_t
     )
     assert condition["status"] == "False" and "not ready yet" in condition["message"]
 
-    # when KServe reports it ready, then it gets 20 %
+    # when KServe reports it ready, then it gets 20 %, and `kubectl get mro` names both revisions
     kserve.make_ready(R2)
     on_kserve.wait_for_phase("Paused")
     assert kserve.served() == {R1: 80, R2: 20}
+    printed = on_kserve.printed()
+    assert (printed["Phase"], printed["Weight"], printed["Baseline"], printed["Candidate"]) == ("Paused", 20, R1, R2)
 
     # when a person aborts, then canaryTrafficPercent is 0 and the rolled-out revision serves everything
     on_kserve.action("abort")
@@ -335,6 +364,77 @@ def test_a_kserve_rollout_whose_inference_service_is_missing_waits_until_it_exis
     wait_for(lambda: on_kserve.status().get("stableVersion") == R2, what="revision 2 promoted", timeout=60,
              last=on_kserve.status)  # fmt: skip
     assert kserve.served() == {R2: 100}
+
+
+def test_a_write_kserve_has_not_applied_is_not_sent_again_and_the_rollout_goes_on_once_it_is(
+    on_kserve: World, kserve: FakeKServe, controller: RunningController
+) -> None:
+    # given a rollout paused at 20 % of revision 2, before a step to 60 %
+    serving_the_first_model(on_kserve, kserve, steps=[{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}])
+    kserve.person_applies("gs://models/iris/2", canary=0)
+    on_kserve.wait_for_phase("Paused")
+
+    # when KServe holds (applies nothing), and a person resumes the rollout
+    kserve.applying = False
+    generation, passes_before = kserve.generation(), passes(controller)
+    on_kserve.action("resume")
+    wait_for(lambda: kserve.canary() == 60, what="canaryTrafficPercent 60", last=kserve.canary)
+    time.sleep(HELD_SECONDS)
+
+    # then the controller wrote 60 once and waited for the InferenceService to change: a pass for
+    # the resume, for the watch events, and the look every 2 s, not a pass after pass
+    held_passes = passes(controller) - passes_before
+    print(f"{held_passes:.0f} passes in the {HELD_SECONDS:.0f} s KServe held")
+    assert kserve.generation() == generation + 1
+    assert kserve.served() == {R1: 80, R2: 20}
+    assert on_kserve.status()["currentWeight"] == 20
+    assert held_passes <= MAX_HELD_PASSES, held_passes
+
+    # when KServe applies it, then its status' watch event moves the rollout on at once (to
+    # promotion), well before the next 2 s look
+    applying_at = time.monotonic()
+    kserve.applying = True
+    wait_for(lambda: kserve.canary() == ABSENT, what="canaryTrafficPercent removed", last=kserve.canary)
+    went_on_after = time.monotonic() - applying_at
+    print(f"promoted {went_on_after:.2f} s after KServe applied 60 %")
+    assert went_on_after < 1.0
+    assert kserve.canaries == [ABSENT, 0, 20, 60, ABSENT]
+
+
+def test_a_kserve_rollout_survives_sigkills_mid_way_without_a_flap(
+    on_kserve: World, kserve: FakeKServe, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    def start(log: str) -> RunningController:
+        return start_controller(kubeconfig=control_plane.kubeconfig, namespace=namespace, log_file=tmp_path / log)
+
+    # given revision 2 being rolled out, a pause between its two weights
+    running = start("c0.log")
+    try:
+        serving_the_first_model(
+            on_kserve, kserve, steps=[{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}]
+        )
+        kserve.person_applies("gs://models/iris/2", canary=0)
+
+        # when the controller is killed with SIGKILL once it wrote 20 %, and again during the pause,
+        # and started again each time
+        kills: list[tuple[str, Callable[[], bool]]] = [
+            ("canaryTrafficPercent 20", lambda: 20 in kserve.canaries),
+            ("the pause", lambda: on_kserve.status().get("currentStepIndex") == 1),
+        ]
+        for round_, (what, reached) in enumerate(kills, start=1):
+            wait_for(reached, what=what, last=on_kserve.status)
+            running.kill()
+            running = start(f"c{round_}.log")
+
+        # then revision 2 is promoted
+        wait_for(lambda: on_kserve.status().get("stableVersion") == R2, what="revision 2 promoted", timeout=60,
+                 last=on_kserve.status)  # fmt: skip
+    finally:
+        running.stop()
+    assert on_kserve.status()["phase"] == "Promoted"
+    assert kserve.served() == {R2: 100}
+    # and canaryTrafficPercent only ever went up, each step once: 0 (the person), 20, 60, removed
+    assert kserve.canaries == [ABSENT, 0, 20, 60, ABSENT]
 
 
 def test_the_kserve_example_is_accepted_and_parsed_by_the_kserve_plugin(on_kserve: World) -> None:
