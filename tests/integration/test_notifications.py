@@ -25,6 +25,9 @@ from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane, free_local_port
 from localenv.prometheus import Behaviour, LocalPrometheus, MetricsPlayer, ModelMetricsExporter
 from tests.integration.rollout_world import JSON, World, rollout_manifest, wait_for
+from tests.integration.test_chart import controller_container, helm, of_kind, render, rules_granting
+
+__all__ = ["helm"]  # the chart tests' fixture (a built helm binary), requested below
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +263,25 @@ def test_a_sink_that_is_down_does_not_slow_the_rollout_and_shows_as_a_warning_ev
     assert failed[0]["message"].endswith("the PausedForPerson notification was not delivered")
     assert "/hook" not in failed[0]["message"]
     assert notifications_counted(controller)[("closed", "failed")] >= 1
+
+
+def test_the_chart_mounts_the_controllers_sinks_from_a_secret_without_granting_secret_reads(
+    helm: Path, tmp_path: Path
+) -> None:
+    # given the chart with notifications.secretName, and with its defaults
+    documents = render(helm, {"notifications": {"secretName": "rollout-sinks"}}, tmp_path=tmp_path)
+    defaults = render(helm, {}, tmp_path=tmp_path)
+
+    # then the controller reads the Secret's key from a read-only mount, which needs no RBAC on Secrets
+    container = controller_container(documents)
+    assert "--notifications-config=/etc/model-rollouts/notifications/sinks.yaml" in container["args"]
+    assert {"name": "notifications", "mountPath": "/etc/model-rollouts/notifications", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    (deployment,) = of_kind(documents, "Deployment")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "notifications")
+    assert volume["secret"] == {"secretName": "rollout-sinks", "items": [{"key": "sinks.yaml", "path": "sinks.yaml"}]}
+    assert rules_granting(documents, "secrets") == []
+    # and by default there is no flag and no mount
+    assert not any(arg.startswith("--notifications-config") for arg in controller_container(defaults)["args"])
+    assert all(mount["name"] != "notifications" for mount in controller_container(defaults)["volumeMounts"])
