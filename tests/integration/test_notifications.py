@@ -171,6 +171,47 @@ def test_a_paused_then_promoted_rollout_is_notified_once_per_transition_to_every
     assert not any(event["reason"].startswith("Notification") for event in world.events())
 
 
+def test_a_sink_whose_secret_is_missing_is_a_warning_and_the_rollout_goes_on(
+    world: World,
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    stopped_at_end: list[RunningController],
+) -> None:
+    # Given a rollout whose own sink names a Secret that does not exist
+    controller = controller_with_sinks(
+        control_plane, namespace, tmp_path, [{"name": "team", "type": "webhook", "url": receiver.url("/team")}]
+    )
+    stopped_at_end.append(controller)
+    missing = {"type": "slack", "urlFrom": {"secretKeyRef": {"name": "iris-oncall", "key": "url"}}}
+
+    # When it is applied
+    world.apply(rollout_manifest(notifications=[missing]))
+
+    # Then it is promoted as usual, and the controller's own sink is told
+    world.wait_for_phase("Promoted", timeout=30)
+    wait_for(lambda: receiver.bodies("/team") or None, what="the Promoted notification", timeout=10)
+    # and a Warning names the field and the Secret when the rollout starts, and again for the
+    # notification the sink missed
+    warnings = wait_for(
+        lambda: (
+            (found := [e for e in world.events() if e["reason"] == "NotificationSinkMissing"])
+            and len(found) >= 2
+            and found
+        ),
+        what="two NotificationSinkMissing Events",
+        timeout=10,
+    )
+    expected = f"spec.notifications[0].urlFrom.secretKeyRef: Secret {namespace}/iris-oncall does not exist"
+    assert all(e["type"] == "Warning" and e["message"].startswith(expected) for e in warnings)
+    assert sorted(e["message"].rsplit("; ", 1)[1] for e in warnings) == [
+        "the Promoted notification was not sent to it",
+        "this rollout's notifications will not reach it until that is fixed",
+    ]
+    assert notifications_counted(controller)[("rollout", "missing")] == 2
+
+
 @pytest.fixture
 def player(exporter: ModelMetricsExporter, namespace: str) -> Iterator[MetricsPlayer]:
     playing = MetricsPlayer(exporter, model=f"iris-{namespace}")
