@@ -171,6 +171,34 @@ def test_a_paused_then_promoted_rollout_is_notified_once_per_transition_to_every
     assert not any(event["reason"].startswith("Notification") for event in world.events())
 
 
+def test_a_controller_that_restarts_right_after_a_transition_notifies_it_again_under_the_same_id(
+    world: World,
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    stopped_at_end: list[RunningController],
+) -> None:
+    # Given a rollout promoted and notified by a controller
+    sinks = [{"name": "team", "type": "webhook", "url": receiver.url("/team")}]
+    first = controller_with_sinks(control_plane, namespace, tmp_path, sinks)
+    stopped_at_end.append(first)
+    world.apply(rollout_manifest())
+    world.wait_for_phase("Promoted", timeout=30)
+    (promoted,) = wait_for(lambda: receiver.bodies("/team") or None, what="the Promoted notification", timeout=10)
+
+    # When that controller is killed and a new one starts within the replay window (5 minutes)
+    first.kill()
+    stopped_at_end.append(controller_with_sinks(control_plane, namespace, tmp_path, sinks))
+
+    # Then the new one, which cannot know whether the first delivered it, sends it again: at least
+    # once, under the same id, so that a receiver can drop the repeat
+    bodies = wait_for(lambda: (b := receiver.bodies("/team")) and len(b) >= 2 and b, what="a repeat", timeout=20)
+    time.sleep(1)
+    assert [body["id"] for body in receiver.bodies("/team")] == [promoted["id"]] * 2
+    assert bodies[1] == promoted
+
+
 def test_a_sink_whose_secret_is_missing_is_a_warning_and_the_rollout_goes_on(
     world: World,
     control_plane: ControlPlane,
