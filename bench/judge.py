@@ -278,7 +278,7 @@ def _decide_and_route(
     weights = dict(observed.route_weights or {})
     for _ in range(len(spec.steps) + 3):
         plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
-        if plan.traffic is None or plan.traffic.satisfied_by(weights):
+        if plan.traffic is None or plan.traffic.satisfied_by(weights, None):
             break
         weights = _route(spec, plan.traffic)
         status, observed = plan.status, replace(observed, route_weights=weights, action=None)
