@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -193,7 +193,10 @@ def test_a_controller_that_restarts_right_after_a_transition_notifies_it_again_u
 
     # Then the new one, which cannot know whether the first delivered it, sends it again: at least
     # once, under the same id, so that a receiver can drop the repeat
-    bodies = wait_for(lambda: (b := receiver.bodies("/team")) and len(b) >= 2 and b, what="a repeat", timeout=20)
+    bodies = cast(
+        list[dict[str, Any]],
+        wait_for(lambda: (b := receiver.bodies("/team")) and len(b) >= 2 and b, what="a repeat", timeout=20),
+    )
     time.sleep(1)
     assert [body["id"] for body in receiver.bodies("/team")] == [promoted["id"]] * 2
     assert bodies[1] == promoted
@@ -231,6 +234,7 @@ def test_a_sink_whose_secret_is_missing_is_a_warning_and_the_rollout_goes_on(
         what="two NotificationSinkMissing Events",
         timeout=10,
     )
+    warnings = cast(list[dict[str, Any]], warnings)
     expected = f"spec.notifications[0].urlFrom.secretKeyRef: Secret {namespace}/iris-oncall does not exist"
     assert all(e["type"] == "Warning" and e["message"].startswith(expected) for e in warnings)
     assert sorted(e["message"].rsplit("; ", 1)[1] for e in warnings) == [
