@@ -11,11 +11,16 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from kubernetes import client, config
 
+from controller.api import SpecError, parse_duration
 from controller.events import DEFAULT_EVENTS_PER_SECOND, DEFAULT_SENDER_THREADS, EventSender, SenderSettings
+from controller.incidents.feed import DEFAULT_REPEAT_INTERVAL
+from controller.incidents.receiver import DEFAULT_HOST as DEFAULT_ALERT_RECEIVER_HOST
+from controller.incidents.receiver import DEFAULT_PORT as DEFAULT_ALERT_RECEIVER_PORT
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
@@ -24,7 +29,14 @@ from controller.outbound import OutboundPolicy, parse_allowed_hosts
 from controller.reconcile import Reconciler
 from controller.server import serve
 from controller.watch import LabelSelector
-from controller.wiring import CheckerSettings, build_checkers, build_notifications
+from controller.wiring import (
+    AlertReceiverConfig,
+    CheckerSettings,
+    ReceiverConfigError,
+    build_alert_receiver,
+    build_checkers,
+    build_notifications,
+)
 
 log = logging.getLogger("controller")
 
@@ -125,6 +137,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "rollout; usually a mounted Secret's key (see docs/incidents.md). Rollouts add their own in "
         "spec.notifications (their Secrets need --read-secrets)",
     )
+    parser.add_argument(
+        "--alert-receiver-token-file",
+        type=Path,
+        metavar="FILE",
+        help="serve the Alertmanager webhook receiver (off without this flag), taking only requests with "
+        "this file's token as `Authorization: Bearer` (Alertmanager's http_config.authorization); usually a "
+        "mounted Secret's key. Firing alerts roll back, pause or freeze the rollouts they name (spec.incidents; "
+        "see docs/incidents.md)",
+    )
+    parser.add_argument(
+        "--alert-receiver-bind-address",
+        default=DEFAULT_ALERT_RECEIVER_HOST,
+        help="address the alert receiver listens on (its own port, never the metrics one)",
+    )
+    parser.add_argument(
+        "--alert-receiver-port", type=_port, default=DEFAULT_ALERT_RECEIVER_PORT, help="port of the alert receiver"
+    )
+    parser.add_argument(
+        "--alert-receiver-tls-cert-file",
+        type=Path,
+        metavar="FILE",
+        help="serve the alert receiver over HTTPS with this certificate (PEM, with any intermediates); "
+        "needs --alert-receiver-tls-key-file. Without both it serves plain HTTP",
+    )
+    parser.add_argument(
+        "--alert-receiver-tls-key-file", type=Path, metavar="FILE", help="the private key of that certificate (PEM)"
+    )
+    parser.add_argument(
+        "--alert-repeat-interval",
+        type=_duration,
+        default=DEFAULT_REPEAT_INTERVAL,
+        metavar="DURATION",
+        help="repeat_interval of Alertmanager's route to the receiver (default 4h, Alertmanager's): after a "
+        "restart, a freeze or pause an alert caused is kept this long (plus 1m) for Alertmanager to send the "
+        "alert again, unless it is heard resolved before",
+    )
     parser.add_argument("--log-format", choices=["json", "text"], default="text")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -157,6 +205,39 @@ def _allowed_hosts(text: str) -> tuple[str, ...]:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
     return hosts
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a port from 1 to 65535")
+    return int(text)
+
+
+def _duration(text: str) -> timedelta:
+    """A duration such as 5m or 4h, written as in the ModelRollout spec."""
+    try:
+        seconds = parse_duration(text, field_path="--alert-repeat-interval")
+    except SpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a duration above 0, such as 5m")
+    return timedelta(seconds=seconds)
+
+
+def alert_receiver_config(args: argparse.Namespace) -> AlertReceiverConfig | None:
+    """The receiver the flags ask for; None without --alert-receiver-token-file (the receiver is off)."""
+    if args.alert_receiver_token_file is None:
+        return None
+    return AlertReceiverConfig(
+        token_file=args.alert_receiver_token_file,
+        host=args.alert_receiver_bind_address,
+        port=args.alert_receiver_port,
+        tls_cert_file=args.alert_receiver_tls_cert_file,
+        tls_key_file=args.alert_receiver_tls_key_file,
+        repeat_interval=args.alert_repeat_interval,
+        namespace=args.namespace or None,
+    )
 
 
 def _notifications_config(text: str) -> tuple[ControllerSink, ...]:
@@ -193,6 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     notifications = build_notifications(
         kube=kube, events=events, sinks=args.notifications_config, read_secrets=args.read_secrets, outbound=outbound
     )
+    receiver_config = alert_receiver_config(args)
+    try:
+        # The callback queues the rollouts alerts name (the receiver calls it only once started, after
+        # the manager exists).
+        receiver, alert_feed = (
+            build_alert_receiver(config=receiver_config, on_alerts=lambda alerts: manager.on_alerts(alerts))
+            if receiver_config is not None
+            else (None, None)
+        )
+    except ReceiverConfigError as error:
+        log.error("cannot start: %s", error)
+        return 2
     manager = Manager(
         api_client=api_client,
         reconciler=Reconciler(
@@ -211,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             selector=selector,
             events=events,
             notifications=notifications,
+            alerts=alert_feed,
         ),
         settings=ManagerSettings(
             namespace=args.namespace or None,
@@ -269,10 +363,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "allowedHosts": ",".join(args.allowed_hosts) or "(any)",
             },
         )
+        if receiver is not None and alert_feed is not None:
+            # Only the leader listens: a standby's registry would hold alerts no pass of it acts on,
+            # and its closed port makes Alertmanager retry (docs/incidents.md, "High availability").
+            alert_feed.listening()
+            try:
+                receiver.start()
+            except (OSError, ValueError) as error:
+                log.error("cannot start the alert receiver: %s", error)
+                return 1
         notifications.start()
         events.start()
         manager.start(stop)
         stop.wait()
+    if receiver is not None:
+        receiver.stop()
     manager.stop()
     # The Events of the last passes: created now, or left recorded for the next controller.
     events.stop()

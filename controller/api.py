@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
+from controller.watch import LabelSelector
+
 GROUP = "rollouts.mlops.dev"
 VERSION = "v1alpha1"
 KIND = "ModelRollout"
@@ -308,6 +310,29 @@ class NotificationSink:
     (Not `on`: YAML 1.1, which kubectl reads, takes the key `on` for true.)"""
 
 
+class IncidentAction(StrEnum):
+    """spec.incidents.action: what a firing alert that names the rollout does to it during a canary."""
+
+    ROLLBACK = "rollback"
+    """All traffic back to the stable version at once, as when the analysis fails (the default)."""
+    PAUSE = "pause"
+    """Hold at the weight reached while the alert fires; go on once it resolves."""
+    IGNORE = "ignore"
+    """Act on nothing: the alert is recorded in status and an Event, no more."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncidentPolicy:
+    """spec.incidents: how alerts from Alertmanager act on this rollout (docs/incidents.md)."""
+
+    action: IncidentAction = IncidentAction.ROLLBACK
+    """What a matching firing alert does during a canary; before any traffic, any action but
+    ignore freezes the rollout until the alert resolves."""
+    alert_selector: LabelSelector | None = None
+    """Which alerts name this rollout, over their labels; None: the alert's namespace and model
+    labels (and rollout, when it has one) equal the rollout's (controller.incidents.matches)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRolloutSpec:
     model: str
@@ -324,6 +349,8 @@ class ModelRolloutSpec:
     """Raw spec.gates; interpreted by `controller.checks`."""
     notifications: tuple[NotificationSink, ...] = ()
     """spec.notifications: this rollout's own sinks, besides the controller's."""
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
+    """spec.incidents: how alerts that name this rollout act on it."""
     versions_from_route: bool = False
     """spec.versions, baseline and candidate are absent: the router reads the versions from the
     routed object (KServe: the InferenceService's revisions), and the reconciler fills them in
@@ -490,6 +517,7 @@ def _parse_rest(
         analysis=_section(raw, "analysis"),
         gates=_section(raw, "gates"),
         notifications=parse_notifications(raw.get("notifications")),
+        incidents=parse_incidents(raw.get("incidents")),
         versions_from_route=from_route,
     )
     for i, step in enumerate(spec.steps):
@@ -537,6 +565,37 @@ def parse_notifications(raw: object) -> tuple[NotificationSink, ...]:
             )
         )
     return tuple(sinks)
+
+
+@refusing_malformed("spec.incidents")
+def parse_incidents(raw: object) -> IncidentPolicy:
+    """spec.incidents as a typed policy; absent is the default (roll back on the alerts whose
+    namespace and model labels are the rollout's)."""
+    if raw is None:
+        return IncidentPolicy()
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec.incidents", "must be an object, e.g. {action: rollback}; see docs/incidents.md")
+    action_text = raw.get("action", IncidentAction.ROLLBACK.value)
+    try:
+        action = IncidentAction(action_text)
+    except ValueError:
+        allowed = ", ".join(a.value for a in IncidentAction)
+        raise SpecError("spec.incidents.action", f"{action_text!r} is not one of {allowed}") from None
+    selector_text = raw.get("alertSelector")
+    if selector_text is None:
+        return IncidentPolicy(action=action)
+    if not isinstance(selector_text, str) or not selector_text.strip():
+        # An empty selector selects every alert: surely not what its author meant.
+        raise SpecError(
+            "spec.incidents.alertSelector",
+            "must be a label selector over the alerts' labels, e.g. alertname in (GPUNodeDown),severity=page; "
+            "leave it out to match the alert's namespace and model labels",
+        )
+    try:
+        selector = LabelSelector.parse(selector_text)
+    except ValueError as error:
+        raise SpecError("spec.incidents.alertSelector", str(error)) from None
+    return IncidentPolicy(action=action, alert_selector=selector)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,6 +692,79 @@ class RecordedEvent:
         )
 
 
+class IncidentResponse(StrEnum):
+    """status.incident.response: what the controller did about the alert it records."""
+
+    ROLLED_BACK = "RolledBack"
+    """The canary was rolled back (spec.incidents.action: rollback)."""
+    PAUSED = "Paused"
+    """The canary holds its weight while the alert fires (action: pause)."""
+    FROZEN = "Frozen"
+    """The rollout holds before any traffic while the alert fires (any action but ignore)."""
+    IGNORED = "Ignored"
+    """Nothing (action: ignore): recorded only."""
+    RECORDED = "Recorded"
+    """The alert fired after the promotion: recorded only; undoing a promotion is not automated."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncidentRecord:
+    """status.incident: the alert the controller last acted on (or recorded) for this rollout."""
+
+    alertname: str
+    """The alert's `alertname` label."""
+    labels: Mapping[str, str]
+    """All its labels, as Alertmanager sent them."""
+    starts_at: str
+    """When it started firing (RFC 3339)."""
+    fingerprint: str
+    """Alertmanager's identity of the alert; with starts_at, one firing of it."""
+    summary: str = ""
+    """Its `summary` (or `description`) annotation."""
+    generator_url: str = ""
+    """The rule's expression in the Prometheus that fired it."""
+    response: IncidentResponse
+    time: str
+    """When the controller acted (RFC 3339)."""
+    holding: bool = False
+    """True while a freeze or a pause it caused is in force; False once lifted."""
+
+    def same_firing(self, other: IncidentRecord) -> bool:
+        """Whether both are about one firing of one alert (Alertmanager repeats it)."""
+        return (self.fingerprint, self.starts_at) == (other.fingerprint, other.starts_at)
+
+    def to_json(self) -> JSON:
+        return {
+            "alertname": self.alertname,
+            "labels": dict(sorted(self.labels.items())),
+            "startsAt": self.starts_at,
+            "fingerprint": self.fingerprint,
+            "summary": self.summary,
+            "generatorURL": self.generator_url,
+            "response": self.response.value,
+            "time": self.time,
+            "holding": self.holding,
+        }
+
+    @staticmethod
+    def from_json(raw: object) -> IncidentRecord | None:
+        """The record stored in status; None for none, or for a value that cannot be read."""
+        if not isinstance(raw, Mapping) or raw.get("response") not in IncidentResponse._value2member_map_:
+            return None
+        labels = raw.get("labels")
+        return IncidentRecord(
+            alertname=str(raw.get("alertname", "")),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+            starts_at=str(raw.get("startsAt", "")),
+            fingerprint=str(raw.get("fingerprint", "")),
+            summary=str(raw.get("summary", "")),
+            generator_url=str(raw.get("generatorURL", "")),
+            response=IncidentResponse(raw["response"]),
+            time=str(raw.get("time", "")),
+            holding=raw.get("holding") is True,
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRolloutStatus:
     phase: Phase | None = None
@@ -669,6 +801,8 @@ class ModelRolloutStatus:
     route_weights: a restarted controller knows what it set, and removes it when due."""
     recent_events: tuple[RecordedEvent, ...] = ()
     """The Events of the last pass that had any (see RecordedEvent)."""
+    incident: IncidentRecord | None = None
+    """The alert from Alertmanager the controller last acted on for this rollout (None: none)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Status fields owned by other parts (analysis measurements, gate reports), kept verbatim."""
 
@@ -699,6 +833,7 @@ class ModelRolloutStatus:
                 or None,
                 "routeMirror": self.route_mirror.to_json() if self.route_mirror is not None else None,
                 "recentEvents": [e.to_json() for e in self.recent_events] or None,
+                "incident": self.incident.to_json() if self.incident is not None else None,
             }
         )
         return {k: v for k, v in body.items() if v is not None}
@@ -710,7 +845,7 @@ class ModelRolloutStatus:
             "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
             "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
-            "routeMirror", "recentEvents",
+            "routeMirror", "recentEvents", "incident",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -733,6 +868,7 @@ class ModelRolloutStatus:
             route_backends=_route_backends(raw.get("routeBackends")),
             route_mirror=Mirror.from_json(raw.get("routeMirror")),
             recent_events=tuple(RecordedEvent.from_json(e) for e in raw.get("recentEvents", []) or []),
+            incident=IncidentRecord.from_json(raw.get("incident")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 

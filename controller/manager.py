@@ -2,8 +2,9 @@
 
 Informer(ModelRollouts) ────────────┐
 Informer(each router's kind) ───────┼──> WorkQueue ──> WorkerPool (N threads) ──> Reconciler.reconcile(key)
-resync timer ───────────────────────┘        ^                                       │
-Informer(Services): cache only               └──────────── requeue-after / backoff ───┘
+resync timer ───────────────────────┤        ^                                       │
+alert receiver (on_alerts), urgent ─┘        └──────────── requeue-after / backoff ───┘
+Informer(Services): cache only
 
 The routed objects (HTTPRoutes, VirtualServices, ...) are watched once per kind that a registered
 router writes (`controller.routers.ROUTERS`), and cached only when an owned rollout names them.
@@ -21,7 +22,9 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.api import GROUP, PLURAL, VERSION
+from controller.api import GROUP, PLURAL, VERSION, SpecError, parse_incidents
+from controller.incidents.alerts import Alert
+from controller.incidents.firing import matches
 from controller.reconcile import Reconciler
 from controller.routers import ROUTERS, RoutedKind, RouterPlugin
 from controller.urgency import is_urgent
@@ -34,6 +37,26 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 RouteKey = tuple[str, str, str]
 """(kind plural, namespace, name) of a routed object."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertTarget:
+    """What an alert must match to name a rollout: its model and its spec.incidents.alertSelector."""
+
+    model: str
+    selector: LabelSelector | None
+
+
+def alert_target(obj: JSON) -> AlertTarget | None:
+    """The alert target of a rollout as stored; None when its spec cannot say (its pass reports why)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return None
+    try:
+        policy = parse_incidents(spec.get("incidents"))
+    except SpecError:
+        return None
+    return AlertTarget(model=str(spec.get("model") or ""), selector=policy.alert_selector)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +97,8 @@ class Manager:
         self._lock = threading.Lock()
         self._route_of: dict[Key, RouteKey | None] = {}
         """Every known rollout of this shard, with the routed object it names (if its spec names one)."""
+        self._alert_target_of: dict[Key, AlertTarget] = {}
+        """Every known rollout of this shard whose spec says which alerts name it."""
         self._rollouts_of_route: dict[RouteKey, set[Key]] = defaultdict(set)
         self.rollout_cache = ObjectCache(keep=LabelSelector.parse(settings.label_selector).matches_object)
         """The rollouts of this shard, as last received; passes read them from here."""
@@ -181,8 +206,13 @@ class Manager:
 
     def _index(self, key: Key, obj: JSON | None) -> None:
         route = None if obj is None else self._route_named(key, obj)
+        target = None if obj is None else alert_target(obj)
         unused = None
         with self._lock:
+            if target is None:
+                self._alert_target_of.pop(key, None)
+            else:
+                self._alert_target_of[key] = target
             old = self._route_of.pop(key, None)
             if old is not None:
                 self._rollouts_of_route[old].discard(key)
@@ -222,6 +252,24 @@ class Manager:
             keys = list(self._rollouts_of_route.get((kind.plural, *self._key(obj)), ()))
         for key in keys:
             self.queue.add(key)
+
+    def on_alerts(self, alerts: tuple[Alert, ...]) -> None:
+        """The alert receiver's callback (on its request thread): queues every rollout of this shard
+        that one of `alerts` names, firing or resolved, in the urgent lane, so that a rollback (or
+        the end of a freeze) never waits behind measurements and timers. Quick: it only matches
+        labels against the index the watch keeps."""
+        with self._lock:
+            targets = list(self._alert_target_of.items())
+        named = {
+            key
+            for key, target in targets
+            for alert in alerts
+            if matches(alert, namespace=key[0], model=target.model, rollout=key[1], selector=target.selector)
+        }
+        for key in named:
+            self.queue.add(key, urgent=True)
+        if named:
+            log.info("alerts name rollouts", extra={"alerts": len(alerts), "rollouts": len(named)})
 
     def _resync(self, stop: threading.Event) -> None:
         """Every known rollout, whatever its router (or none that parses), once per period, the

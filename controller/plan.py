@@ -31,6 +31,9 @@ from controller.api import (
     AnalyzeStep,
     Backend,
     HistoryEntry,
+    IncidentAction,
+    IncidentRecord,
+    IncidentResponse,
     Mirror,
     MirrorStep,
     ModelRolloutSpec,
@@ -46,6 +49,8 @@ from controller.api import (
     with_history,
 )
 from controller.checks import CheckOutcome, InconclusivePolicy, Stage, StepWindow, Verdict
+from controller.incidents.alerts import Alert
+from controller.incidents.firing import labels_text
 
 FULL_SHARE = 100
 """Percent: all of the route's traffic."""
@@ -60,6 +65,13 @@ RUBRIC_FIELD = "rubric"
 """Status field listing the ML Test Score items the rollout verified, per stage and check."""
 CHECK_STATUS_FIELDS = ("analysis", "gates", RUBRIC_FIELD)
 """Status fields owned by checkers (and the rubric they report); cleared when a rollout starts over."""
+INCIDENT_CONDITION = "IncidentAlert"
+"""True while a firing alert from Alertmanager names the rollout and was acted on (or recorded);
+its reason is the Event's (IncidentRollback, IncidentPause, IncidentFreeze, IncidentIgnored,
+IncidentAfterPromotion); False, reason AlertResolved, once no such alert fires."""
+ALERT_RECHECK_SECONDS = 30.0
+"""Look again this often while an alert holds a rollout: a resolved alert queues the rollout at
+once, this only covers a resolution that arrives otherwise (an alert that expires, a lost call)."""
 
 
 class EventType(StrEnum):
@@ -145,6 +157,14 @@ class Observed:
     reference_problem: str | None = None
     gates: CheckOutcome | None = None
     analysis: CheckOutcome | None = None
+    alerts: tuple[Alert, ...] = ()
+    """The firing alerts from Alertmanager that name this rollout (spec.incidents), earliest first."""
+    alerts_since: datetime | None = None
+    """When this process began to hear alerts (its receiver started); None: it hears none."""
+    alerts_complete_at: datetime | None = None
+    """From then on every alert that fires has reached this process: Alertmanager sends a firing
+    alert again every repeat_interval, so a hold recorded before `alerts_since` by an alert not
+    heard again by then is over. None: at once."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -533,12 +553,16 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
     if phase in TERMINAL_PHASES:
         d.traffic = TrafficSplit.all_to(d.status.stable_version or stable)
         _handle_action_not_applicable(d, action)
+        _settle_incident(d, spec)
+        if phase == Phase.PROMOTED:
+            _record_alert_after_promotion(d, spec)
         _scale_down_when_due(d)
         return
 
     if action is not None:
         _apply_action(d, spec, stable, action)
         if d.status.phase in TERMINAL_PHASES:
+            _settle_incident(d, spec)
             return
         resumed_before_traffic = status.paused_by_user and not d.status.paused_by_user
         if resumed_before_traffic and d.status.phase == Phase.PENDING:
@@ -547,6 +571,10 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
             d.traffic = TrafficSplit.all_to(stable)
             d.after(0)
             return
+
+    _settle_incident(d, spec)
+    if _rolled_back_for_alert(d, spec, stable):
+        return
 
     if not _reference_condition(d):
         d.after(REFERENCE_RETRY_SECONDS)
@@ -603,6 +631,8 @@ def _start(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         scale_down_at=d.status.scale_down_at if keep_scale_down else None,
         scale_down_target=scale_down_target if keep_scale_down else None,
         extra={k: v for k, v in d.status.extra.items() if k not in CHECK_STATUS_FIELDS},
+        # An alert that holds (a freeze) holds the new rollout too; one that is over is the old one's.
+        incident=d.status.incident if d.status.incident is not None and d.status.incident.holding else None,
     )
     d.event(EventType.NORMAL, "RolloutStarted", f"rolling out {spec.candidate} against {stable}")
 
@@ -616,6 +646,8 @@ def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | 
         d.event(EventType.NORMAL, "Steady", message)
     d.update(observed_generation=d.observed.generation, candidate_hash=spec.candidate_hash())
     _handle_action_not_applicable(d, action)
+    _settle_incident(d, spec)
+    _record_alert_after_promotion(d, spec)
     _scale_down_when_due(d)
 
 
@@ -736,6 +768,8 @@ def _check_outcome_condition(d: _Decision, type: str, outcome: CheckOutcome | No
 def _pending(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
     """Before any traffic: the pre-traffic gates must pass."""
     d.traffic = TrafficSplit.all_to(stable)
+    if _frozen_by_alert(d, spec):
+        return
     if d.status.paused_by_user:
         return
     gates = d.observed.gates
@@ -787,6 +821,8 @@ def _progress(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         stable=stable, candidate=spec.candidate, candidate_weight=holding_weight(d, spec), mirror=mirror_at(spec, index)
     )
     if analysis is not None and _paused_by_inconclusive(d, analysis):
+        return
+    if _paused_by_alert(d, spec):
         return
     if d.status.paused_by_user:
         d.update(phase=Phase.PAUSED, message=f"paused by a person at step {index}")
@@ -958,3 +994,171 @@ def _check_deadline(
         _return_to_stable(d, spec, stable, Phase.FAILED, "ProgressDeadlineExceeded", message)
     else:
         d.after(spec.progress_deadline_seconds - waited + 0.5)
+
+
+# Alerts from Alertmanager (spec.incidents) ------------------------------------------------------
+
+
+def describe_alert(record: IncidentRecord) -> str:
+    """`alert ModelErrorRate {alertname="ModelErrorRate", model="iris"} firing since 2026-...Z`."""
+    name = record.alertname or record.fingerprint
+    return f"alert {name} {labels_text(record.labels)} firing since {record.starts_at}"
+
+
+def incident_record(alert: Alert, *, response: IncidentResponse, now: datetime, holding: bool) -> IncidentRecord:
+    """What status.incident says about `alert` once the controller responded to it at `now`."""
+    annotations = alert.annotations
+    return IncidentRecord(
+        alertname=alert.name,
+        labels=dict(alert.labels),
+        starts_at=format_time(alert.starts_at),
+        fingerprint=alert.fingerprint,
+        summary=annotations.get("summary") or annotations.get("description", ""),
+        generator_url=alert.generator_url,
+        response=response,
+        time=format_time(now),
+        holding=holding,
+    )
+
+
+def _alert_in_force(
+    d: _Decision, spec: ModelRolloutSpec, *, response: IncidentResponse, holding: bool
+) -> IncidentRecord | None:
+    """The alert that acts on the rollout now, as the record `response` would leave: the earliest
+    matching firing alert, unless spec.incidents.action is ignore; or else the alert whose hold is
+    recorded, for as long as this process cannot tell that it stopped (`_hold_can_end`)."""
+    if spec.incidents.action == IncidentAction.IGNORE:
+        return None
+    if d.observed.alerts:
+        return incident_record(d.observed.alerts[0], response=response, now=d.now, holding=holding)
+    recorded = d.status.incident
+    if recorded is not None and recorded.holding and not _hold_can_end(d, recorded):
+        return replace(recorded, response=response, holding=holding)
+    return None
+
+
+def _hold_can_end(d: _Decision, recorded: IncidentRecord) -> bool:
+    """Whether the absence of the recorded alert from the alerts heard means it no longer fires.
+
+    It does when this process heard alerts when the hold began, or hears none at all; a process
+    that started since (a restart, a new leader) knows only the alerts sent to it, and Alertmanager
+    sends a firing alert again only every repeat_interval: until then, the hold stays."""
+    since = d.observed.alerts_since
+    held_at = parse_time(recorded.time)
+    if since is None or (held_at is not None and held_at >= since):
+        return True
+    complete = d.observed.alerts_complete_at
+    if complete is None or d.now >= complete:
+        return True
+    d.after((complete - d.now).total_seconds())
+    return False
+
+
+def _note_incident(d: _Decision, record: IncidentRecord, *, reason: str, message: str, warning: bool = True) -> None:
+    """Records `record` in status.incident, with an Event, when it is news (another firing of an
+    alert, or another response to it); Alertmanager repeats a firing alert, which is no news. The
+    IncidentAlert condition says the same meanwhile."""
+    previous = d.status.incident
+    news = (
+        previous is None
+        or not previous.same_firing(record)
+        or (previous.response, previous.holding) != (record.response, record.holding)
+    )
+    if news:
+        d.update(incident=record)
+        d.event(EventType.WARNING if warning else EventType.NORMAL, reason, message)
+    d.condition(INCIDENT_CONDITION, True, reason, message)
+
+
+def _settle_incident(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """Keeps status.incident and the IncidentAlert condition true to the alerts heard: an alert the
+    rollout ignores (spec.incidents.action) is recorded once per firing; a hold ends once its alert
+    no longer fires (or the rollout ended otherwise); the condition turns False once no alert names
+    the rollout."""
+    alert = d.observed.alerts[0] if d.observed.alerts else None
+    ignored = spec.incidents.action == IncidentAction.IGNORE
+    recorded = d.status.incident
+    if recorded is not None and recorded.holding and d.status.phase in TERMINAL_PHASES:
+        # Aborted, failed or promoted by a person meanwhile: nothing is held any more.
+        d.update(incident=replace(recorded, holding=False))
+    elif recorded is not None and recorded.holding and (alert is None or ignored):
+        if not _hold_can_end(d, recorded):
+            return
+        _lift_hold(d, spec, recorded)
+    if alert is not None and ignored:
+        record = incident_record(alert, response=IncidentResponse.IGNORED, now=d.now, holding=False)
+        message = f"{describe_alert(record)} names this rollout; nothing done (spec.incidents.action: ignore)"
+        _note_incident(d, record, reason="IncidentIgnored", message=message, warning=False)
+        return
+    recorded = d.status.incident
+    condition = next((c for c in d.status.conditions if c.type == INCIDENT_CONDITION), None)
+    if alert is None and recorded is not None and condition is not None and condition.status == "True":
+        d.condition(INCIDENT_CONDITION, False, "AlertResolved", f"{describe_alert(recorded)} no longer fires")
+
+
+def _lift_hold(d: _Decision, spec: ModelRolloutSpec, recorded: IncidentRecord) -> None:
+    """The alert that froze or paused the rollout is over: it goes on. The progress deadline counts
+    from now (the hold was no lack of progress), and a paused step starts over, as after a
+    person's resume, so that a timed step is watched for its whole time."""
+    d.update(incident=replace(recorded, holding=False), progress_at=format_time(d.now))
+    d.event(EventType.NORMAL, "IncidentResolved", f"{describe_alert(recorded)} no longer fires: the rollout goes on")
+    if recorded.response == IncidentResponse.PAUSED and d.status.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        _enter_step(d, spec, d.status.current_step_index, phase=Phase.PROGRESSING)
+
+
+def _rolled_back_for_alert(d: _Decision, spec: ModelRolloutSpec, stable: str) -> bool:
+    """A canary (traffic shared) that a firing alert names, with spec.incidents.action rollback:
+    all traffic back to the stable version at once, as for a failed analysis."""
+    if spec.incidents.action != IncidentAction.ROLLBACK or d.status.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+        return False
+    firing = _alert_in_force(d, spec, response=IncidentResponse.ROLLED_BACK, holding=False)
+    if firing is None:
+        return False
+    message = f"{describe_alert(firing)} names this rollout (spec.incidents.action: rollback)"
+    d.update(incident=firing)
+    d.condition(INCIDENT_CONDITION, True, "IncidentRollback", message)
+    _return_to_stable(d, spec, stable, Phase.ROLLED_BACK, "IncidentRollback", message)
+    return True
+
+
+def _paused_by_alert(d: _Decision, spec: ModelRolloutSpec) -> bool:
+    """A canary that a firing alert names, with spec.incidents.action pause: it holds the weight
+    the route shows (never less: no flap), the analysis still measures, no step moves on."""
+    if spec.incidents.action != IncidentAction.PAUSE:
+        return False
+    firing = _alert_in_force(d, spec, response=IncidentResponse.PAUSED, holding=True)
+    if firing is None:
+        return False
+    index = d.status.current_step_index
+    message = f"{describe_alert(firing)} names this rollout: held at step {index} until it no longer fires"
+    _note_incident(d, firing, reason="IncidentPause", message=f"{message} (spec.incidents.action: pause)")
+    d.update(phase=Phase.PAUSED, message=f"paused: {message}")
+    d.after(ALERT_RECHECK_SECONDS)
+    return True
+
+
+def _frozen_by_alert(d: _Decision, spec: ModelRolloutSpec) -> bool:
+    """A rollout before any traffic that a firing alert names (any action but ignore): frozen, no
+    traffic to the candidate, until the alert no longer fires. Its gates still run."""
+    firing = _alert_in_force(d, spec, response=IncidentResponse.FROZEN, holding=True)
+    if firing is None:
+        return False
+    message = f"{describe_alert(firing)} names model {spec.model}: {spec.candidate} gets no traffic until it resolves"
+    _note_incident(d, firing, reason="IncidentFreeze", message=message)
+    d.update(message=f"frozen: {message}")
+    d.after(ALERT_RECHECK_SECONDS)
+    return True
+
+
+def _record_alert_after_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """A promoted rollout that a firing alert names: recorded (status.incident, an Event), never
+    acted on; undoing a promotion is not automated yet (docs/incidents.md)."""
+    alert = d.observed.alerts[0] if d.observed.alerts else None
+    if alert is None or spec.incidents.action == IncidentAction.IGNORE or d.status.phase != Phase.PROMOTED:
+        return
+    record = incident_record(alert, response=IncidentResponse.RECORDED, now=d.now, holding=False)
+    message = (
+        f"{describe_alert(record)} names this rollout after {d.status.stable_version} was promoted: recorded "
+        "only, nothing undone (undoing a promotion is not automated; to go back, roll out the previous version)"
+    )
+    _note_incident(d, record, reason="IncidentAfterPromotion", message=message)

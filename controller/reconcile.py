@@ -45,6 +45,7 @@ from controller.api import (
 from controller.checks import CheckContext, Checker, CheckOutcome, Verdict
 from controller.errors import ReconcileError, ReferenceProblem, TemporaryError
 from controller.events import DirectSender, Outgoing, SendsEvents
+from controller.incidents.feed import AlertFeed
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION, Kube, ObjectRef
 from controller.notify.dispatch import Notifications, Transition
 from controller.plan import (
@@ -267,8 +268,11 @@ class Reconciler:
         selector: LabelSelector | None = None,
         events: SendsEvents | None = None,
         notifications: Notifications | None = None,
+        alerts: AlertFeed | None = None,
     ) -> None:
         self.kube = kube
+        self.alerts = alerts
+        """The firing alerts the Alertmanager receiver heard (None: no receiver, no alert acts)."""
         self.events = events or DirectSender(kube)
         """Creates the Events passes record (an EventSender: on its own threads)."""
         self.notifications = notifications
@@ -493,6 +497,19 @@ class Reconciler:
             deletion_requested_at=parse_time(meta.get("deletionTimestamp")),
             action=(meta.get("annotations") or {}).get(ACTION_ANNOTATION),
         )
+        if spec is not None and self.alerts is not None:
+            observed = replace(
+                observed,
+                alerts=self.alerts.matching(
+                    namespace=namespace,
+                    model=spec.model,
+                    rollout=meta["name"],
+                    selector=spec.incidents.alert_selector,
+                    now=observed.now,
+                ),
+                alerts_since=self.alerts.since,
+                alerts_complete_at=self.alerts.complete_at,
+            )
         if spec is None or router is None:
             return observed
         try:

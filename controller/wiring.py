@@ -12,12 +12,18 @@ are in. Count queries are batched for every rollout at once (controller.analysis
 
 Notifications (controller.notify) are sent by their own threads; what fails is reported as a
 Warning Event on the rollout through the Event sender, like the Events passes record.
+
+The Alertmanager webhook receiver (controller.incidents) is built here from its settings, off
+unless a token file is given: it fills the registry the passes read through an `AlertFeed`, and
+its callback queues the rollouts the alerts name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from controller.analysis.batch import DEFAULT_BATCH_PERIOD_SECONDS
@@ -28,6 +34,10 @@ from controller.api import GROUP, KIND, VERSION, RecordedEvent, format_time, now
 from controller.errors import ReferenceProblem
 from controller.events import Outgoing, SendsEvents
 from controller.gates.checker import GatesChecker, GatesSettings
+from controller.incidents.alerts import Alert
+from controller.incidents.feed import DEFAULT_REPEAT_INTERVAL, AlertFeed
+from controller.incidents.firing import FiringAlerts
+from controller.incidents.receiver import DEFAULT_HOST, DEFAULT_PORT, AlertReceiver, ReceiverSettings, TLSFiles
 from controller.kube import Kube, ObjectRef
 from controller.notify.config import ControllerSink
 from controller.notify.dispatch import Notifications, RolloutRef
@@ -125,3 +135,66 @@ def build_notifications(
         return kube.get_secret_data(namespace=namespace, name=name)
 
     return Notifications(report=report, sinks=sinks, read_secret=read_secret if read_secrets else None, policy=outbound)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertReceiverConfig:
+    """The receiver as the command line configures it (`--alert-receiver-*`)."""
+
+    token_file: Path
+    """The bearer token Alertmanager sends (a mounted Secret's key); required: no token, no receiver."""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    repeat_interval: timedelta = DEFAULT_REPEAT_INTERVAL
+    """Alertmanager's repeat_interval for the route to this receiver (see AlertFeed)."""
+    namespace: str | None = None
+    """The one namespace the controller watches (None: all): the receiver's namespace fence."""
+
+
+class ReceiverConfigError(ValueError):
+    """The receiver cannot be configured as asked; the message names the flag and the fix."""
+
+
+def read_token(path: Path) -> str:
+    """The token in `path`, without the line end a Secret written by hand often has."""
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise ReceiverConfigError(f"--alert-receiver-token-file {path}: cannot be read: {error.strerror}") from None
+    if not token or any(character.isspace() for character in token):
+        raise ReceiverConfigError(
+            f"--alert-receiver-token-file {path}: must hold one token, without spaces (it is empty or has several)"
+        )
+    return token
+
+
+def build_alert_receiver(
+    *, config: AlertReceiverConfig, on_alerts: Callable[[tuple[Alert, ...]], None]
+) -> tuple[AlertReceiver, AlertFeed]:
+    """The receiver (not started) and the feed the reconcile passes read; ReceiverConfigError when a
+    file cannot be read or the TLS files are given one without the other."""
+    if (config.tls_cert_file is None) != (config.tls_key_file is None):
+        raise ReceiverConfigError(
+            "--alert-receiver-tls-cert-file and --alert-receiver-tls-key-file go together; give both or neither"
+        )
+    tls = (
+        None
+        if config.tls_cert_file is None or config.tls_key_file is None
+        else TLSFiles(cert_file=config.tls_cert_file, key_file=config.tls_key_file)
+    )
+    token = read_token(config.token_file)
+    try:
+        settings = ReceiverSettings(
+            bearer_token=token,
+            host=config.host,
+            port=config.port,
+            tls=tls,
+            allowed_namespaces=None if config.namespace is None else frozenset({config.namespace}),
+        )
+    except ValueError as error:
+        raise ReceiverConfigError(f"alert receiver: {error}") from None
+    alerts = FiringAlerts()
+    receiver = AlertReceiver(settings=settings, on_alerts=on_alerts, alerts=alerts)
+    return receiver, AlertFeed(alerts=alerts, repeat_interval=config.repeat_interval)

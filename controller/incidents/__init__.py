@@ -3,12 +3,15 @@
 * `alerts`: the webhook payload (version 4) as typed values, parsed purely.
 * `firing`: `FiringAlerts`, the thread-safe registry of firing alerts, and the matching rule.
 * `receiver`: `AlertReceiver`, the HTTP(S) server Alertmanager's webhook_config posts to.
+* `feed`: `AlertFeed`, the registry as the reconcile passes read it, and since when it is complete.
 
-How the reconcile passes act on a matching alert (roll back, pause, freeze) is not here: these
-modules only know alerts, never rollouts' state. See docs/incidents.md.
+How the reconcile passes act on a matching alert (roll back, pause, freeze) is not here but in
+the pure decision (`controller.plan`, spec.incidents): these modules only know alerts, never
+rollouts' state. See docs/incidents.md.
 """
 
 from controller.incidents.alerts import Alert, AlertGroup, AlertStatus, InvalidPayload, parse_webhook
+from controller.incidents.feed import AlertFeed
 from controller.incidents.firing import FiringAlerts, matches
 from controller.incidents.receiver import (
     AlertReceiver,
@@ -22,6 +25,7 @@ from controller.incidents.receiver import (
 
 __all__ = [
     "Alert",
+    "AlertFeed",
     "AlertGroup",
     "AlertReceiver",
     "AlertStatus",

@@ -11,9 +11,10 @@ The Events of these reasons are the transitions a notification is sent for:
 | Aborted | Aborted |
 | ProgressDeadlineExceeded, InvalidSpec | Failed |
 | Paused (a pause step without a duration), Inconclusive (held for a person) | PausedForPerson |
+| IncidentRollback | IncidentRollback (names the alert, from status.incident) |
 
 A `Paused` Event of a person's own pause action is no news to anyone: no notification.
-IncidentRollback and Undo have no transition yet.
+Undo has no transition yet.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.api import ModelRolloutStatus, RecordedEvent, parse_time
-from controller.notify.notification import Kind, MetricCause, Notification
+from controller.api import IncidentRecord, ModelRolloutStatus, RecordedEvent, parse_time
+from controller.notify.notification import AlertCause, Cause, Kind, MetricCause, Notification
 
 REASON_KINDS: Mapping[str, Kind] = {
     "Promoted": Kind.PROMOTED,
@@ -33,6 +34,7 @@ REASON_KINDS: Mapping[str, Kind] = {
     "InvalidSpec": Kind.FAILED,
     "Paused": Kind.PAUSED_FOR_PERSON,
     "Inconclusive": Kind.PAUSED_FOR_PERSON,
+    "IncidentRollback": Kind.INCIDENT_ROLLBACK,
 }
 """Event reason -> notification kind (controller.plan records these Events)."""
 FAILED_VERDICT = "Failed"
@@ -77,10 +79,35 @@ def notification_for(
         candidate_weight=after.current_weight,
         reason=event.reason,
         message=event.message,
-        cause=failing_metric(after) if event.reason == "AnalysisFailed" else None,
+        cause=cause_of(event, status=after),
         time=when,
         id=event.name,
         uid=str(meta.get("uid") or ""),
+    )
+
+
+def cause_of(event: RecordedEvent, *, status: ModelRolloutStatus) -> Cause | None:
+    """What made the controller act, as the status the pass left records it: the failing metric of
+    an AnalysisFailed, the alert of an IncidentRollback; None for the rest."""
+    if event.reason == "AnalysisFailed":
+        return failing_metric(status)
+    if event.reason == "IncidentRollback" and status.incident is not None:
+        return alert_cause(status.incident)
+    return None
+
+
+def alert_cause(record: IncidentRecord) -> AlertCause | None:
+    """The alert status.incident records, as a notification names it; None without its start time."""
+    starts_at = parse_time(record.starts_at)
+    if starts_at is None:
+        return None
+    return AlertCause(
+        name=record.alertname,
+        labels=dict(record.labels),
+        starts_at=starts_at,
+        summary=record.summary,
+        generator_url=record.generator_url,
+        fingerprint=record.fingerprint,
     )
 
 
