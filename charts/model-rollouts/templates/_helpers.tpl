@@ -190,3 +190,11 @@ sharding.unlabelled). Each has: name (of the Deployment), shard ("" when unshard
 {{- toYaml (dict "instances" $instances) -}}
 {{- end -}}
 
+
+{{/* The alert receiver's token Secret: required with alertReceiver.enabled, which sharding cannot serve. */}}
+{{- define "model-rollouts.alertReceiverTokenSecret" -}}
+{{- if .Values.sharding.shards -}}
+{{- fail "alertReceiver.enabled cannot be used with sharding.shards: one Service cannot tell which shard an alert is for" -}}
+{{- end -}}
+{{- required "alertReceiver.tokenSecret.name is required with alertReceiver.enabled: a Secret holding the token Alertmanager sends" .Values.alertReceiver.tokenSecret.name -}}
+{{- end -}}
