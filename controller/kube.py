@@ -56,9 +56,11 @@ _retry_reads = retry(
 
 
 def _call(operation: str, fn: Callable[[], T]) -> T:
-    """Run one API call; transient failures become TemporaryError."""
-    kind = operation.split(" ", 1)[0]
-    telemetry.API_CALLS.labels(operation=kind).inc()
+    """Run one API call; transient failures become TemporaryError. `operation` reads "<verb>
+    <resource> ...", e.g. "get Service ns/name": the verb and the resource label the call count."""
+    kind, _, rest = operation.partition(" ")
+    resource = rest.partition(" ")[0]
+    telemetry.API_CALLS.labels(operation=kind, resource=resource).inc()
     try:
         with telemetry.API_CALL_SECONDS.labels(operation=kind).time():
             return fn()
@@ -175,7 +177,7 @@ class Kube:
         return self._written(
             GROUP, PLURAL, meta,
             lambda: cast(JSON, _call(
-                f"write status of ModelRollout {meta['namespace']}/{meta['name']}",
+                f"write ModelRollout/status {meta['namespace']}/{meta['name']}",
                 lambda: self.custom.replace_namespaced_custom_object_status(
                     GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
                 ),

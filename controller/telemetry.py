@@ -24,7 +24,10 @@ EVENTS_DEFERRED = Counter(
     "model_rollouts_events_deferred_total",
     "Events the sender's queue could not take; each is sent again by its rollout's next pass.",
 )
-API_CALLS = Counter("model_rollouts_api_calls_total", "Kubernetes API calls by operation.", ["operation"])
+API_CALLS = Counter(
+    "model_rollouts_api_calls_total", "Kubernetes API calls by operation (get, update, ...) and resource (Service...).",
+    ["operation", "resource"],
+)  # fmt: skip
 API_CALL_SECONDS = Histogram(
     "model_rollouts_api_call_duration_seconds", "Time of one Kubernetes API call (retries included), by operation.",
     ["operation"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

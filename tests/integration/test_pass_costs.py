@@ -15,7 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 def counters(metrics: str, name: str, label: str) -> dict[str, float]:
-    return {found[0]: float(found[1]) for found in re.findall(rf'^{name}\{{{label}="(\w+)"\}} (\S+)$', metrics, re.M)}
+    """The counter's samples summed by one label's value."""
+    sums: dict[str, float] = {}
+    for labels, value in re.findall(rf"^{name}\{{(.*)\}} (\S+)$", metrics, re.M):
+        key = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get(label, "")
+        sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
+def reads(metrics: str) -> dict[str, float]:
+    """GETs by resource."""
+    found = re.findall(r'^model_rollouts_api_calls_total\{operation="get",resource="([^"]*)"\} (\S+)$', metrics, re.M)
+    return {resource: float(value) for resource, value in found if float(value)}
 
 
 def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_back(
@@ -32,8 +43,8 @@ def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_ba
 
     # Then the route and the status were written once per traffic step (the route claimed in its
     # first write, the gates passed in the pass that started the rollout), and nothing was read
-    # back: the only GETs are at most the two Services, when a pass runs before their watch
-    # events have reached the Services' cache (an unsharded controller confirms nothing)
+    # back: the only GETs are of the two Services and the route, when the first pass runs before
+    # their watch events have reached the caches (an unsharded controller confirms nothing)
     metrics = controller.metrics()
     calls = counters(metrics, "model_rollouts_api_calls_total", "operation")
     passes = sum(counters(metrics, "model_rollouts_reconcile_total", "result").values())
@@ -42,4 +53,5 @@ def test_a_rollout_runs_on_two_writes_per_traffic_step_without_reading_itself_ba
     assert calls["write"] == 3, calls
     assert calls["update"] == 3, calls
     assert calls["patch"] == 1, calls  # the finalizer
-    assert calls.get("get", 0) <= 2, calls
+    assert set(reads(metrics)) <= {"Service", "httproutes.gateway.networking.k8s.io"}, reads(metrics)
+    assert calls.get("get", 0) <= 3, calls

@@ -72,7 +72,8 @@ def progressing_status() -> dict[str, Any]:
                  "time": now_text(), "reason": "within 0.5 points"},
             ]
         },
-        "gates": {"contract": {"verdict": "Passed", "message": "inputs and outputs match"}},
+        "gates": {"verdict": "Passed", "message": "every gate passed", "ran": ["contract"],
+                  "contract": {"verdict": "Passed", "summary": "inputs and outputs match"}},
         "history": [
             {"time": now_text(), "phase": "Progressing", "step": 0, "weight": 10, "reason": "StepCompleted",
              "message": "weight 10 verified on the route"},
