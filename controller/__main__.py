@@ -170,8 +170,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_REPEAT_INTERVAL,
         metavar="DURATION",
         help="repeat_interval of Alertmanager's route to the receiver (default 4h, Alertmanager's): after a "
-        "restart, a freeze or pause an alert caused is kept this long (plus 1m) for Alertmanager to send the "
-        "alert again, unless it is heard resolved before",
+        "restart, a freeze or pause an alert caused is kept this long (plus 5m) for Alertmanager to send the "
+        "alert again, unless it is heard resolved before; an alert not sent again for twice this (plus 5m) "
+        "counts as resolved",
     )
     parser.add_argument("--log-format", choices=["json", "text"], default="text")
     parser.add_argument("--log-level", default="INFO")

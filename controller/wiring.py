@@ -35,7 +35,7 @@ from controller.errors import ReferenceProblem
 from controller.events import Outgoing, SendsEvents
 from controller.gates.checker import GatesChecker, GatesSettings
 from controller.incidents.alerts import Alert
-from controller.incidents.feed import DEFAULT_REPEAT_INTERVAL, AlertFeed
+from controller.incidents.feed import DEFAULT_REPEAT_INTERVAL, AlertFeed, stale_after
 from controller.incidents.firing import FiringAlerts
 from controller.incidents.receiver import DEFAULT_HOST, DEFAULT_PORT, AlertReceiver, ReceiverSettings, TLSFiles
 from controller.kube import Kube, ObjectRef
@@ -195,6 +195,6 @@ def build_alert_receiver(
         )
     except ValueError as error:
         raise ReceiverConfigError(f"alert receiver: {error}") from None
-    alerts = FiringAlerts()
+    alerts = FiringAlerts(stale_after=stale_after(config.repeat_interval))
     receiver = AlertReceiver(settings=settings, on_alerts=on_alerts, alerts=alerts)
     return receiver, AlertFeed(alerts=alerts, repeat_interval=config.repeat_interval)

@@ -20,8 +20,17 @@ from controller.watch import LabelSelector
 
 DEFAULT_REPEAT_INTERVAL = timedelta(hours=4)
 """Alertmanager's default repeat_interval: a firing alert is sent again at least this often."""
-REPEAT_SLACK = timedelta(minutes=1)
-"""On top of repeat_interval: Alertmanager's group_interval and the webhook call's own time."""
+REPEAT_SLACK = timedelta(minutes=5)
+"""On top of repeat_interval: Alertmanager sends a repeat at its next group_interval tick (5m by
+default), and the webhook call takes its own time."""
+
+
+def stale_after(repeat_interval: timedelta) -> timedelta:
+    """How long a firing alert that Alertmanager did not send again is kept: twice its
+    repeat_interval (one lost repeat is no end), plus the slack. Past it the alert counts as
+    resolved, so that a lost resolved notification (or a silence, which sends none) cannot hold a
+    rollout for ever."""
+    return 2 * repeat_interval + REPEAT_SLACK
 
 
 class AlertFeed:
