@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.api import (
     IncidentAction,
@@ -25,9 +27,20 @@ from controller.incidents.alerts import Alert, AlertStatus
 from controller.notify.notification import AlertCause, Kind
 from controller.notify.transitions import notification_for
 from controller.plan import INCIDENT_CONDITION, Observed, Plan, TrafficSplit, decide
+from tests.unit.test_plan_properties import (
+    PROPERTIES,
+    actions,
+    check_status,
+    check_traffic,
+    outcomes,
+    route_weights,
+    specs,
+    stored_statuses,
+)
 
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 STARTED = T0 - timedelta(minutes=3)
+ALERT = "ModelErrorRate"
 LABELS = {"alertname": "ModelErrorRate", "namespace": "ml", "model": "iris", "severity": "page"}
 CANARY = {"v1": 80, "v2": 20}
 
@@ -420,3 +433,61 @@ def test_the_incident_record_survives_the_status_round_trip() -> None:
     )  # fmt: skip
     status = replace(canary(), incident=record)
     assert ModelRolloutStatus.from_json(status.to_json()) == status
+
+
+# Properties ------------------------------------------------------------------------------------
+
+records = st.none() | st.builds(
+    IncidentRecord,
+    alertname=st.just(ALERT),
+    labels=st.just(LABELS),
+    starts_at=st.sampled_from([format_time(STARTED), "not a time"]),
+    fingerprint=st.sampled_from(["f5c05c93fab5ba48", "other"]),
+    response=st.sampled_from(IncidentResponse),
+    time=st.sampled_from([format_time(T0 - timedelta(hours=2)), format_time(T0), ""]),
+    holding=st.booleans(),
+)
+
+
+@PROPERTIES
+@given(data=st.data())
+def test_with_alerts_any_stored_status_gives_a_whole_planned_split_and_no_new_promotion(data: st.DataObject) -> None:
+    # given any spec, with any incidents policy, and any stored status with any incident record
+    spec = data.draw(specs(), label="spec")
+    policy = data.draw(st.sampled_from([None, "rollback", "pause", "ignore"]), label="action")
+    if policy is not None:
+        spec = replace(spec, incidents=replace(spec.incidents, action=IncidentAction(policy)))
+    status = replace(data.draw(stored_statuses(spec), label="status"), incident=data.draw(records, label="record"))
+    stable = status.stable_version or spec.baseline
+    firing = data.draw(st.lists(st.sampled_from([alert(), alert(fingerprint="b" * 16)]), max_size=2), label="alerts")
+    since = T0 + timedelta(seconds=data.draw(st.sampled_from([-7200, -60, 60]), label="since"))
+    observed = Observed(
+        now=T0 + timedelta(seconds=data.draw(st.sampled_from([0, 30, 3600, 86400]), label="now")),
+        generation=data.draw(st.sampled_from([status.observed_generation, status.observed_generation + 1])),
+        deleting=data.draw(st.integers(0, 9), label="deleting") == 0,
+        action=data.draw(actions, label="action"),
+        route_weights=data.draw(route_weights(spec, stable), label="route"),
+        gates=data.draw(st.none() | outcomes, label="gates"),
+        analysis=data.draw(st.none() | outcomes, label="analysis"),
+        alerts=tuple(firing),
+        alerts_since=data.draw(st.sampled_from([None, since]), label="alerts_since"),
+        alerts_complete_at=since + timedelta(hours=4),
+    )
+
+    # when the controller decides
+    plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
+
+    # then the split is whole and planned, the status one the schema takes
+    check_traffic(spec, plan)
+    check_status(plan)
+    # and an alert that acts never lets a canary be promoted
+    acts = bool(firing) and spec.incidents.action != IncidentAction.IGNORE
+    newly_promoted = plan.status.phase == Phase.PROMOTED and status.phase != Phase.PROMOTED
+    if acts and newly_promoted:
+        assert spec.candidate == stable or observed.deleting, "a firing alert let a canary be promoted"
+    # and a canary a firing alert names, under the rollback policy, asks all traffic for the stable version
+    canary_phase = status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    same_rollout = status.candidate_hash == spec.candidate_hash() and status.observed_generation == observed.generation
+    rolls_back = acts and spec.incidents.action == IncidentAction.ROLLBACK and canary_phase and same_rollout
+    if rolls_back and not observed.deleting and spec.candidate != stable and plan.traffic is not None:
+        assert plan.traffic.weights.get(spec.candidate, 0) == 0, "a canary named by an alert kept traffic"
