@@ -734,7 +734,7 @@ class IncidentRecord:
         return (self.fingerprint, self.starts_at) == (other.fingerprint, other.starts_at)
 
     def to_json(self) -> JSON:
-        return {
+        body: JSON = {
             "alertname": self.alertname,
             "labels": dict(sorted(self.labels.items())),
             "startsAt": self.starts_at,
@@ -745,6 +745,8 @@ class IncidentRecord:
             "time": self.time,
             "holding": self.holding,
         }
+        # The schema types both as date-time: an empty one (from a hand-edited status) is left out.
+        return {k: v for k, v in body.items() if not (k in ("startsAt", "time") and not v)}
 
     @staticmethod
     def from_json(raw: object) -> IncidentRecord | None:
