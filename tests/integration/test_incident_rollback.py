@@ -230,9 +230,10 @@ def test_refused_calls_to_the_running_receiver_change_nothing(
 ) -> None:
     # given a canary at 20 % that opts in to GPU alerts (its selector alone decides which alerts name it)
     recorder = start_canary(world, namespace, incidents={"alertSelector": "alertname=GPUNodeDown"})
+    gpu_alert = {"alertname": "GPUNodeDown", "namespace": namespace, "node": "gpu-1"}
     alert = {
         "status": "firing",
-        "labels": {"alertname": "GPUNodeDown", "namespace": namespace, "node": "gpu-1"},
+        "labels": gpu_alert,
         "startsAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
     body = {"version": "4", "status": "firing", "alerts": [alert]}
@@ -255,7 +256,7 @@ def test_refused_calls_to_the_running_receiver_change_nothing(
     # and an alert the rollout opted in to, but about a namespace this controller does not watch
     fenced = httpx.post(
         receiver.url,
-        json={**body, "alerts": [{**alert, "labels": {**alert["labels"], "namespace": "kube-system"}}]},
+        json={**body, "alerts": [{**alert, "labels": {**gpu_alert, "namespace": "kube-system"}}]},
         headers=token,
         timeout=5,
     )
