@@ -58,6 +58,7 @@ from controller.analysis.fields import promql_string
 from controller.analysis.judges import Budget, Versions, judge_evidence, slow_threshold
 from controller.analysis.measurements import Finished, InlineMeasurements, Lane, Look, Measurements
 from controller.analysis.plugins import DEFAULT_PLUGINS, AnalysisPlugins
+from controller.analysis.prediction_logs import JudgedOnPredictionLogs, PredictionLogReader
 from controller.analysis.presets import BATCHABLE, Counter, CounterSum
 from controller.analysis.providers import (
     InvalidQuery,
@@ -82,7 +83,7 @@ from controller.analysis.spec import (
     render_template,
 )
 from controller.analysis.telemetry import MEASUREMENT_VALUE
-from controller.api import JSON, AnalyzeStep, SpecError, format_time, parse_time
+from controller.api import JSON, AnalyzeStep, MirrorStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
 from controller.errors import PermanentError, ReferenceProblem, TemporaryError
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
@@ -196,8 +197,11 @@ class AnalysisChecker:
         measurements: Measurements | None = None,
         batch_period_seconds: float | None = None,
         plugins: AnalysisPlugins = DEFAULT_PLUGINS,
+        prediction_logs: PredictionLogReader | None = None,
     ) -> None:
         self._providers = providers
+        self._prediction_logs = prediction_logs or PredictionLogReader(outbound=outbound)
+        """Reads the versions' prediction logs for the checks judged on them (pairedPredictions)."""
         self._plugins = plugins
         """What parses the analysis: the providers' and checks' plug-ins."""
         self._measurements: Measurements = measurements or InlineMeasurements()
@@ -560,11 +564,21 @@ class AnalysisChecker:
                 bound = slow_threshold(buckets, quantile=test.quantile)
                 if bound is not None:
                     evidence = replace(evidence, threshold=bound, threshold_basis=max(buckets.values()))
-            for reading, version in roles.items():
-                so_far = None if previous is None else getattr(previous, reading)
-                numbers[reading] = self._read_counts(
-                    context, test.queries, test.address, version, seconds, reads, since=since, so_far=so_far or {}
-                )
+            if isinstance(test, JudgedOnPredictionLogs):
+                # Both logs since the segment began, joined: the pairs are the candidate's counts.
+                # Only a mirror step sends a request to both versions; a split step has no pairs
+                # to read, and the mirror step's stay in the evidence.
+                reading = "candidate"
+                if _is_mirror_step(context, plan.segment_step):
+                    numbers["candidate"], numbers["baseline"] = self._read_pairs(
+                        context, test, versions, since=plan.segment_start, reads=reads
+                    )
+            else:
+                for reading, version in roles.items():
+                    so_far = None if previous is None else getattr(previous, reading)
+                    numbers[reading] = self._read_counts(
+                        context, test.queries, test.address, version, seconds, reads, since=since, so_far=so_far or {}
+                    )
         except _MissingReference as missing:
             raise ReferenceProblem(f"{plan.metric_fields[metric.name]}: {missing}") from missing
         except (TemporaryError, PermanentError) as error:
@@ -589,6 +603,30 @@ class AnalysisChecker:
         evidence = replace(evidence, summary=summary)
         details = {"evidence": measured_summary(summary)}
         return _record(metric, judgement, look.baseline, look.candidate, at=at, details=details), evidence
+
+    def _read_pairs(
+        self,
+        context: CheckContext,
+        test: JudgedOnPredictionLogs,
+        versions: Versions,
+        *,
+        since: datetime,
+        reads: _Reads,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Both versions' prediction logs since the segment began, joined by request id (one read
+        of the pool, both logs together, so the pairs are taken from one moment's logs)."""
+        candidate_url = version_endpoint(context, versions.candidate)
+        baseline_url = version_endpoint(context, versions.baseline)
+        model, start = context.spec.model, since.timestamp()
+
+        def job() -> tuple[dict[str, float], dict[str, float]]:
+            candidate = self._prediction_logs.read(endpoint=candidate_url, model=model, since=start)
+            baseline = self._prediction_logs.read(endpoint=baseline_url, model=model, since=start)
+            return test.pair(candidate=candidate, baseline=baseline)
+
+        lane = Lane(provider="prediction-log", address=urlsplit(candidate_url).netloc)
+        nothing: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        return reads.get(("pairs", candidate_url, baseline_url, model, start), lane, job, stand_in=nothing)
 
     def _read_counts(
         self,
@@ -805,6 +843,8 @@ def _outbound_urls(
         test = metric.test
         if test.address is not None:
             yield _CalledUrl(field_path=f"{metric_field}.{test.address_field}", url=test.address, web=False)
+        if isinstance(test, JudgedOnPredictionLogs):
+            yield from _prediction_log_urls(context, metric_field=metric_field, check=test.address_field)
         return
     variables_by_version = {version: _variables(context, plan, metric, version) for version in versions}
     for called in metric.source.outbound_urls(variables_by_version=variables_by_version):
@@ -814,6 +854,41 @@ def _outbound_urls(
             web=called.parsed_by_httpx,
             preface="" if called.rendered_for is None else f"as rendered for version {called.rendered_for}, ",
         )
+
+
+def _is_mirror_step(context: CheckContext, index: int) -> bool:
+    steps = context.spec.steps
+    return 0 <= index < len(steps) and isinstance(steps[index], MirrorStep)
+
+
+def version_endpoint(context: CheckContext, version: str) -> str:
+    """The version's model server (`spec.versions[].endpoint`), whose prediction log a paired check
+    reads; a SpecError naming the field when it has none (validate raises it before any traffic)."""
+    for index, entry in enumerate(context.spec.versions):
+        if entry.version == version:
+            if not entry.endpoint:
+                raise SpecError(
+                    f"spec.versions[{index}].endpoint",
+                    f"is required for version {version}: a paired check reads its prediction log from its model "
+                    "server; give the server's base URL, e.g. http://iris-v2.models.svc:8080",
+                )
+            return entry.endpoint
+    raise SpecError("spec.versions", f"version {version} is not listed; a paired check reads its model server")
+
+
+def _prediction_log_urls(context: CheckContext, *, metric_field: str, check: str) -> Iterator[_CalledUrl]:
+    """The model servers a paired check reads, which must exist and be reachable; and the mirror
+    step it needs, without which no request reaches both versions and the check could only hold."""
+    if not any(isinstance(step, MirrorStep) for step in context.spec.steps):
+        raise SpecError(
+            f"{metric_field}.{check}",
+            "compares the versions' answers to the same requests, which only a mirror step gives both; "
+            "add a mirror step (e.g. setWeight: 0, then mirror: {duration: 10m}) or drop this metric",
+        )
+    for version in dict.fromkeys((context.spec.candidate, context.stable_version)):
+        url = version_endpoint(context, version)
+        index = next(i for i, entry in enumerate(context.spec.versions) if entry.version == version)
+        yield _CalledUrl(field_path=f"spec.versions[{index}].endpoint", url=url, web=True)
 
 
 def _outbound_problem(policy: OutboundPolicy, url: str, *, web: bool) -> str | None:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from localenv.modelserver.metrics import ModelMetrics
+from localenv.modelserver.predictionlog import MAX_ANSWERED_ROWS, PredictionLog, request_id
 from localenv.modelserver.protocol import (
     ProtocolError,
     decode_feedback,
@@ -46,6 +47,7 @@ class ModelServer:
         self.version = version
         self.metrics = ModelMetrics(model_name=model_name, version=version, profile=model.profile)
         self._predicted_labels: OrderedDict[str, int] = OrderedDict()
+        self.predictions = PredictionLog()
 
     def routes(self) -> list[Route]:
         model_paths = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
@@ -58,6 +60,7 @@ class ModelServer:
             *(Route(f"{path}/infer", self.infer, methods=["POST"]) for path in model_paths),
             Route("/v2/models/{name}/feedback", self.feedback, methods=["POST"]),
             Route("/v2/models/{name}/training-profile", self.training_profile),
+            Route("/v2/models/{name}/predictions", self.prediction_log),
             Route("/metrics", self.prometheus_metrics),
         ]
 
@@ -97,10 +100,17 @@ class ModelServer:
         except ProtocolError as error:
             return _error(str(error), status_code=error.status_code)
         prediction = self.model.predict(decoded.rows)
+        scores = [float(score) for score in prediction.scores]
         self.metrics.record_rows(
-            scores=[float(score) for score in prediction.scores],
+            scores=scores,
             invariant_violations=int(prediction.invariant_violations.sum()),
             features=prediction.features,
+        )
+        self.predictions.record(
+            request_id=request_id(headers=request.headers, body_id=decoded.request_id),
+            time=time.time(),
+            labels=[int(label) for label in prediction.labels],
+            scores=scores,
         )
         if len(prediction.labels) == 1:
             self._remember(decoded.request_id, int(prediction.labels[0]))
@@ -119,6 +129,29 @@ class ModelServer:
         """The training reference profile (docs/checks/training-skew.md), as a training pipeline
         would publish it next to the model: what a ConfigMap for the trainingSkew check holds."""
         return self._unknown_model(request) or _json({"features": [bins.as_json() for bins in self.model.profile]})
+
+    async def prediction_log(self, request: Request) -> Response:
+        """What this version predicted since `?since=` (Unix seconds, default 0), by request id,
+        oldest first, at most `?limit=` rows (docs/model-metrics.md, "The prediction log")."""
+        unknown = self._unknown_model(request)
+        if unknown is not None:
+            return unknown
+        try:
+            start = float(request.query_params.get("since", "0"))
+            limit = int(request.query_params.get("limit", str(MAX_ANSWERED_ROWS)))
+        except ValueError:
+            return _error("since is Unix seconds and limit a whole number", status_code=400)
+        if not (0 < limit <= MAX_ANSWERED_ROWS):
+            return _error(f"limit is from 1 to {MAX_ANSWERED_ROWS}", status_code=400)
+        rows, truncated = self.predictions.since(start, limit=limit)
+        return _json(
+            {
+                "model_name": self.model_name,
+                "model_version": self.version,
+                "predictions": [row.as_json() for row in rows],
+                "truncated": truncated,
+            }
+        )
 
     async def feedback(self, request: Request) -> Response:
         unknown = self._unknown_model(request)

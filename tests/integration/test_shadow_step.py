@@ -50,6 +50,12 @@ ANALYSIS: dict[str, Any] = {
     ],
 }
 SHADOW_SECONDS = 12
+PAIRED: dict[str, Any] = {
+    "interval": "2s",
+    "metrics": [{"name": "agreement", "pairedPredictions": {"minAgreement": 0.95}}],
+}
+"""The candidate's answers to the mirrored copies against the baseline's answers to the same
+requests, joined by request id from both model servers' prediction logs (docs/model-metrics.md)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +181,11 @@ class Shadow:
         text = httpx.get(self.servers[version].metrics_url, timeout=5.0).text
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("model_requests_total{"))
 
-    def roll_out(self, candidate: str, *, shadow: str = f"{SHADOW_SECONDS}s") -> None:
+    def roll_out(
+        self, candidate: str, *, shadow: str = f"{SHADOW_SECONDS}s", analysis: dict[str, Any] = ANALYSIS
+    ) -> None:
+        """Each version names its model server as its `endpoint`, where a paired check reads its
+        prediction log."""
         self.world.apply(
             {
                 "apiVersion": "rollouts.mlops.dev/v1alpha1",
@@ -184,13 +194,18 @@ class Shadow:
                 "spec": {
                     "model": MODEL,
                     "versions": [
-                        {"version": v, "backend": {"service": f"{ROUTE}-{v}", "port": PORT}} for v in ("v1", candidate)
+                        {
+                            "version": v,
+                            "backend": {"service": f"{ROUTE}-{v}", "port": PORT},
+                            "endpoint": self.servers[v].url,
+                        }
+                        for v in ("v1", candidate)
                     ],
                     "baseline": "v1",
                     "candidate": candidate,
                     "trafficRouting": {"gatewayAPI": {"httpRoute": ROUTE}},
                     "steps": [{"setWeight": 0}, {"mirror": {"duration": shadow}}],
-                    "analysis": ANALYSIS,
+                    "analysis": analysis,
                 },
             }
         )
@@ -332,3 +347,60 @@ def test_deleting_a_rollout_during_its_shadow_removes_the_filter_and_leaves_all_
         clients.ask_many(50)
     assert {version for _, version in clients.answers} == {"v1"}
     assert shadow.requests_answered("v2") == before
+
+
+@pytest.mark.usefixtures("prometheus", "analysis_controller")
+def test_a_good_candidate_agreeing_with_the_baseline_on_the_mirrored_requests_passes_the_paired_check(
+    shadow: Shadow,
+) -> None:
+    # given v2, which predicts what v1 predicts for about 96 % of the test rows (docs/checks/paired-predictions.md)
+    with Client(base_url=shadow.gateway.url, host=shadow.host) as clients:
+        clients.start()
+        # when it is shadowed, judged on the pairs against a floor of 90 %
+        paired = {**PAIRED, "metrics": [{"name": "agreement", "pairedPredictions": {"minAgreement": 0.9}}]}
+        shadow.roll_out("v2", analysis=paired)
+        shadow.wait_for_mirror_step()
+        promoted = shadow.world.wait_for_phase("Promoted", timeout=60, name=ROUTE)
+
+    # then every look of the shadow step passed, on hundreds of pairs
+    looks = [m for m in promoted["analysis"]["measurements"] if m["run"] == "step-1"]
+    assert looks and {m["verdict"] for m in looks} == {"Successful"}
+    (evidence,) = [e["latest"] for e in promoted["analysis"]["evidence"] if e["metric"] == "agreement"]
+    print(f"paired check: {evidence['agreed']:.0f} of {evidence['pairs']:.0f} pairs agreed ({evidence['agreement']})")
+    assert evidence["pairs"] > 300 and evidence["agreement"] >= 0.9
+    assert shadow.mirror_filters() == []
+
+
+@pytest.mark.usefixtures("prometheus", "analysis_controller")
+def test_a_candidate_disagreeing_with_the_baseline_on_the_mirrored_requests_fails_the_paired_check_in_the_shadow(
+    shadow: Shadow,
+) -> None:
+    # given clients asking the gateway all along, and v3 (which skips its scaler) judged only on
+    # whether it predicts what v1 predicts for the very same requests
+    with Client(base_url=shadow.gateway.url, host=shadow.host) as clients:
+        clients.start()
+        # when it is rolled out with a long shadow step
+        shadow.roll_out("v3", shadow="5m", analysis=PAIRED)
+        shadow.wait_for_mirror_step()
+        status = shadow.world.wait_for_phase("RolledBack", timeout=60, name=ROUTE)
+        wait_for(lambda: not shadow.mirror_filters(), what="the filter removed", timeout=10, last=shadow.route)
+
+    # then the paired check failed during the shadow step, naming the agreement and the floor
+    message = status["message"]
+    assert message.startswith("agreement failed"), message
+    assert "paired requests" in message and "at least 95% required" in message
+    assert status["currentStepIndex"] == 1
+    # on many pairs joined from both servers' logs, with the requests whose scores differ most
+    (evidence,) = [e["latest"] for e in status["analysis"]["evidence"] if e["metric"] == "agreement"]
+    print(f"paired check: {evidence['agreed']:.0f} of {evidence['pairs']:.0f} pairs agreed, "
+          f"interval {evidence['interval']}; largest differences {evidence['largestDifferences'][:2]}")  # fmt: skip
+    assert evidence["pairs"] >= 50 and evidence["interval"][1] < 0.95
+    largest = evidence["largestDifferences"]
+    assert len(largest) == 5 and largest[0]["difference"] >= largest[-1]["difference"] > 0
+    # joined on the gateway's x-request-id, which Envoy set on each request and kept on its copy:
+    # not the clients' own body ids
+    assert not any(entry["requestId"].startswith("shadow-") for entry in largest), largest
+    # and no client ever got an answer from v3
+    assert {version for _, version in clients.answers} == {"v1"}
+    assert len(clients.answers) > 100 and clients.failures == 0
+    assert shadow.mirror_filters() == []

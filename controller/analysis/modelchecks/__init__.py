@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from controller.analysis.modelchecks import drift, offline_online, slices, training_skew
+from controller.analysis.modelchecks import drift, offline_online, paired, slices, training_skew
 from controller.analysis.modelchecks.plugin import ModelCheck, ModelCheckPlugin
 from controller.plugins import registry as keyed
 
@@ -20,6 +20,6 @@ def registry(plugins: Iterable[ModelCheckPlugin]) -> Mapping[str, ModelCheckPlug
 
 
 MODEL_CHECKS: Mapping[str, ModelCheckPlugin] = registry(
-    (drift.PLUGIN, slices.PLUGIN, offline_online.PLUGIN, training_skew.PLUGIN)
+    (drift.PLUGIN, slices.PLUGIN, offline_online.PLUGIN, training_skew.PLUGIN, paired.PLUGIN)
 )
 """The key configuring a check in a metric -> its plug-in."""

@@ -149,7 +149,10 @@ def test_its_config_errors_are_spec_errors_and_its_missing_reference_holds_the_r
 
 
 def test_without_the_plugin_its_key_configures_nothing() -> None:
-    with pytest.raises(SpecError, match=r"a check \(predictionDrift, importantSlices, offlineVsOnline, trainingSkew\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"a check \(predictionDrift, importantSlices, offlineVsOnline, trainingSkew, pairedPredictions\)",
+    ):
         checker(configmaps={}, plugins=AnalysisPlugins()).validate(context=pending({"metrics": [METRIC]}))
 
 
