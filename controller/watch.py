@@ -75,6 +75,10 @@ class ObjectCache:
         this shard); evaluated outside the cache's lock, so it may take other locks."""
         self._lock = threading.Lock()
         self._objects: dict[Key, _Held] = {}
+        self._declined: dict[Key, int | None] = {}
+        """The version of each object the informer saw and `keep` refused, until its DELETED: a
+        route's event can come before the rollout naming it, and the GET that pass makes then
+        fills the cache (otherwise every pass would GET it until the route's next event)."""
 
     def __len__(self) -> int:
         with self._lock:
@@ -88,9 +92,16 @@ class ObjectCache:
 
     def replace_all(self, items: Iterable[JSON]) -> None:
         """A list's result: exactly these objects (those kept)."""
-        kept = {_object_key(obj): _held(obj) for obj in items if self._keep(obj)}
+        kept: dict[Key, _Held] = {}
+        declined: dict[Key, int | None] = {}
+        for obj in items:
+            if self._keep(obj):
+                kept[_object_key(obj)] = _held(obj)
+            else:
+                declined[_object_key(obj)] = _version(obj)
         with self._lock:
             self._objects = kept
+            self._declined = declined
 
     def apply(self, kind: str, obj: JSON) -> bool:
         """A watch event: ADDED and MODIFIED store the object (or drop it when not kept), DELETED
@@ -107,14 +118,20 @@ class ObjectCache:
                 return False
             if kept:
                 self._objects[key] = held
+                self._declined.pop(key, None)
             else:
                 self._objects.pop(key, None)
+                if kind == "DELETED":
+                    self._declined.pop(key, None)
+                else:
+                    self._declined[key] = _version(obj)
         echo = kept and before is not None and before.written and before.version == held.version
         return not echo
 
     def put_written(self, obj: JSON) -> None:
         """What a write of the controller returned: held only over an older version of an object
-        still held (a DELETED seen meanwhile is not undone, a newer event is not overwritten)."""
+        still held, or of one seen and not kept then (a DELETED seen meanwhile is not undone, a
+        newer event is not overwritten)."""
         self._put(obj, written=True)
 
     def put_read(self, obj: JSON) -> None:
@@ -127,10 +144,16 @@ class ObjectCache:
         fresh = _held(obj, written=written)
         with self._lock:
             held = self._objects.get(key)
-            if held is None or fresh.version is None:
+            if fresh.version is None:
+                return
+            if held is None:
+                if kept and key in self._declined and _not_older(fresh.version, than=self._declined[key]):
+                    del self._declined[key]
+                    self._objects[key] = fresh
                 return
             if not kept:
                 del self._objects[key]
+                self._declined[key] = fresh.version
                 return
             if _older(held, than=fresh):
                 self._objects[key] = fresh
@@ -156,6 +179,10 @@ class _Held:
 
 def _older(held: _Held, *, than: _Held) -> bool:
     return held.version is not None and than.version is not None and held.version < than.version
+
+
+def _not_older(version: int, *, than: int | None) -> bool:
+    return than is None or version >= than
 
 
 def _held(obj: JSON, *, written: bool = False) -> _Held:

@@ -53,6 +53,49 @@ def test_only_the_objects_kept_are_held() -> None:
     assert cache.keys() == [("ns", "mine")]
 
 
+def test_a_read_of_an_object_seen_before_it_was_kept_is_held() -> None:
+    # given a route whose event came before the rollout naming it, so the cache did not keep it
+    ours: set[str] = set()
+    cache = ObjectCache(keep=lambda o: o["metadata"]["name"] in ours)
+    cache.apply("ADDED", obj("route", "5"))
+    assert cache.get("ns", "route") is None
+
+    # when the rollout names it and its pass reads it with a GET
+    ours.add("route")
+    cache.put_read(obj("route", "5"))
+
+    # then the cache holds it: the next passes read it without a GET
+    assert version(cache, "route") == "5"
+
+
+def test_a_read_never_brings_back_an_object_deleted_or_never_seen() -> None:
+    # given a route seen and deleted, and a list that held only another object, none kept then
+    ours: set[str] = set()
+    cache = ObjectCache(keep=lambda o: o["metadata"]["name"] in ours)
+    cache.apply("ADDED", obj("route", "5"))
+    cache.apply("DELETED", obj("route", "6"))
+    cache.replace_all([obj("other", "7")])
+
+    # when rollouts name them and GETs that started earlier return them
+    ours.update({"route", "unseen"})
+    cache.put_read(obj("route", "5"))
+    cache.put_read(obj("unseen", "8"))
+
+    # then neither is held: only a watch event brings them in
+    assert cache.keys() == []
+
+
+def test_a_read_older_than_the_version_seen_is_not_held() -> None:
+    ours: set[str] = set()
+    cache = ObjectCache(keep=lambda o: o["metadata"]["name"] in ours)
+    cache.replace_all([obj("route", "9")])
+    ours.add("route")
+    cache.put_read(obj("route", "8"))
+    assert cache.get("ns", "route") is None
+    cache.put_read(obj("route", "9"))
+    assert version(cache, "route") == "9"
+
+
 def test_a_written_version_replaces_only_an_older_one_held() -> None:
     cache = ObjectCache()
     cache.apply("ADDED", obj("a", "10"))
