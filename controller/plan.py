@@ -165,6 +165,9 @@ class Observed:
     """From then on every alert that fires has reached this process: Alertmanager sends a firing
     alert again every repeat_interval, so a hold recorded before `alerts_since` by an alert not
     heard again by then is over. None: at once."""
+    held_alert_resolved: bool = False
+    """This process heard the alert whose hold status.incident records resolved: the hold ends,
+    however recently it started listening."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1040,12 +1043,13 @@ def _alert_in_force(
 def _hold_can_end(d: _Decision, recorded: IncidentRecord) -> bool:
     """Whether the absence of the recorded alert from the alerts heard means it no longer fires.
 
-    It does when this process heard alerts when the hold began, or hears none at all; a process
-    that started since (a restart, a new leader) knows only the alerts sent to it, and Alertmanager
-    sends a firing alert again only every repeat_interval: until then, the hold stays."""
+    It does when this process heard alerts when the hold began, or hears none at all, or heard
+    that alert resolved; a process that started since (a restart, a new leader) knows only the
+    alerts sent to it, and Alertmanager sends a firing alert again only every repeat_interval:
+    until then, the hold stays."""
     since = d.observed.alerts_since
     held_at = parse_time(recorded.time)
-    if since is None or (held_at is not None and held_at >= since):
+    if since is None or d.observed.held_alert_resolved or (held_at is not None and held_at >= since):
         return True
     complete = d.observed.alerts_complete_at
     if complete is None or d.now >= complete:

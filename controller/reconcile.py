@@ -509,6 +509,7 @@ class Reconciler:
                 ),
                 alerts_since=self.alerts.since,
                 alerts_complete_at=self.alerts.complete_at,
+                held_alert_resolved=self._held_alert_resolved(status),
             )
         if spec is None or router is None:
             return observed
@@ -523,6 +524,14 @@ class Reconciler:
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
         return replace(observed, route_weights=weights, route_mirror=mirror, reference_problem=problem)
+
+    def _held_alert_resolved(self, status: ModelRolloutStatus) -> bool:
+        """Whether this process heard resolved the alert whose hold the status records."""
+        held = status.incident
+        starts_at = None if held is None or not held.holding else parse_time(held.starts_at)
+        if self.alerts is None or held is None or starts_at is None:
+            return False
+        return self.alerts.resolved(fingerprint=held.fingerprint, starts_at=starts_at)
 
     def _read_route(self, router: Router, namespace: str, name: str, spec: ModelRolloutSpec) -> dict[str, int]:
         """The route's weights; a route claimed by a rollout that no longer exists is taken over."""

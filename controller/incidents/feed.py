@@ -67,3 +67,7 @@ class AlertFeed:
     ) -> tuple[Alert, ...]:
         """The firing alerts that name this rollout, earliest started first."""
         return self.alerts.matching(namespace=namespace, model=model, rollout=rollout, selector=selector, now=now)
+
+    def resolved(self, *, fingerprint: str, starts_at: datetime) -> bool:
+        """Whether this process heard that firing of the alert resolved (see FiringAlerts.resolved)."""
+        return self.alerts.resolved(fingerprint, starts_at=starts_at)

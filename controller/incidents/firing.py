@@ -164,6 +164,13 @@ class FiringAlerts:
             alerts = [entry.alert for entry in self._firing.values()]
         return tuple(sorted(alerts, key=lambda alert: (alert.starts_at, alert.fingerprint)))
 
+    def resolved(self, fingerprint: str, *, starts_at: datetime) -> bool:
+        """Whether the firing of the alert that started at `starts_at` (or a later one) was heard
+        resolved, within `resolved_memory`: a hold a previous controller recorded can end on it."""
+        with self._lock:
+            remembered = self._resolved.get(fingerprint)
+        return remembered is not None and remembered[0] >= starts_at
+
     def get(self, fingerprint: str) -> Alert | None:
         """The firing alert with this fingerprint, if any (not pruned: a test's or a log's view)."""
         with self._lock:

@@ -10,7 +10,9 @@ the real controller process, which moves the real HTTPRoute on the local API ser
 * calls to the running controller's receiver without the token, too large or malformed are
   refused, and an alert about a namespace the controller does not watch is ignored: none changes
   the canary, which the same call with the token then rolls back (the refusals were not luck);
-* with `spec.incidents.action: pause` the alert holds the canary at its weight until it resolves.
+* with `spec.incidents.action: pause` the alert holds the canary at its weight until it resolves;
+* a freeze survives a controller killed and replaced (whose registry is empty) and ends when the
+  new controller hears the alert resolved.
 """
 
 from __future__ import annotations
@@ -323,3 +325,53 @@ def test_with_action_pause_the_alert_holds_the_canary_at_its_weight_until_it_res
     assert events_named(world, "IncidentResolved")
     recorder.stop()
     assert recorder.candidate_weights() == [0, 20]
+
+
+def test_a_freeze_survives_a_controller_crash_and_ends_when_the_new_one_hears_the_alert_resolved(
+    world: World,
+    namespace: str,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    receiver: ReceiverEnd,
+    alerting_prometheus: AlertingPrometheus,
+    player: MetricsPlayer,
+) -> None:
+    # given a rollout frozen by an alert about the model
+    first = start_controller(kubeconfig=control_plane.kubeconfig, namespace=namespace,
+                             log_file=tmp_path / "first.log", extra_args=receiver.controller_args())  # fmt: skip
+    try:
+        player.play("v1", FAILING)
+        wait_for(lambda: "model_rollouts_alerts_firing 1.0" in first.metrics(),
+                 what="the controller holding the alert", timeout=ALERT_TIMEOUT)  # fmt: skip
+        recorder = WeightRecorder(world)
+        world.apply(rollout_manifest(model=namespace, steps=HOLD))
+        wait_for(lambda: world.status().get("message", "").startswith("frozen: "), what="the rollout frozen",
+                 timeout=ALERT_TIMEOUT, last=world.status)  # fmt: skip
+    finally:
+        # when the controller is killed, and another starts, whose registry is empty
+        first.kill()
+    second = start_controller(kubeconfig=control_plane.kubeconfig, namespace=namespace,
+                              log_file=tmp_path / "second.log", extra_args=receiver.controller_args())  # fmt: skip
+    try:
+        world.action("resume")  # any event: the new controller's pass runs now
+        wait_for(lambda: "rollouts.mlops.dev/action" not in (world.rollout()["metadata"].get("annotations") or {}),
+                 what="the new controller's pass", timeout=15)  # fmt: skip
+
+        # then the rollout is still frozen, though the new controller never heard the alert fire
+        status = world.status()
+        assert status["phase"] == "Pending" and status["message"].startswith("frozen: ")
+        assert status["incident"]["holding"] is True
+        assert "model_rollouts_alerts_firing 0.0" in second.metrics()
+
+        # when the model recovers and Alertmanager sends the alert resolved to the new controller
+        player.play("v1", Behaviour())
+
+        # then the freeze ends and the rollout shifts traffic
+        wait_for(lambda: recorder.latest().get("v2") == 20, what="v2 at 20 %", timeout=ALERT_TIMEOUT,
+                 last=world.status)  # fmt: skip
+        assert world.status()["incident"]["holding"] is False
+        recorder.stop()
+        assert recorder.candidate_weights() == [0, 20]
+    finally:
+        second.stop()
+        print(second.log()[-3000:])

@@ -27,6 +27,7 @@ from controller.incidents.alerts import Alert, AlertStatus
 from controller.notify.notification import AlertCause, Kind
 from controller.notify.transitions import notification_for
 from controller.plan import INCIDENT_CONDITION, Observed, Plan, TrafficSplit, decide
+from controller.urgency import is_urgent
 from tests.unit.test_plan_properties import (
     PROPERTIES,
     actions,
@@ -192,8 +193,6 @@ def test_a_matching_alert_during_a_canary_rolls_it_back_at_once_and_names_the_al
 
 def test_a_rollback_for_an_alert_is_urgent_until_the_route_shows_it() -> None:
     # given the rolled back status, stored before the route write landed
-    from controller.urgency import is_urgent
-
     plan = run(spec_of(), canary(), observed(CANARY, alerts=(alert(),)))
 
     # then the watch event of that status is queued in the urgent lane
@@ -361,6 +360,24 @@ def test_after_a_restart_a_freeze_holds_until_alertmanager_had_time_to_send_the_
         observed({"v1": 100, "v2": 0}, at=4 * 3600 + 400, alerts_since=since, alerts_complete_at=complete),
     )
     assert "IncidentResolved" in reasons(later) and later.status.phase == Phase.PROGRESSING
+
+
+def test_after_a_restart_a_freeze_ends_once_the_alert_is_heard_resolved() -> None:
+    spec = spec_of()
+    frozen = run(spec, pending(), observed({"v1": 100, "v2": 0}, alerts=(alert(),))).status
+    since, complete = T0 + timedelta(minutes=5), T0 + timedelta(hours=4, minutes=10)
+
+    # when the restarted controller hears the alert resolved (Alertmanager's resolved notification)
+    thawed = run(
+        spec,
+        frozen,
+        observed(
+            {"v1": 100, "v2": 0}, at=600, alerts_since=since, alerts_complete_at=complete, held_alert_resolved=True
+        ),
+    )
+
+    # then the freeze ends at once
+    assert "IncidentResolved" in reasons(thawed) and thawed.status.phase == Phase.PROGRESSING
 
 
 def test_an_abort_while_frozen_ends_the_hold() -> None:

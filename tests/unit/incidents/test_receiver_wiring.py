@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.__main__ import alert_receiver_config, parse_args
-from controller.incidents.alerts import Alert
+from controller.incidents.alerts import Alert, AlertStatus
 from controller.incidents.feed import REPEAT_SLACK, AlertFeed, stale_after
 from controller.incidents.firing import FiringAlerts
 from controller.wiring import AlertReceiverConfig, ReceiverConfigError, build_alert_receiver, read_token
@@ -98,3 +98,16 @@ def test_the_feed_is_complete_one_repeat_interval_after_it_started_listening() -
 
 def test_an_alert_not_sent_again_for_twice_the_repeat_interval_counts_as_resolved() -> None:
     assert stale_after(timedelta(minutes=5)) == timedelta(minutes=10) + REPEAT_SLACK
+
+
+def test_the_feed_tells_a_firing_heard_resolved_from_one_never_heard() -> None:
+    # given a registry that heard one alert fire, then resolve
+    alerts = FiringAlerts()
+    feed = AlertFeed(alerts=alerts)
+    fired = Alert(status=AlertStatus.FIRING, labels={"alertname": "X"}, starts_at=T0, fingerprint="f")
+    alerts.apply([fired, Alert(status=AlertStatus.RESOLVED, labels={"alertname": "X"}, starts_at=T0, fingerprint="f")])
+
+    # then that firing (stored to the millisecond) counts as resolved; a later firing, or another alert, does not
+    assert feed.resolved(fingerprint="f", starts_at=T0 - timedelta(microseconds=500))
+    assert not feed.resolved(fingerprint="f", starts_at=T0 + timedelta(minutes=1))
+    assert not feed.resolved(fingerprint="g", starts_at=T0)
