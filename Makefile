@@ -36,10 +36,11 @@ test: lint ## the whole suite: lint, unit and integration tests
 unit: $(VENV)/.installed ## unit tests only (no server)
 	$(PY) -m pytest tests/unit
 
-bench: setup ## the benchmarks: the judge's error rates (about 10 min), scale (1000 rollouts), rollback latency
+bench: setup ## the benchmarks: the judge's error rates (about 10 min), scale (1000 rollouts), rollback latency, alert to weight 0
 	$(PY) bench/judge.py --runs 300
 	$(PY) bench/scale.py
 	$(PY) bench/rollback_latency.py --runs 5 --interval 5
+	$(PY) bench/incident.py --runs 20
 
 clean:
 	rm -rf $(VENV) out
