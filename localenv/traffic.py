@@ -63,6 +63,20 @@ class TrafficSummary:
     """Failed inference requests or feedback posts, by reason ('HTTP 400', 'ConnectError', ...)."""
     by_version: dict[str, dict[str, SliceTally]] = field(default_factory=lambda: defaultdict(dict))
     """version -> slice -> answers and correct answers."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """Guards `by_version` against a reader on another thread while the replay adds to it."""
+
+    def count_answer(self, *, version: str, data_slice: str, correct: bool) -> None:
+        with self._lock:
+            tally = self.by_version[version].setdefault(data_slice, SliceTally())
+            tally.answered += 1
+            tally.correct += int(correct)
+
+    def answers_by_version(self) -> dict[str, int]:
+        """Answers per version so far, safe to call while the replay runs: which version each
+        client was really answered by (the demo checks a shadowed candidate answered nobody)."""
+        with self._lock:
+            return {version: sum(t.answered for t in slices.values()) for version, slices in self.by_version.items()}
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -76,16 +90,19 @@ class TrafficSummary:
         }
 
 
-def replay(settings: TrafficSettings, *, stop: threading.Event | None = None) -> TrafficSummary:
+def replay(
+    settings: TrafficSettings, *, stop: threading.Event | None = None, summary: TrafficSummary | None = None
+) -> TrafficSummary:
     """Send traffic until a bound is reached or `stop` is set; never raises for a failed request
-    (servers come and go during a rollout), it counts them instead."""
+    (servers come and go during a rollout), it counts them instead. Counts into `summary` when
+    given, so another thread can watch the answers while the replay runs."""
     dataset = load_dataset()
     rows, labels = dataset.test_features, dataset.test_labels
     slices = slice_names(rows)
     order = list(range(len(rows)))
     random.Random(settings.seed).shuffle(order)
     stop = stop or threading.Event()
-    summary = TrafficSummary()
+    summary = summary if summary is not None else TrafficSummary()
     started = time.monotonic()
     interval = 1.0 / settings.rate_per_second
     with httpx.Client(base_url=settings.url, timeout=settings.request_timeout_seconds) as client:
@@ -137,9 +154,7 @@ def _send_one(
     except httpx.HTTPError as error:
         summary.failures[type(error).__name__] += 1
         return
-    tally = summary.by_version[version].setdefault(data_slice, SliceTally())
-    tally.answered += 1
-    tally.correct += int(prediction == label)
+    summary.count_answer(version=version, data_slice=data_slice, correct=prediction == label)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,12 @@
-"""`make demo` / `python -m sandbox.demo`: two scripted model rollouts on the sandbox.
+"""`make demo` / `python -m sandbox.demo`: three scripted model rollouts on the sandbox.
 
-1. v1 -> v2, a better model: the controller walks the steps and promotes it.
-2. v2 -> v3, better on average but broken on the 'borderline' slice: metric analysis catches it
-   and the controller rolls it back on its own.
+1. v1 -> v2, a better model: shadowed first (the Gateway copies every request to it, no client is
+   answered by it), then canaried; the controller walks the steps and promotes it.
+2. v2 -> v3, better on average but broken on the 'borderline' slice, as a plain canary: metric
+   analysis catches it at 50 % and the controller rolls it back on its own.
+3. v2 -> v4, a preprocessing bug: it gets the mirrored requests wrong, and is rolled back during
+   its shadow step, before it answers a single client (the demo checks that none got an answer
+   from it).
 
 Prints progress while it waits; for a rollback, which metric caught the bad candidate, when, and
 the evidence it decided on (samples per version, the ratio of their bad-event rates and its
@@ -20,12 +24,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
@@ -40,7 +45,7 @@ from sandbox.environment import (
     Sandbox,
     SandboxSettings,
 )
-from sandbox.plot import Marker, RolloutPicture, draw
+from sandbox.plot import Marker, RolloutPicture, TrafficSample, draw
 
 GROUP, VERSION, PLURAL = "rollouts.mlops.dev", "v1alpha1", "modelrollouts"
 TERMINAL_PHASES = ("Promoted", "RolledBack", "Aborted")
@@ -48,7 +53,7 @@ POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 10.0
 """Progress is printed on every change, and at least this often while nothing changes."""
 ROLLOUT_TIMEOUT_SECONDS = 240.0
-"""Longer than the example's steps (75 s and 20 s of analysis) plus its scale-down delay."""
+"""Longer than the example's steps (a 20 s shadow, 75 s and 20 s of analysis) plus its scale-down delay."""
 SCALE_DOWN_TIMEOUT_SECONDS = 60.0
 DEFAULT_OUT = REPO_ROOT / "out" / "demo"
 
@@ -61,11 +66,21 @@ class Scenario:
     candidate: str
     expected_phase: str
     """Promoted or RolledBack."""
+    shadow: bool = True
+    """Whether the rollout runs the example's steps as they are, starting with its mirror (shadow)
+    step; False leaves the mirror step out (a plain canary)."""
+    caught_in_shadow: bool = False
+    """The candidate must be rolled back during the mirror step, having answered mirrored copies
+    but not a single client."""
 
 
 SCENARIOS = (
     Scenario(title="good candidate", candidate="v2", expected_phase="Promoted"),
-    Scenario(title="bad candidate", candidate="v3", expected_phase="RolledBack"),
+    # v3's flaw shows only on the borderline slice, a tenth of the requests: at the rates of
+    # docs/sandbox.md a 20 s shadow would catch it in some runs and not in others. As a plain
+    # canary the slice's evidence catches it at 50 %, which is the scene it was made for.
+    Scenario(title="bad candidate", candidate="v3", expected_phase="RolledBack", shadow=False),
+    Scenario(title="bad candidate, shadowed", candidate="v4", expected_phase="RolledBack", caught_in_shadow=True),
 )
 
 
@@ -91,13 +106,38 @@ class Outcome:
     """The losing version whose Deployment was scaled to zero (and its Pods deleted)."""
     picture: str | None = None
     weights: list[tuple[float, int]] = field(default_factory=list)
+    shadow: bool = True
+    """Whether the rollout began with the mirror (shadow) step."""
+    expected_in_shadow: bool = False
+    """Whether the candidate had to be rolled back during the mirror step without answering a client."""
+    decided_in_step: str | None = None
+    """The kind of step (`mirror`, `analyze`, ...) the rollout was in when it ended."""
+    samples: list[TrafficSample] = field(default_factory=list)
+    """What the demo saw each second: weight, mirror, the candidate server's requests, the clients' answers."""
+    client_answers: dict[str, int] = field(default_factory=dict)
+    """Answers the clients got during the rollout (until its loser was scaled down), per version."""
+    candidate_requests: int | None = None
+    """Requests the candidate's server answered during the rollout, mirrored copies included."""
+    mirrored_copies: int | None = None
+    """Of those, the copies: answered by the candidate's server while no client got its answer."""
+
+    @property
+    def candidate_answered_no_client(self) -> bool:
+        return self.client_answers.get(self.candidate, 0) == 0 and sum(self.client_answers.values()) > 0
 
     @property
     def as_expected(self) -> bool:
+        caught_in_shadow = (
+            self.decided_in_step == "mirror"
+            and self.candidate_answered_no_client
+            and (self.mirrored_copies or 0) > 0
+            and max((weight for _, weight in self.weights), default=0) == 0
+        )
         return (
             self.phase == self.expected_phase
             and self.scaled_down is not None
             and (self.expected_phase != "RolledBack" or self.caught_by is not None)
+            and (not self.expected_in_shadow or caught_in_shadow)
         )
 
 
@@ -123,10 +163,39 @@ def _progress_line(status: Mapping[str, Any], steps: int) -> str:
     return f"{status.get('phase', '-'):<11} step {min(step + 1, steps)}/{steps}  weight {weight:>3}%  {message}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Observers:
+    """What the demo reads besides the rollout, each second: the clients' answers per version and
+    the candidate server's own request counter (copies included)."""
+
+    client_answers: Callable[[], dict[str, int]]
+    candidate_requests: Callable[[], int | None]
+
+
+def _sample(status: Mapping[str, Any], observers: Observers, *, seconds: float, candidate: str) -> TrafficSample:
+    answers = observers.client_answers()
+    mirror = status.get("routeMirror") or {}
+    return TrafficSample(
+        seconds=seconds,
+        weight=int(status.get("currentWeight", 0)),
+        mirror_percent=int(mirror.get("percent", 0)) if mirror.get("version") == candidate else 0,
+        candidate_requests=observers.candidate_requests(),
+        client_answers=sum(answers.values()),
+        client_answers_by_candidate=answers.get(candidate, 0),
+    )
+
+
 def _watch(
-    api: client.CustomObjectsApi, scenario: Scenario, outcome: Outcome, clock: Clock, *, started: float
+    api: client.CustomObjectsApi,
+    scenario: Scenario,
+    outcome: Outcome,
+    clock: Clock,
+    *,
+    started: float,
+    observers: Observers,
 ) -> dict[str, Any]:
-    """Polls the rollout until this candidate's rollout ends; prints progress; records weights."""
+    """Polls the rollout until this candidate's rollout ends; prints progress; records weights and
+    what the clients and the candidate's server saw."""
     last_line, last_print = "", 0.0
     deadline = time.monotonic() + ROLLOUT_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -135,6 +204,9 @@ def _watch(
         ours = status.get("candidateVersion") == scenario.candidate
         if ours:
             outcome.weights.append((time.time() - started, int(status.get("currentWeight", 0))))
+            outcome.samples.append(
+                _sample(status, observers, seconds=time.time() - started, candidate=scenario.candidate)
+            )
             line = _progress_line(status, len(rollout["spec"]["steps"]))
             if line != last_line or time.monotonic() - last_print >= HEARTBEAT_SECONDS:
                 clock.say(f"  {line[:160]}")
@@ -264,11 +336,20 @@ def summary_lines(metric: str, summary: Mapping[str, Any], versions: tuple[str, 
     return [f"{metric:<36} look {summary.get('look', '-')}: {summary.get('verdict', '-')}"]
 
 
-def _wait_scaled_down(apps: client.AppsV1Api, core: client.CoreV1Api, version: str, clock: Clock) -> bool:
-    """Waits until the loser's Deployment has 0 replicas and KWOK has deleted its Pods."""
+def _wait_scaled_down(
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    version: str,
+    clock: Clock,
+    *,
+    each_poll: Callable[[], None] = lambda: None,
+) -> bool:
+    """Waits until the loser's Deployment has 0 replicas and KWOK has deleted its Pods;
+    `each_poll()` once a poll (the picture's samples go on meanwhile)."""
     name = f"{MODEL}-{version}"
     deadline = time.monotonic() + SCALE_DOWN_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
+        each_poll()
         deployment = apps.read_namespaced_deployment(name, NAMESPACE)
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={MODEL},version={version}").items
         if deployment.spec.replicas == 0 and not pods:
@@ -279,12 +360,44 @@ def _wait_scaled_down(apps: client.AppsV1Api, core: client.CoreV1Api, version: s
     return False
 
 
+def _requests_answered(metrics_url: str) -> int | None:
+    """A model server's own count of inference requests answered (model_requests_total, every
+    code): mirrored copies included, which the gateway's clients never see. None if unreadable."""
+    try:
+        text = httpx.get(metrics_url, timeout=2.0).text
+    except httpx.HTTPError:
+        return None
+    return round(sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("model_requests_total{")))
+
+
+def _steps(manifest: Mapping[str, Any], *, shadow: bool) -> list[dict[str, Any]]:
+    """The example's steps, without its mirror step for a plain canary."""
+    steps = [dict(step) for step in manifest["spec"]["steps"]]
+    return steps if shadow else [step for step in steps if "mirror" not in step]
+
+
+def _step_kind(status: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """The kind of step the rollout is in (`mirror`, `analyze`, ...); None once past the last."""
+    index = status.get("currentStepIndex", 0)
+    return next(iter(steps[index]), None) if isinstance(index, int) and 0 <= index < len(steps) else None
+
+
+def _diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {key: count - before.get(key, 0) for key, count in after.items() if count - before.get(key, 0) > 0}
+
+
 def run_scenario(
     sandbox: Sandbox, api_client: client.ApiClient, scenario: Scenario, *, out: Path, clock: Clock
 ) -> Outcome:
     assert sandbox.plane is not None and sandbox.prometheus is not None
     api = client.CustomObjectsApi(api_client)
     manifest = yaml.safe_load(EXAMPLE_ROLLOUT.read_text())
+    steps = _steps(manifest, shadow=scenario.shadow)
+    candidate_server = sandbox.servers[scenario.candidate]
+    observers = Observers(
+        client_answers=sandbox.client_answers,
+        candidate_requests=lambda: _requests_answered(candidate_server.metrics_url),
+    )
     exists = sandbox.plane.kubectl("get", "mro", MODEL, f"--namespace={NAMESPACE}", check=False).returncode == 0
     status_before = (_rollout(api).get("status") or {}) if exists else {}
     baseline = str(status_before.get("stableVersion") or manifest["spec"]["baseline"])
@@ -294,21 +407,25 @@ def run_scenario(
         candidate=scenario.candidate,
         expected_phase=scenario.expected_phase,
         weights=[(0.0, 0)],
+        shadow=scenario.shadow,
+        expected_in_shadow=scenario.caught_in_shadow,
     )
     stories = {v.version: v.story for v in VERSIONS}
-    clock.say(f"Rollout {baseline} -> {scenario.candidate}: {stories[scenario.candidate]}")
+    how = "shadow step, then canary" if scenario.shadow else "plain canary, the example's steps without the shadow"
+    clock.say(f"Rollout {baseline} -> {scenario.candidate} ({how}): {stories[scenario.candidate]}")
+    answers_before, requests_before = observers.client_answers(), observers.candidate_requests()
     started = time.time()
     if exists:
-        api.patch_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, MODEL, {"spec": {"candidate": scenario.candidate}}
-        )
-        patch = json.dumps({"spec": {"candidate": scenario.candidate}})
-        clock.say(f"  kubectl -n {NAMESPACE} patch mro {MODEL} --type=merge -p '{patch}'")
+        change = {"spec": {"candidate": scenario.candidate, "steps": steps}}
+        api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, MODEL, change)
+        clock.say(f"  kubectl -n {NAMESPACE} patch mro {MODEL} --type=merge -p '{json.dumps(change)}'")
     else:
         manifest["spec"]["candidate"] = scenario.candidate
+        manifest["spec"]["steps"] = steps
         sandbox.plane.kubectl("apply", "--filename=-", input=json.dumps(manifest))
         clock.say(f"  kubectl apply -f {EXAMPLE_ROLLOUT.relative_to(REPO_ROOT)}")
-    status = _watch(api, scenario, outcome, clock, started=started)
+    status = _watch(api, scenario, outcome, clock, started=started, observers=observers)
+    outcome.decided_in_step = _step_kind(status, steps)
     outcome.phase = status.get("phase", outcome.phase)
     outcome.message = status.get("message", "")
     outcome.seconds_to_decision = _decision(status, started=started)
@@ -320,7 +437,8 @@ def run_scenario(
         first = failed[0]
         outcome.caught_by = {**first, "evidence": _deciding_evidence(status, first)}
         caught_at = datetime.fromisoformat(first["time"].replace("Z", "+00:00")).timestamp() - started
-        clock.say(f"  caught by {first['metric']} at {first['time']} ({caught_at:.0f}s into the rollout):")
+        during = " during the mirror (shadow) step" if outcome.decided_in_step == "mirror" else ""
+        clock.say(f"  caught by {first['metric']} at {first['time']} ({caught_at:.0f}s into the rollout){during}:")
         for line in evidence_lines(first["metric"], outcome.caught_by["evidence"], versions):
             clock.say(f"    {line}")
     elif outcome.evidence:
@@ -336,10 +454,17 @@ def run_scenario(
     when = f" after {outcome.seconds_to_decision:.0f}s" if outcome.seconds_to_decision is not None else ""
     clock.say(f"  {outcome.phase}{when}: {outcome.message} -- {verdict}")
     loser = scenario.candidate if outcome.phase in ("RolledBack", "Aborted") else baseline
+
+    def sample_on() -> None:
+        seconds = time.time() - started
+        outcome.samples.append(_sample(_rollout(api).get("status") or {}, observers, seconds=seconds,
+                                       candidate=scenario.candidate))  # fmt: skip
+
     if outcome.phase in TERMINAL_PHASES and _wait_scaled_down(
-        client.AppsV1Api(api_client), client.CoreV1Api(api_client), loser, clock
+        client.AppsV1Api(api_client), client.CoreV1Api(api_client), loser, clock, each_poll=sample_on
     ):
         outcome.scaled_down = loser
+    _count_answers(outcome, observers, answers_before=answers_before, requests_before=requests_before, clock=clock)
     picture = RolloutPicture(
         title=f"{MODEL} {baseline} -> {scenario.candidate} ({scenario.title}): {outcome.phase}{when}",
         model=MODEL,
@@ -348,6 +473,7 @@ def run_scenario(
         start_unix=started,
         end_unix=time.time(),
         weights=[*outcome.weights, (time.time() - started, outcome.weights[-1][1])],
+        samples=outcome.samples,
         decision_seconds=outcome.seconds_to_decision,
         decision_label=(f"rolled back: {failed[0]['metric']}" if failed else outcome.phase.lower()),
         failed=[
@@ -365,6 +491,35 @@ def run_scenario(
     outcome.picture = str(path)
     clock.say(f"  picture: {path}")
     return outcome
+
+
+def _count_answers(
+    outcome: Outcome,
+    observers: Observers,
+    *,
+    answers_before: Mapping[str, int],
+    requests_before: int | None,
+    clock: Clock,
+) -> None:
+    """Who answered whom during the rollout: the clients' answers per version, and the requests
+    the candidate's server answered that no client got (the mirrored copies)."""
+    outcome.client_answers = _diff(observers.client_answers(), answers_before)
+    requests_after = observers.candidate_requests()
+    candidate, by_candidate = outcome.candidate, outcome.client_answers.get(outcome.candidate, 0)
+    if requests_before is not None and requests_after is not None:
+        outcome.candidate_requests = requests_after - requests_before
+        outcome.mirrored_copies = max(outcome.candidate_requests - by_candidate, 0)
+    clients = ", ".join(f"{count} from {version}" for version, count in sorted(outcome.client_answers.items()))
+    served = (
+        f"{candidate}'s server answered {outcome.candidate_requests} requests, {outcome.mirrored_copies} of them "
+        "mirrored copies"
+        if outcome.candidate_requests is not None
+        else f"{candidate}'s server could not be read"
+    )
+    clock.say(f"  {served}; the clients got {sum(outcome.client_answers.values())} answers ({clients or 'none'})")
+    if outcome.expected_in_shadow:
+        verdict = "as expected" if outcome.candidate_answered_no_client else "EXPECTED NONE"
+        clock.say(f"  answers from {candidate} that reached a client: {by_candidate} -- {verdict}")
 
 
 def run(*, out: Path, traffic_per_second: float, scenarios: Sequence[Scenario] = SCENARIOS) -> list[Outcome]:
@@ -418,7 +573,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         mark = "ok  " if outcome.as_expected else "FAIL"
         caught = f", caught by {outcome.caught_by['metric']}" if outcome.caught_by else ""
         rollout = f"{outcome.baseline} -> {outcome.candidate} ({outcome.title})"
-        print(f"{mark} {rollout}: {outcome.phase}{caught}; {outcome.picture}")
+        shadow = ""
+        if outcome.expected_in_shadow:
+            step = (
+                "during its shadow step"
+                if outcome.decided_in_step == "mirror"
+                else f"in a {outcome.decided_in_step} step"
+            )
+            answered = outcome.client_answers.get(outcome.candidate, 0)
+            shadow = f" {step}, {outcome.mirrored_copies} mirrored copies answered, {answered} client answers"
+        print(f"{mark} {rollout}: {outcome.phase}{caught}{shadow}; {outcome.picture}")
     print(f"total {time.monotonic() - began:.0f}s")
     return 0 if all(o.as_expected for o in outcomes) else 1
 

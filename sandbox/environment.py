@@ -110,7 +110,8 @@ class SandboxSettings:
 @dataclass(kw_only=True)
 class _Traffic:
     stop: threading.Event = field(default_factory=threading.Event)
-    summary: TrafficSummary | None = None
+    summary: TrafficSummary = field(default_factory=TrafficSummary)
+    """Counted into while the replay runs."""
     thread: threading.Thread | None = None
 
 
@@ -266,10 +267,16 @@ class Sandbox:
         )
 
         def run() -> None:
-            self._traffic.summary = replay(settings, stop=self._traffic.stop)
+            replay(settings, stop=self._traffic.stop, summary=self._traffic.summary)
 
         self._traffic.thread = threading.Thread(target=run, name="traffic", daemon=True)
         self._traffic.thread.start()
+
+    def client_answers(self) -> dict[str, int]:
+        """Inference answers the traffic's clients got so far, per version that gave them (the
+        answer's `model_version`): what users saw, as opposed to what each server answered, which
+        includes the gateway's mirrored copies."""
+        return self._traffic.summary.answers_by_version()
 
     def describe(self) -> dict[str, str]:
         """Where everything is, for people and for state files."""

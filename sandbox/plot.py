@@ -1,6 +1,7 @@
 """The picture of one rollout: traffic weight and key metrics of baseline and candidate over time,
-with the decision marked. Series come from the sandbox's Prometheus (query_range), the weight
-from the rollout's status as the demo saw it."""
+with the decision marked. Metric series come from the sandbox's Prometheus (query_range); the
+weight, the mirror, the clients' answers and the candidate server's request count from what the
+demo sampled each second."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 QUERY_STEP_SECONDS = 2.0
+SMOOTHING_SAMPLES = 5
+"""Shares of requests are drawn over this many one-second samples: at 100 requests/s a single
+second's share wobbles by several points."""
 SELECTOR = 'model="{model}",version="{version}"'
 
 
@@ -25,6 +29,24 @@ class Marker:
     seconds: float
     metric: str
     value: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficSample:
+    """What the demo saw at one moment; counts are cumulative."""
+
+    seconds: float
+    """Since the rollout started."""
+    weight: int
+    """The candidate's weight in status."""
+    mirror_percent: int
+    """The share of requests the route copies to the candidate (status.routeMirror); 0 for none."""
+    candidate_requests: int | None
+    """Requests the candidate's server has answered, mirrored copies included (its own counter)."""
+    client_answers: int
+    """Answers the clients have got, from any version."""
+    client_answers_by_candidate: int
+    """Of those, the candidate's."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +65,44 @@ class RolloutPicture:
     decision_seconds: float | None
     decision_label: str
     failed: Sequence[Marker] = ()
+    samples: Sequence[TrafficSample] = ()
+
+
+def mirror_spans(samples: Sequence[TrafficSample]) -> list[tuple[float, float]]:
+    """(start, end) seconds of each stretch during which the route copied requests to the candidate."""
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    for sample in samples:
+        if sample.mirror_percent > 0 and start is None:
+            start = sample.seconds
+        elif sample.mirror_percent == 0 and start is not None:
+            spans.append((start, sample.seconds))
+            start = None
+    if start is not None and samples:
+        spans.append((start, samples[-1].seconds))
+    return spans
+
+
+def request_shares(samples: Sequence[TrafficSample]) -> tuple[list[float], list[float], list[float]]:
+    """Over a sliding window of samples: seconds, the candidate's share of the clients' answers
+    (%), and the requests the candidate's server answered per client answer (%; copies included,
+    so about 100 during a full mirror at weight 0)."""
+    times: list[float] = []
+    client_share: list[float] = []
+    served: list[float] = []
+    # A short rollout (a candidate rolled back in seconds) gets a shorter window rather than no line.
+    window = max(1, min(SMOOTHING_SAMPLES, (len(samples) - 1) // 3))
+    for earlier, later in zip(samples, samples[window:], strict=False):
+        answers = later.client_answers - earlier.client_answers
+        if answers <= 0:
+            continue
+        times.append(later.seconds)
+        client_share.append(100 * (later.client_answers_by_candidate - earlier.client_answers_by_candidate) / answers)
+        if later.candidate_requests is not None and earlier.candidate_requests is not None:
+            served.append(100 * (later.candidate_requests - earlier.candidate_requests) / answers)
+        else:
+            served.append(float("nan"))
+    return times, client_share, served
 
 
 def _range(prometheus_url: str, query: str, *, start: float, end: float) -> tuple[list[float], list[float]]:
@@ -63,7 +123,6 @@ def _queries(model: str, version: str) -> Mapping[str, str]:
     selector = SELECTOR.format(model=model, version=version)
     borderline = f'{selector},slice="borderline"'
     return {
-        "requests": f"sum(rate(model_requests_total{{{selector}}}[10s]))",
         "accuracy": f"sum(rate(model_feedback_correct_total{{{selector}}}[30s])) "
         f"/ sum(rate(model_feedback_total{{{selector}}}[30s]))",
         "borderline": f"sum(rate(model_feedback_correct_total{{{borderline}}}[60s])) "
@@ -95,28 +154,27 @@ def draw(picture: RolloutPicture, *, prometheus_url: str, path: Path) -> Path:
     figure.suptitle(picture.title, fontsize=13, fontweight="bold")
 
     weight_times = [t for t, _ in picture.weights]
+    for number, (start_mirror, end_mirror) in enumerate(mirror_spans(picture.samples)):
+        traffic.axvspan(
+            start_mirror, end_mirror, color="tab:purple", alpha=0.12,
+            label=f"mirror step: every request copied to {picture.candidate}" if number == 0 else None,
+        )  # fmt: skip
     traffic.step(
         weight_times, [w for _, w in picture.weights], where="post", color="black", label="weight set on route"
     )
-    base_t, base_rps = series["baseline"]["requests"]
-    cand_t, cand_rps = series["candidate"]["requests"]
-    by_time = dict(zip(base_t, base_rps, strict=True))
-    shares = [
-        (t, 100 * rps / (rps + by_time[t]))
-        for t, rps in zip(cand_t, cand_rps, strict=True)
-        if rps + by_time.get(t, 0) > 0
-    ]
-    if shares:
+    times, client_share, served = request_shares(picture.samples)
+    if times:
         traffic.plot(
-            seconds([t for t, _ in shares]),
-            [s for _, s in shares],
-            color=colours["candidate"],
-            alpha=0.8,
-            label=f"share of requests served by {picture.candidate} (Prometheus)",
-        )
+            times, served, color="tab:purple", linestyle="--", alpha=0.8,
+            label=f"requests {picture.candidate}'s server answered, mirrored copies included (% of client requests)",
+        )  # fmt: skip
+        traffic.plot(
+            times, client_share, color=colours["candidate"], alpha=0.9,
+            label=f"share of client answers from {picture.candidate}",
+        )  # fmt: skip
     traffic.set_ylabel("candidate traffic %")
-    traffic.set_ylim(-5, 105)
-    traffic.legend(loc="upper left", fontsize=8)
+    traffic.set_ylim(-5, 115)
+    traffic.legend(loc="upper left", fontsize=7)
 
     for role in ("baseline", "candidate"):
         times, values = series[role]["accuracy"]
@@ -137,7 +195,7 @@ def draw(picture: RolloutPicture, *, prometheus_url: str, path: Path) -> Path:
                 color="red", fontsize=8,
             )  # fmt: skip
     accuracy.set_ylabel("accuracy on labelled feedback")
-    accuracy.set_ylim(0.4, 1.02)
+    accuracy.set_ylim(0.3, 1.02)
     accuracy.legend(loc="lower left", fontsize=8, ncol=2)
 
     for role in ("baseline", "candidate"):

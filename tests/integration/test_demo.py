@@ -1,15 +1,19 @@
 """The demo, end to end, as `make demo` runs it: a real control plane with KWOK, real model
 servers, Contour + Envoy splitting by the HTTPRoute, Prometheus, the controller and labelled traffic.
 
-Given the sandbox, when the demo rolls out a better model (v2) and then a model that is better on
-average but broken on the 'borderline' slice (v3), then v2 is promoted with no evidence of harm on
-any metric, v3 is rolled back in its first analyze step by the borderline slice's evidence, each
-loser's Deployment is scaled to zero with its Pods gone, and a picture is saved per rollout.
+Given the sandbox, when the demo rolls out a better model (v2, shadowed first), then a model that
+is better on average but broken on the 'borderline' slice (v3, as a plain canary), then a model
+served without its scaler (v4, shadowed first), then v2 answers mirrored copies while no client
+gets its answers and is promoted with no evidence of harm on any metric, v3 is rolled back in its
+first analyze step by the borderline slice's evidence, v4 is rolled back during its shadow step
+having answered mirrored copies but not one client, each loser's Deployment is scaled to zero with
+its Pods gone, and a picture is saved per rollout.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +44,16 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return finished, json.loads(summary_file.read_text())
 
 
-def test_the_demo_exits_zero_and_reports_both_rollouts(demo_run: DemoRun) -> None:
+def test_the_demo_exits_zero_and_reports_every_rollout(demo_run: DemoRun) -> None:
     finished, summary = demo_run
     assert finished.returncode == 0, f"{finished.stdout}\n{finished.stderr}"
     assert "ok   v1 -> v2 (good candidate): Promoted" in finished.stdout
     assert "ok   v2 -> v3 (bad candidate): RolledBack, caught by" in finished.stdout
-    assert [r["as_expected"] for r in summary["rollouts"]] == [True, True]
+    assert "ok   v2 -> v4 (bad candidate, shadowed): RolledBack, caught by" in finished.stdout
+    assert "during its shadow step" in finished.stdout
+    assert "answers from v4 that reached a client: 0 -- as expected" in finished.stdout
+    assert [r["as_expected"] for r in summary["rollouts"]] == [True, True, True]
+    assert re.search(r"^total \d+s$", finished.stdout, re.MULTILINE), "the demo prints its total time"
     # and prints the evidence: at the promotion per metric, at the rollback the deciding slice's
     assert "evidence at each metric's last look" in finished.stdout
     assert "borderline-accuracy: slice borderline samples v2 " in finished.stdout
@@ -58,6 +66,7 @@ def test_the_good_candidate_is_promoted_and_the_old_version_scaled_down(
 ) -> None:
     good = demo_run[1]["rollouts"][0]
     assert (good["baseline"], good["candidate"], good["phase"]) == ("v1", "v2", "Promoted")
+    assert good["shadow"]
     assert good["caught_by"] is None
     assert good["scaled_down"] == "v1"
     assert [weight for _, weight in good["weights"]][-1] == 100
@@ -94,9 +103,52 @@ def test_the_bad_candidate_is_rolled_back_by_a_failed_measurement(
     assert bad["weights"][-1][1] == 0
 
 
+def test_the_good_candidate_answered_mirrored_copies_in_its_shadow_step_and_no_client(demo_run: DemoRun) -> None:
+    good = demo_run[1]["rollouts"][0]
+    # The demo's samples of the shadow step: status shows the route copying every request to v2
+    mirrored = [s for s in good["samples"] if s["mirror_percent"] > 0]
+    assert {s["mirror_percent"] for s in mirrored} == {100}
+    assert mirrored[-1]["seconds"] - mirrored[0]["seconds"] >= 15, "a 20 s step, sampled each second"
+    assert {s["weight"] for s in mirrored} == {0}
+    # v2's server answered copies all along while the clients' answer count from v2 stood still
+    # (the last sample left out: the next pass may move the weight between its two reads)
+    shadow = mirrored[:-1]
+    assert shadow[-1]["candidate_requests"] - shadow[0]["candidate_requests"] > 500
+    assert shadow[-1]["client_answers_by_candidate"] == shadow[0]["client_answers_by_candidate"] == 0
+    assert shadow[-1]["client_answers"] - shadow[0]["client_answers"] > 500
+    # and the mirror was removed before v2 was given any weight
+    first_weighted = next(s for s in good["samples"] if s["weight"] > 0)
+    assert first_weighted["mirror_percent"] == 0 and first_weighted["seconds"] > mirrored[-1]["seconds"]
+
+
+def test_the_bad_candidate_on_a_plain_canary_never_had_a_mirror(demo_run: DemoRun) -> None:
+    bad = demo_run[1]["rollouts"][1]
+    assert not bad["shadow"] and bad["decided_in_step"] == "analyze"
+    assert {s["mirror_percent"] for s in bad["samples"]} == {0}
+
+
+def test_a_candidate_wrong_on_the_mirrored_requests_is_rolled_back_in_its_shadow_before_any_client_saw_it(
+    demo_run: DemoRun,
+) -> None:
+    shadowed = demo_run[1]["rollouts"][2]
+    assert (shadowed["baseline"], shadowed["candidate"], shadowed["phase"]) == ("v2", "v4", "RolledBack")
+    # caught during the mirror step, at weight 0 all along, by a failed measurement on the copies
+    assert shadowed["decided_in_step"] == "mirror"
+    assert {weight for _, weight in shadowed["weights"]} == {0}
+    caught = shadowed["caught_by"]
+    assert caught["candidateValue"] < caught["baselineValue"], caught
+    # v4's server answered the mirrored copies, and not one of the clients' answers came from it
+    assert shadowed["client_answers"].get("v4", 0) == 0
+    assert shadowed["client_answers"]["v2"] > 100
+    assert shadowed["mirrored_copies"] > 100
+    assert shadowed["mirrored_copies"] == shadowed["candidate_requests"]
+    # and it is gone: scaled to zero
+    assert shadowed["scaled_down"] == "v4"
+
+
 def test_a_picture_is_saved_per_rollout(demo_run: DemoRun) -> None:
     pictures = [Path(r["picture"]) for r in demo_run[1]["rollouts"]]
-    assert [p.name for p in pictures] == ["rollout-v1-to-v2.png", "rollout-v2-to-v3.png"]
+    assert [p.name for p in pictures] == ["rollout-v1-to-v2.png", "rollout-v2-to-v3.png", "rollout-v2-to-v4.png"]
     for picture in pictures:
         assert picture.read_bytes()[:8] == PNG_SIGNATURE
         assert picture.stat().st_size > 20_000, "a plot with data, not an empty canvas"
