@@ -59,7 +59,10 @@ def stop_supervisor(directory: Path, *, timeout_seconds: float, what: str) -> in
 def hold_until_signalled(directory: Path, state: dict[str, Any]) -> None:
     """Publishes `state` for `up`, `env` and `down`, then waits for SIGTERM or Ctrl-C; the state
     file goes away when this returns, so a later `up` never finds a dead supervisor's state."""
-    state_file(directory).write_text(json.dumps({"supervisor_pid": os.getpid(), **state}, indent=2))
+    # Written whole, then renamed: `up` polls for the file and must never read it half written.
+    written = state_file(directory).with_suffix(".json.tmp")
+    written.write_text(json.dumps({"supervisor_pid": os.getpid(), **state}, indent=2))
+    written.replace(state_file(directory))
     try:
         signal.pause()
     except KeyboardInterrupt:

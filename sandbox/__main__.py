@@ -48,6 +48,10 @@ def _serve(directory: Path, *, traffic_per_second: float) -> int:
     return 0
 
 
+ENVOY_COMPLETED = "envoy_cluster_upstream_rq_completed"
+"""Envoy's answers per upstream cluster (one per version's Service): what gateway-error-rate counts."""
+
+
 def _instructions(state: dict[str, Any]) -> str:
     versions = "\n".join(
         f"  {v.version}  {state[f'model_server_{v.version}']:<24} {v.variant:<17} {v.story}" for v in VERSIONS
@@ -58,6 +62,7 @@ The sandbox is running.
   Kubernetes API    {state["api_server"]}   (etcd, kube-apiserver, controller-manager, scheduler, KWOK)
   kubeconfig        {state["kubeconfig"]}
   Gateway (Envoy)   {state["gateway"]}   splits /v2/models/breast-cancer/* by the HTTPRoute's weights (Contour)
+  Envoy stats       {state["envoy_stats"]}   scraped by Prometheus (job envoy): what the gateway-* presets read
   Prometheus        {state["prometheus"]}
   controller        {state["controller_metrics"]}   log: {state["controller_log"]}
   model servers (Open Inference Protocol, namespace {NAMESPACE}):
@@ -72,6 +77,7 @@ Try it:
   .venv/bin/kubectl-modelrollout -n {NAMESPACE} get breast-cancer          # each metric's evidence so far
   kubectl -n {NAMESPACE} get mro breast-cancer -o jsonpath='{{.status.analysis.evidence[*].latest}}'
   curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(version)(rate(model_requests_total[30s]))'
+  curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(envoy_cluster_name)(rate({ENVOY_COMPLETED}[30s]))'
 
 Stop it:   make sandbox-down      (or: python -m sandbox down)
 """
