@@ -119,7 +119,8 @@ class Outcome:
     candidate_requests: int | None = None
     """Requests the candidate's server answered during the rollout, mirrored copies included."""
     mirrored_copies: int | None = None
-    """Of those, the copies: answered by the candidate's server while no client got its answer."""
+    """Of those, the ones no client counted an answer for: the mirrored copies (and, on a loaded
+    machine, the odd answer a client had given up waiting for)."""
 
     @property
     def candidate_answered_no_client(self) -> bool:
@@ -512,7 +513,7 @@ def _count_answers(
     clients = ", ".join(f"{count} from {version}" for version, count in sorted(outcome.client_answers.items()))
     served = (
         f"{candidate}'s server answered {outcome.candidate_requests} requests, {outcome.mirrored_copies} of them "
-        "mirrored copies"
+        "answered to no client (mirrored copies)"
         if outcome.candidate_requests is not None
         else f"{candidate}'s server could not be read"
     )

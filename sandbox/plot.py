@@ -90,9 +90,10 @@ def request_shares(samples: Sequence[TrafficSample]) -> tuple[list[float], list[
     times: list[float] = []
     client_share: list[float] = []
     served: list[float] = []
-    # A short rollout (a candidate rolled back in seconds) gets a shorter window rather than no line.
-    window = max(1, min(SMOOTHING_SAMPLES, (len(samples) - 1) // 3))
-    for earlier, later in zip(samples, samples[window:], strict=False):
+    # Each point looks back up to SMOOTHING_SAMPLES samples, fewer at the start, so a rollout
+    # decided in seconds (a candidate rolled back at its first look) still gets its line.
+    for index in range(1, len(samples)):
+        earlier, later = samples[max(0, index - SMOOTHING_SAMPLES)], samples[index]
         answers = later.client_answers - earlier.client_answers
         if answers <= 0:
             continue
