@@ -27,6 +27,12 @@ PLURAL = "modelrollouts"
 FINALIZER = f"{GROUP}/finalizer"
 ACTION_ANNOTATION = f"{GROUP}/action"
 """One-shot manual actions: the controller handles the value, then removes the annotation."""
+UNDO_ANNOTATION = f"{GROUP}/undo"
+"""Undo the last promotion: any new value (a token) asks once; the value handled is kept in
+status.undoToken, so the annotation may stay (a GitOps tool keeps it) and the same value asks nothing."""
+UNDO_TO_VERSION_ANNOTATION = f"{GROUP}/undo-to-version"
+"""Optional, with the undo annotation: the version to send all traffic back to (default: the
+version the last promotion replaced, status.previousStableVersion)."""
 
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
 HISTORY_LIMIT = 20
@@ -281,6 +287,10 @@ class ScaleDown:
     """How long the version that lost keeps its replicas after the decision, for a fast undo."""
 
 
+MAX_ROLLBACK_WINDOW_SECONDS = 7 * 86400.0
+"""spec.rollbackWindow is at most a week, like the other timers (the CRD says so too)."""
+
+
 NOTIFICATION_SINK_TYPES = ("webhook", "slack")
 """spec.notifications[].type: a generic JSON webhook, or a Slack-compatible incoming webhook."""
 
@@ -351,6 +361,9 @@ class ModelRolloutSpec:
     """spec.notifications: this rollout's own sinks, besides the controller's."""
     incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
     """spec.incidents: how alerts that name this rollout act on it."""
+    rollback_window_seconds: float | None = None
+    """spec.rollbackWindow: after a promotion the replaced version keeps its replicas this long,
+    and an alert naming the rollout within it undoes the promotion; None: no window."""
     versions_from_route: bool = False
     """spec.versions, baseline and candidate are absent: the router reads the versions from the
     routed object (KServe: the InferenceService's revisions), and the reconciler fills them in
@@ -518,6 +531,7 @@ def _parse_rest(
         gates=_section(raw, "gates"),
         notifications=parse_notifications(raw.get("notifications")),
         incidents=parse_incidents(raw.get("incidents")),
+        rollback_window_seconds=parse_rollback_window(raw.get("rollbackWindow")),
         versions_from_route=from_route,
     )
     for i, step in enumerate(spec.steps):
@@ -527,6 +541,18 @@ def _parse_rest(
                 "has nothing to measure; add spec.analysis.metrics or analyze.templates",
             )
     return spec
+
+
+def parse_rollback_window(raw: object) -> float | None:
+    """spec.rollbackWindow in seconds; None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise SpecError("spec.rollbackWindow", "must be a duration like 1h or 30m, in quotes")
+    seconds = parse_duration(raw, field_path="spec.rollbackWindow")
+    if seconds > MAX_ROLLBACK_WINDOW_SECONDS:
+        raise SpecError("spec.rollbackWindow", f"{raw!r} is longer than 168h (one week)")
+    return seconds
 
 
 @refusing_malformed("spec.notifications")
@@ -704,7 +730,64 @@ class IncidentResponse(StrEnum):
     IGNORED = "Ignored"
     """Nothing (action: ignore): recorded only."""
     RECORDED = "Recorded"
-    """The alert fired after the promotion: recorded only; undoing a promotion is not automated."""
+    """The alert fired after the promotion, outside spec.rollbackWindow (or with an action other
+    than rollback): recorded only, nothing undone."""
+    UNDONE = "Undone"
+    """The alert fired within spec.rollbackWindow of the promotion: the promotion was undone."""
+
+
+class UndoState(StrEnum):
+    """status.undo.state: where an undo of a promotion stands."""
+
+    PENDING = "Pending"
+    """Asked: the version to go back to is being scaled up or becoming ready; traffic unchanged."""
+    DONE = "Done"
+    """All traffic is back on the version undone to (phase RolledBack)."""
+    FAILED = "Failed"
+    """That version was not ready within spec.progressDeadlineSeconds: traffic stayed where it was."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoRecord:
+    """status.undo: the last undo of a promotion, asked by a person or by an alert."""
+
+    from_version: str
+    """The promoted version that was undone."""
+    to_version: str
+    """The version all traffic went back to."""
+    requested_at: str
+    """When the undo was asked (RFC 3339); the wait for the version to be ready counts from here."""
+    state: UndoState
+    cause: str
+    """Who asked: `annotation <token>`, or the alert (its description)."""
+    time: str = ""
+    """When it ended (Done or Failed); empty while Pending."""
+
+    def to_json(self) -> JSON:
+        body: JSON = {
+            "fromVersion": self.from_version,
+            "toVersion": self.to_version,
+            "requestedAt": self.requested_at,
+            "state": self.state.value,
+            "cause": self.cause,
+        }
+        if self.time:
+            body["time"] = self.time
+        return body
+
+    @staticmethod
+    def from_json(raw: object) -> UndoRecord | None:
+        """The record stored in status; None for none, or for a value that cannot be read."""
+        if not isinstance(raw, Mapping) or raw.get("state") not in UndoState._value2member_map_:
+            return None
+        return UndoRecord(
+            from_version=str(raw.get("fromVersion", "")),
+            to_version=str(raw.get("toVersion", "")),
+            requested_at=str(raw.get("requestedAt", "")),
+            state=UndoState(raw["state"]),
+            cause=str(raw.get("cause", "")),
+            time=str(raw.get("time", "")),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -805,6 +888,14 @@ class ModelRolloutStatus:
     """The Events of the last pass that had any (see RecordedEvent)."""
     incident: IncidentRecord | None = None
     """The alert from Alertmanager the controller last acted on for this rollout (None: none)."""
+    promoted_at: str | None = None
+    """When the stable version was last promoted (RFC 3339); spec.rollbackWindow counts from here."""
+    previous_stable_version: str | None = None
+    """The version that promotion replaced: what an undo goes back to; cleared once undone."""
+    undo_token: str | None = None
+    """The value of the undo annotation last handled: the same value asks nothing again."""
+    undo: UndoRecord | None = None
+    """The last undo of a promotion (None: none)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Status fields owned by other parts (analysis measurements, gate reports), kept verbatim."""
 
@@ -836,6 +927,10 @@ class ModelRolloutStatus:
                 "routeMirror": self.route_mirror.to_json() if self.route_mirror is not None else None,
                 "recentEvents": [e.to_json() for e in self.recent_events] or None,
                 "incident": self.incident.to_json() if self.incident is not None else None,
+                "promotedAt": self.promoted_at,
+                "previousStableVersion": self.previous_stable_version,
+                "undoToken": self.undo_token,
+                "undo": self.undo.to_json() if self.undo is not None else None,
             }
         )
         return {k: v for k, v in body.items() if v is not None}
@@ -847,7 +942,7 @@ class ModelRolloutStatus:
             "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
             "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
-            "routeMirror", "recentEvents", "incident",
+            "routeMirror", "recentEvents", "incident", "promotedAt", "previousStableVersion", "undoToken", "undo",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -871,6 +966,10 @@ class ModelRolloutStatus:
             route_mirror=Mirror.from_json(raw.get("routeMirror")),
             recent_events=tuple(RecordedEvent.from_json(e) for e in raw.get("recentEvents", []) or []),
             incident=IncidentRecord.from_json(raw.get("incident")),
+            promoted_at=raw.get("promotedAt"),
+            previous_stable_version=raw.get("previousStableVersion"),
+            undo_token=raw.get("undoToken"),
+            undo=UndoRecord.from_json(raw.get("undo")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 

@@ -43,6 +43,8 @@ from controller.api import (
     Phase,
     SetWeightStep,
     Step,
+    UndoRecord,
+    UndoState,
     format_time,
     parse_time,
     set_condition,
@@ -69,6 +71,12 @@ INCIDENT_CONDITION = "IncidentAlert"
 """True while a firing alert from Alertmanager names the rollout and was acted on (or recorded);
 its reason is the Event's (IncidentRollback, IncidentPause, IncidentFreeze, IncidentIgnored,
 IncidentAfterPromotion); False, reason AlertResolved, once no such alert fires."""
+UNDO_CONDITION = "Undone"
+"""True once an undo sent all traffic back to the version a promotion replaced (reason Undo);
+False while one waits for that version to be ready (UndoPending) or when it could not be
+(UndoFailed)."""
+UNDO_READY_RECHECK_SECONDS = 2.0
+"""Look again this soon while an undo waits for the version it goes back to to be ready."""
 ALERT_RECHECK_SECONDS = 30.0
 """Look again this often while an alert holds a rollout: a resolved alert queues the rollout at
 once, this only covers a resolution that arrives otherwise (an alert that expires, a lost call)."""
@@ -168,6 +176,21 @@ class Observed:
     held_alert_resolved: bool = False
     """This process heard the alert whose hold status.incident records resolved: the hold ends,
     however recently it started listening."""
+    undo_request: UndoRequest | None = None
+    """The undo annotation (and the version it names), if set; handled once per value."""
+    undo_target_ready: bool | None = None
+    """Whether the Deployment of the version an undo goes back to (`undo_target`) is ready: True
+    also for a version without a Deployment; None when not looked at (no undo wanted)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndoRequest:
+    """The undo annotation as a person (or `kubectl modelrollout undo`) set it."""
+
+    token: str
+    """Its value: any new value asks for one undo."""
+    to_version: str | None = None
+    """The version to go back to (the undo-to-version annotation); None: the one the promotion replaced."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +202,8 @@ class Plan:
     requeue_after: float | None = None
     scale_down_version: str | None = None
     """Version whose Deployment is due to be scaled to zero now."""
+    scale_up_version: str | None = None
+    """Version whose Deployment must have its replicas back now (an undo goes back to it)."""
     remove_finalizer: bool = False
     action_handled: bool = False
 
@@ -264,6 +289,7 @@ class _Decision:
     events: list[Event] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
     scale_down_version: str | None = None
+    scale_up_version: str | None = None
     remove_finalizer: bool = False
     asked: list[TrafficSplit] = field(default_factory=list)
     """Every split this decision asked for on its way (a step done, the next one entered): a
@@ -331,6 +357,7 @@ class _Decision:
             events=tuple(self.events),
             requeue_after=min(self.requeue) if self.requeue else None,
             scale_down_version=self.scale_down_version,
+            scale_up_version=self.scale_up_version,
             remove_finalizer=self.remove_finalizer,
             action_handled=self.observed.action is not None,
         )
@@ -557,10 +584,11 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
         d.traffic = TrafficSplit.all_to(d.status.stable_version or stable)
         _handle_action_not_applicable(d, action)
         _settle_incident(d, spec)
-        if phase == Phase.PROMOTED:
+        if not _undo(d, spec) and phase == Phase.PROMOTED:
             _record_alert_after_promotion(d, spec)
         _scale_down_when_due(d)
         return
+    _ignore_undo_request(d)
 
     if action is not None:
         _apply_action(d, spec, stable, action)
@@ -650,7 +678,8 @@ def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | 
     d.update(observed_generation=d.observed.generation, candidate_hash=spec.candidate_hash())
     _handle_action_not_applicable(d, action)
     _settle_incident(d, spec)
-    _record_alert_after_promotion(d, spec)
+    if not _undo(d, spec):
+        _record_alert_after_promotion(d, spec)
     _scale_down_when_due(d)
 
 
@@ -936,10 +965,13 @@ def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
         stable_version=spec.candidate,
         message=f"{spec.candidate} promoted; it serves all traffic",
         paused_by_user=False,
+        promoted_at=format_time(d.now),
+        previous_stable_version=previous_stable,
     )
     d.event(EventType.NORMAL, "Promoted", f"{spec.candidate} promoted, replacing {previous_stable}")
     if previous_stable is not None:
-        _schedule_scale_down(d, spec, previous_stable)
+        # The replaced version stays ready for a fast undo for the whole rollback window.
+        _schedule_scale_down(d, spec, previous_stable, not_before_seconds=spec.rollback_window_seconds or 0.0)
 
 
 def _return_to_stable(
@@ -952,12 +984,17 @@ def _return_to_stable(
     _schedule_scale_down(d, spec, spec.candidate)
 
 
-def _schedule_scale_down(d: _Decision, spec: ModelRolloutSpec, version: str) -> None:
+def _schedule_scale_down(
+    d: _Decision, spec: ModelRolloutSpec, version: str, *, not_before_seconds: float = 0.0
+) -> None:
+    """`version`'s Deployment goes to zero after spec.scaleDown.delay, and not before
+    `not_before_seconds` (the rollback window after a promotion)."""
     if spec.scale_down is None or spec.version(version).deployment is None:
         return
-    due = d.now + timedelta(seconds=min(spec.scale_down.delay_seconds, MAX_TIMER_SECONDS))
+    delay = max(spec.scale_down.delay_seconds, not_before_seconds)
+    due = d.now + timedelta(seconds=min(delay, MAX_TIMER_SECONDS))
     d.update(scale_down_at=format_time(due), scale_down_target=version)
-    d.after(spec.scale_down.delay_seconds)
+    d.after(delay)
 
 
 def _scale_down_when_due(d: _Decision) -> None:
@@ -1161,8 +1198,182 @@ def _record_alert_after_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
     if alert is None or spec.incidents.action == IncidentAction.IGNORE or d.status.phase != Phase.PROMOTED:
         return
     record = incident_record(alert, response=IncidentResponse.RECORDED, now=d.now, holding=False)
+    why = (
+        "spec.incidents.action is not rollback"
+        if spec.incidents.action != IncidentAction.ROLLBACK
+        else "outside spec.rollbackWindow"
+        if spec.rollback_window_seconds
+        else "no spec.rollbackWindow"
+    )
     message = (
         f"{describe_alert(record)} names this rollout after {d.status.stable_version} was promoted: recorded "
-        "only, nothing undone (undoing a promotion is not automated; to go back, roll out the previous version)"
+        f"only, nothing undone ({why}); to go back, undo: kubectl modelrollout undo"
     )
     _note_incident(d, record, reason="IncidentAfterPromotion", message=message)
+
+
+# Undoing a promotion (spec.rollbackWindow, the undo annotation) -----------------------------------
+
+
+def _new_undo_request(status: ModelRolloutStatus, observed: Observed) -> UndoRequest | None:
+    """The undo annotation, when its value was not handled before (status.undoToken)."""
+    request = observed.undo_request
+    if request is None or request.token == status.undo_token:
+        return None
+    return request
+
+
+def _alert_within_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, observed: Observed) -> Alert | None:
+    """The firing alert that undoes the promotion: spec.incidents.action is rollback, and it fires
+    less than spec.rollbackWindow after the promotion (status.promotedAt)."""
+    promoted_at = parse_time(status.promoted_at)
+    window = spec.rollback_window_seconds
+    if not observed.alerts or spec.incidents.action != IncidentAction.ROLLBACK or window is None:
+        return None
+    if promoted_at is None or (observed.now - promoted_at).total_seconds() >= window:
+        return None
+    tried = parse_time(status.undo.requested_at) if status.undo is not None else None
+    if tried is not None and tried >= promoted_at:
+        # This promotion was already undone, or an undo of it failed: an alert does not retry it
+        # every pass (a person can, with a new undo token).
+        return None
+    return observed.alerts[0]
+
+
+def undo_target(*, spec: ModelRolloutSpec, status: ModelRolloutStatus, observed: Observed) -> str | None:
+    """The version an undo goes back to in this pass, whose Deployment's readiness `decide` needs
+    (`Observed.undo_target_ready`); None when no undo is pending or wanted."""
+    pending = status.undo
+    if pending is not None and pending.state == UndoState.PENDING:
+        return pending.to_version
+    if status.phase != Phase.PROMOTED or status.stable_version != spec.candidate:
+        return None
+    request = _new_undo_request(status, observed)
+    if request is not None:
+        return request.to_version or status.previous_stable_version
+    if _alert_within_window(spec, status, observed) is not None:
+        return status.previous_stable_version
+    return None
+
+
+def _undo_refusal(spec: ModelRolloutSpec, status: ModelRolloutStatus, target: str | None) -> str | None:
+    """Why an undo to `target` cannot be done (None: it can)."""
+    if status.phase != Phase.PROMOTED or status.stable_version != spec.candidate:
+        phase = status.phase.value if status.phase else "none"
+        return f"nothing to undo in phase {phase}: only a promotion is undone"
+    if spec.versions_from_route:
+        return "undo is not built for routers that read the versions from the routed object (kserve)"
+    if target is None:
+        return "no previous stable version is known (status.previousStableVersion); name one with undo-to-version"
+    if target == status.stable_version:
+        return f"{target} already serves all traffic"
+    if target not in {version.version for version in spec.versions}:
+        return f"{target} is not one of spec.versions[].version; add it back to undo to it"
+    return None
+
+
+def _ignore_undo_request(d: _Decision) -> None:
+    """An undo asked while a rollout is in flight: nothing to undo (abort returns traffic); the
+    value is handled, so it never acts later."""
+    request = _new_undo_request(d.status, d.observed)
+    if request is None:
+        return
+    phase = d.status.phase.value if d.status.phase else "none"
+    d.update(undo_token=request.token)
+    d.event(EventType.NORMAL, "UndoIgnored", f"undo {request.token!r} does nothing in phase {phase}")
+
+
+def _undo(d: _Decision, spec: ModelRolloutSpec) -> bool:
+    """Undoes the last promotion when asked (the undo annotation, any time) or when an alert names
+    the rollout within spec.rollbackWindow: the version it replaced gets its replicas back and,
+    once ready, all traffic at once (never a share of it: the promoted version is the suspect).
+    Returns whether an undo is under way or done in this decision (the route is then its)."""
+    pending = d.status.undo if d.status.undo is not None and d.status.undo.state == UndoState.PENDING else None
+    request = _new_undo_request(d.status, d.observed)
+    if request is not None:
+        d.update(undo_token=request.token)
+    if pending is None:
+        pending = _start_undo(d, spec, request)
+        if pending is None:
+            return False
+    target = pending.to_version
+    if not d.observed.undo_target_ready:
+        return _wait_for_undo_target(d, spec, pending)
+    d.traffic = TrafficSplit.all_to(target)
+    if not d.shown(d.traffic):
+        d.update(message=f"undoing {pending.from_version}: sending all traffic to {target}")
+        d.after(WAIT_FOR_ROUTE_SECONDS)
+        return True
+    message = f"promotion of {pending.from_version} undone ({pending.cause}); all traffic back on {target}"
+    d.update(
+        phase=Phase.ROLLED_BACK,
+        stable_version=target,
+        previous_stable_version=None,
+        undo=replace(pending, state=UndoState.DONE, time=format_time(d.now)),
+        message=message,
+    )
+    d.event(EventType.WARNING, "Undo", message)
+    d.condition(UNDO_CONDITION, True, "Undo", message)
+    _schedule_scale_down(d, spec, pending.from_version)
+    return True
+
+
+def _start_undo(d: _Decision, spec: ModelRolloutSpec, request: UndoRequest | None) -> UndoRecord | None:
+    """The undo a new request or an alert within the window starts (None: none, or refused with
+    an UndoRefused Event)."""
+    status = d.status
+    alert = None if request is not None else _alert_within_window(spec, status, d.observed)
+    if request is None and alert is None:
+        return None
+    target = request.to_version if request is not None and request.to_version else status.previous_stable_version
+    problem = _undo_refusal(spec, status, target)
+    if problem is not None:
+        asked = f"undo {request.token!r}" if request is not None else "undo by alert"
+        d.event(EventType.WARNING, "UndoRefused", f"{asked} refused: {problem}")
+        return None
+    assert target is not None and status.stable_version is not None
+    if alert is not None:
+        record = incident_record(alert, response=IncidentResponse.UNDONE, now=d.now, holding=False)
+        cause = f"{describe_alert(record)} fired within spec.rollbackWindow of the promotion"
+        d.update(incident=record)
+        d.condition(INCIDENT_CONDITION, True, "Undo", f"{describe_alert(record)} names this rollout: undoing")
+    else:
+        assert request is not None
+        cause = f"annotation {request.token!r}"
+    pending = UndoRecord(
+        from_version=status.stable_version,
+        to_version=target,
+        requested_at=format_time(d.now),
+        state=UndoState.PENDING,
+        cause=cause,
+    )
+    d.update(undo=pending)
+    if status.scale_down_target == target:
+        # Going back to it: it must keep (or get back) its replicas, not lose them now.
+        d.update(scale_down_at=None, scale_down_target=None)
+    return pending
+
+
+def _wait_for_undo_target(d: _Decision, spec: ModelRolloutSpec, pending: UndoRecord) -> bool:
+    """The version undone to is not ready: it is scaled up and traffic stays where it is, until it
+    is ready or spec.progressDeadlineSeconds (from the request) passes; then the undo failed."""
+    target = pending.to_version
+    asked = parse_time(pending.requested_at) or d.now
+    waited = (d.now - asked).total_seconds()
+    if waited > spec.progress_deadline_seconds:
+        message = (
+            f"undo of {pending.from_version} failed: {target} was not ready after {waited:.0f}s "
+            f"(spec.progressDeadlineSeconds); all traffic stays on {pending.from_version}"
+        )
+        d.update(undo=replace(pending, state=UndoState.FAILED, time=format_time(d.now)), message=message)
+        d.event(EventType.WARNING, "UndoFailed", message)
+        d.condition(UNDO_CONDITION, False, "UndoFailed", message)
+        return False
+    d.scale_up_version = target
+    message = f"undoing {pending.from_version}: waiting for {target} to be ready ({pending.cause})"
+    if d.status.message != message:
+        d.event(EventType.NORMAL, "UndoPending", message)
+    d.update(message=message)
+    d.condition(UNDO_CONDITION, False, "UndoPending", message)
+    d.after(min(UNDO_READY_RECHECK_SECONDS, spec.progress_deadline_seconds - waited + 0.5))
+    return True

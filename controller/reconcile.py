@@ -29,6 +29,8 @@ from controller.api import (
     ACTION_ANNOTATION,
     DEFAULT_PROGRESS_DEADLINE_SECONDS,
     FINALIZER,
+    UNDO_ANNOTATION,
+    UNDO_TO_VERSION_ANNOTATION,
     MirrorStep,
     ModelRolloutSpec,
     ModelRolloutStatus,
@@ -56,6 +58,7 @@ from controller.plan import (
     Plan,
     RouteWrite,
     TrafficSplit,
+    UndoRequest,
     analyze_window,
     decide,
     describe_split,
@@ -63,6 +66,7 @@ from controller.plan import (
     next_route_write,
     route_spec,
     stage_to_check,
+    undo_target,
     wait_for_versions,
 )
 from controller.routers import ROUTERS, RoutedVersions, Router, RouterPlugin
@@ -331,6 +335,7 @@ class Reconciler:
             observed = self._observe(rollout, spec, status, router, deleting=deleting)
             spec, spec_error, observed = self._check(namespace, name, spec, spec_error, status, observed)
             plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router, routed)
+        self._scale_up(namespace, spec, plan)
         final_status = self._scale_down(namespace, spec, plan)
         if refusal is None:
             final_status = with_reconciled(final_status, generation=observed.generation, now=observed.now)
@@ -511,6 +516,8 @@ class Reconciler:
                 alerts_complete_at=self.alerts.complete_at,
                 held_alert_resolved=self._held_alert_resolved(status),
             )
+        if spec is not None:
+            observed = self._observe_undo(meta, spec, status, observed)
         if spec is None or router is None:
             return observed
         try:
@@ -524,6 +531,53 @@ class Reconciler:
         except ReferenceProblem as error:
             return replace(observed, reference_problem=str(error))
         return replace(observed, route_weights=weights, route_mirror=mirror, reference_problem=problem)
+
+    def _observe_undo(
+        self, meta: JSON, spec: ModelRolloutSpec, status: ModelRolloutStatus, observed: Observed
+    ) -> Observed:
+        """The undo annotation, and, when an undo is pending or wanted, whether the version it goes
+        back to is ready (one Deployment read, only then)."""
+        annotations = meta.get("annotations") or {}
+        token = annotations.get(UNDO_ANNOTATION)
+        if token is not None:
+            to_version = (annotations.get(UNDO_TO_VERSION_ANNOTATION) or "").strip() or None
+            observed = replace(observed, undo_request=UndoRequest(token=token, to_version=to_version))
+        target = undo_target(spec=spec, status=status, observed=observed)
+        if target is None:
+            return observed
+        return replace(observed, undo_target_ready=self._version_ready(meta["namespace"], spec, target))
+
+    def _version_ready(self, namespace: str, spec: ModelRolloutSpec, version: str) -> bool:
+        """Whether `version` can take all traffic: its Deployment (if it names one) has replicas, all
+        available, as observed by the Deployment controller after its latest change (a status from
+        before a scale-up says nothing about the pods it asked for)."""
+        known = next((v for v in spec.versions if v.version == version), None)
+        if known is None:
+            return False
+        if known.deployment is None:
+            return True
+        deployment = self.kube.get_deployment(namespace=namespace, name=known.deployment)
+        if deployment is None or not deployment.spec.replicas or deployment.status is None:
+            return False
+        current = (deployment.status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        return current and (deployment.status.available_replicas or 0) >= deployment.spec.replicas
+
+    def _scale_up(self, namespace: str, spec: ModelRolloutSpec | None, plan: Plan) -> None:
+        """Gives the version an undo goes back to its replicas back (those it had before the
+        controller scaled it down, else 1); a Deployment with replicas is left as it is."""
+        version = plan.scale_up_version
+        if version is None or spec is None:
+            return
+        name = next((v.deployment for v in spec.versions if v.version == version), None)
+        deployment = None if name is None else self.kube.get_deployment(namespace=namespace, name=name)
+        if name is None or deployment is None or deployment.spec.replicas:
+            return
+        restore = (deployment.metadata.annotations or {}).get(SCALED_DOWN_FROM_ANNOTATION)
+        replicas = int(restore) if restore is not None and restore.isdigit() and int(restore) > 0 else 1
+        self.kube.scale_deployment(
+            namespace=namespace, name=name, replicas=replicas, annotations={SCALED_DOWN_FROM_ANNOTATION: None}
+        )
+        log.info("scaled up for an undo", extra={"namespace": namespace, "deployment": name, "replicas": replicas})
 
     def _held_alert_resolved(self, status: ModelRolloutStatus) -> bool:
         """Whether this process heard resolved the alert whose hold the status records."""

@@ -10,7 +10,16 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from controller.api import ACTION_ANNOTATION, GROUP, KIND, PLURAL, VERSION, Action
+from controller.api import (
+    ACTION_ANNOTATION,
+    GROUP,
+    KIND,
+    PLURAL,
+    UNDO_ANNOTATION,
+    UNDO_TO_VERSION_ANNOTATION,
+    VERSION,
+    Action,
+)
 
 JSON = dict[str, Any]
 
@@ -66,6 +75,14 @@ class RolloutAPI:
     def request(self, name: str, action: Action) -> JSON:
         """Sets the action annotation; the controller carries it out and removes it."""
         patch = {"metadata": {"annotations": {ACTION_ANNOTATION: action.value}}}
+        updated: JSON = self._custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+        return updated
+
+    def undo(self, name: str, *, token: str, to_version: str | None) -> JSON:
+        """Sets the undo annotation to a new token (and the version to go back to, or removes a
+        stale one): the controller undoes the promotion once per token and keeps the annotation."""
+        annotations = {UNDO_ANNOTATION: token, UNDO_TO_VERSION_ANNOTATION: to_version}
+        patch = {"metadata": {"annotations": annotations}}
         updated: JSON = self._custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
         return updated
 

@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--full", action="store_true", help="skip all remaining steps and promote the candidate")
     for command, (_, summary) in ACTIONS.items():
         commands.add_parser(command, parents=[connection, named], help=summary)
+    undo = commands.add_parser(
+        "undo",
+        parents=[connection, named],
+        help="undo the last promotion: all traffic back to the version it replaced (scaled up first if needed)",
+    )
+    undo.add_argument(
+        "--to-version", help="the version to send all traffic to (default: the one the promotion replaced)"
+    )
+    undo.add_argument("--token", help="the undo annotation's value (default: a new one); the same token acts once")
     return parser
 
 
@@ -163,6 +172,15 @@ def run_action(api: RolloutAPI, args: argparse.Namespace, style: Style, out: Tex
     return ExitCode.OK
 
 
+def run_undo(api: RolloutAPI, args: argparse.Namespace, style: Style, out: TextIO) -> int:
+    # A new token per call: each `undo` asks once, and the controller records the token it handled.
+    token = args.token or f"undo-{_now().strftime('%Y%m%dT%H%M%S.%fZ')}"
+    api.undo(args.name, token=token, to_version=args.to_version)
+    target = f" to {args.to_version}" if args.to_version else ""
+    print(f"modelrollout {args.name}: undo{target} requested (token {token})", file=out)
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Callable[[RolloutAPI, argparse.Namespace, Style, TextIO], int]] = {
     "list": run_list,
     "get": run_get,
@@ -170,4 +188,5 @@ COMMANDS: dict[str, Callable[[RolloutAPI, argparse.Namespace, Style, TextIO], in
     "status": run_status,
     "promote": run_action,
     **dict.fromkeys(ACTIONS, run_action),
+    "undo": run_undo,
 }

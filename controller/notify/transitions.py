@@ -12,9 +12,9 @@ The Events of these reasons are the transitions a notification is sent for:
 | ProgressDeadlineExceeded, InvalidSpec | Failed |
 | Paused (a pause step without a duration), Inconclusive (held for a person) | PausedForPerson |
 | IncidentRollback | IncidentRollback (names the alert, from status.incident) |
+| Undo | Undo (names the alert when one undid the promotion within spec.rollbackWindow) |
 
 A `Paused` Event of a person's own pause action is no news to anyone: no notification.
-Undo has no transition yet.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.api import IncidentRecord, ModelRolloutStatus, RecordedEvent, parse_time
+from controller.api import IncidentRecord, IncidentResponse, ModelRolloutStatus, RecordedEvent, parse_time
 from controller.notify.notification import AlertCause, Cause, Kind, MetricCause, Notification
 
 REASON_KINDS: Mapping[str, Kind] = {
@@ -35,6 +35,7 @@ REASON_KINDS: Mapping[str, Kind] = {
     "Paused": Kind.PAUSED_FOR_PERSON,
     "Inconclusive": Kind.PAUSED_FOR_PERSON,
     "IncidentRollback": Kind.INCIDENT_ROLLBACK,
+    "Undo": Kind.UNDO,
 }
 """Event reason -> notification kind (controller.plan records these Events)."""
 FAILED_VERDICT = "Failed"
@@ -93,6 +94,9 @@ def cause_of(event: RecordedEvent, *, status: ModelRolloutStatus) -> Cause | Non
         return failing_metric(status)
     if event.reason == "IncidentRollback" and status.incident is not None:
         return alert_cause(status.incident)
+    if event.reason == "Undo" and status.incident is not None and status.incident.response == IncidentResponse.UNDONE:
+        undone_by_alert = status.undo is not None and not status.undo.cause.startswith("annotation")
+        return alert_cause(status.incident) if undone_by_alert else None
     return None
 
 
