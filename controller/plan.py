@@ -666,6 +666,12 @@ def _start(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         incident=d.status.incident if d.status.incident is not None and d.status.incident.holding else None,
     )
     d.event(EventType.NORMAL, "RolloutStarted", f"rolling out {spec.candidate} against {stable}")
+    undo = d.status.undo
+    if undo is not None and undo.state == UndoState.PENDING:
+        # A new rollout replaces what the undo was about: it must never resume once that one is promoted.
+        message = f"undo of {undo.from_version} abandoned: a new rollout of {spec.candidate} started"
+        d.update(undo=replace(undo, state=UndoState.FAILED, time=now))
+        d.event(EventType.WARNING, "UndoFailed", message)
 
 
 def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | None) -> None:

@@ -195,6 +195,18 @@ def test_an_undo_whose_version_never_gets_ready_fails_at_the_deadline_and_leaves
     assert undone_condition(plan) == ("False", "UndoFailed")
 
 
+def test_a_new_rollout_abandons_a_pending_undo() -> None:
+    # given an undo waiting for v1 to be ready
+    waiting = run(promoted(), observed(ON_V2, undo_request=UNDO, undo_target_ready=False)).status
+    # when a person names v3 the candidate (a new generation)
+    spec = spec_of(candidate="v3", baseline="v2")
+    plan = decide(spec=spec, spec_error=None, status=waiting, observed=replace(observed(ON_V2, at=5), generation=2))
+    # then the new rollout starts and the undo is over: it never resumes later
+    assert plan.status.phase == Phase.PENDING
+    assert plan.status.undo is not None and plan.status.undo.state == UndoState.FAILED
+    assert "UndoFailed" in reasons(plan)
+
+
 def test_the_same_undo_token_twice_changes_nothing_more() -> None:
     # given an undo done
     moving = run(promoted(), observed(ON_V2, undo_request=UNDO, undo_target_ready=True))
