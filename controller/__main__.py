@@ -254,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # Their INFO lines are one per request: two per look for prediction logs, one per webhook call.
+    for chatty in ("kubernetes", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     configuration = client.Configuration()
     if args.kubeconfig:
