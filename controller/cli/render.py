@@ -413,6 +413,9 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
         ("Paused by user", "yes" if status.paused_by_user else "no"),
         ("Age", age(metadata.get("creationTimestamp"), now=now)),
     ]
+    if status.undo is not None:
+        undo = status.undo
+        fields.append(("Undo", f"{undo.from_version} -> {undo.to_version}: {undo.state.value} ({undo.cause})"))
     width = max(len(k) for k, _ in fields) + 2
     blocks = ["\n".join(f"{(k + ':').ljust(width)}{v}" for k, v in fields)]
 

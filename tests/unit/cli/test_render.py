@@ -187,6 +187,14 @@ def test_get_of_a_new_rollout_has_no_empty_sections() -> None:
     assert text.endswith("Events:\n  <none>")
 
 
+def test_get_shows_the_last_undo_of_a_promotion() -> None:
+    undo = {"fromVersion": "v2", "toVersion": "v1", "requestedAt": "2025-03-01T11:59:00Z", "state": "Done",
+            "cause": "annotation 'incident-42'", "time": "2025-03-01T11:59:01Z"}  # fmt: skip
+    text = render_get(rollout(status={"phase": "RolledBack", "undo": undo}), events=[], now=NOW, style=PLAIN)
+    assert header_fields(text)["Undo"] == "v2 -> v1: Done (annotation 'incident-42')"
+    assert "Undo" not in header_fields(render_get(rollout(), events=[], now=NOW, style=PLAIN))
+
+
 def test_colour_only_when_asked_and_table_widths_ignore_escape_codes() -> None:
     plain = render_list([rollout(status=PROGRESSING)], all_namespaces=False, now=NOW, style=PLAIN)
     coloured = render_list([rollout(status=PROGRESSING)], all_namespaces=False, now=NOW, style=COLOUR)
