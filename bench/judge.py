@@ -74,6 +74,7 @@ from controller.analysis.checker import AnalysisChecker
 from controller.api import (
     TERMINAL_PHASES,
     AnalyzeStep,
+    Mirror,
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
@@ -272,17 +273,18 @@ def _route(spec: ModelRolloutSpec, traffic: TrafficSplit) -> dict[str, int]:
 
 def _decide_and_route(
     spec: ModelRolloutSpec, status: ModelRolloutStatus, observed: Observed
-) -> tuple[Plan, dict[str, int]]:
-    """Decide, move traffic if the plan asks, decide again on the new weights: as the reconciler
-    does, in as many rounds at most."""
-    weights = dict(observed.route_weights or {})
+) -> tuple[Plan, dict[str, int], Mirror | None]:
+    """Decide, move traffic (weights and mirror) if the plan asks, decide again on the new route:
+    as the reconciler does, in as many rounds at most. Returns the plan and what the route shows."""
+    weights, mirror = dict(observed.route_weights or {}), observed.route_mirror
     for _ in range(len(spec.steps) + 3):
         plan = decide(spec=spec, spec_error=None, status=status, observed=observed)
-        if plan.traffic is None or plan.traffic.satisfied_by(weights, None):
+        if plan.traffic is None or plan.traffic.satisfied_by(weights, mirror):
             break
-        weights = _route(spec, plan.traffic)
-        status, observed = plan.status, replace(observed, route_weights=weights, action=None)
-    return plan, weights
+        weights, mirror = _route(spec, plan.traffic), plan.traffic.mirror
+        status = plan.status
+        observed = replace(observed, route_weights=weights, route_mirror=mirror, action=None)
+    return plan, weights, mirror
 
 
 def _controller_result(status: ModelRolloutStatus) -> Result:
@@ -325,7 +327,7 @@ def run_controller(spec: ModelRolloutSpec, cell: Cell, simulator: Simulator) -> 
             )
             analysis = checker(context=context)
         observed = Observed(now=now, generation=1, route_weights=weights, analysis=analysis)
-        plan, weights = _decide_and_route(spec, status, observed)
+        plan, weights, _ = _decide_and_route(spec, status, observed)
         status = plan.status
         if status.phase in TERMINAL_PHASES:
             return _outcome(cell, simulator, _controller_result(status), elapsed)
