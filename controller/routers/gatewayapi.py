@@ -27,7 +27,7 @@ from controller.api import Mirror, ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 from controller.routers import ownership
-from controller.routers.plugin import RoutedKind, RouterPlugin, config_of
+from controller.routers.plugin import RoutedKind, RouterPlugin, agreed_mirror, config_of
 from controller.routers.safety import refuse_unsafe_split
 from controller.routers.services import service_problem
 
@@ -216,10 +216,7 @@ def route_mirror(route: JSON, spec: ModelRolloutSpec) -> Mirror | None:
         next((_mirrored_percent(entry) for entry in rule.get("filters") or [] if _is_mirror_to(entry, backend)), None)
         for rule in managed_rules(route, spec)
     ]
-    if all(percent is None for percent in per_rule):
-        return None
-    first = per_rule[0]
-    return Mirror(version=version, percent=first if first is not None and all(p == first for p in per_rule) else -1)
+    return agreed_mirror(version=version, percents=per_rule)
 
 
 def set_rule_mirror(rule: JSON, *, previous: Backend | None, mirror: Backend | None, percent: int) -> None:

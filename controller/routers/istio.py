@@ -44,21 +44,30 @@ the split would not be the one the rollout decided. TCP and TLS routes are never
 Istio's weights are relative (a destination gets weight / sum of weights; a route's only
 destination gets everything); the controller writes percentages that sum to 100 over the
 versions and reads any weights back as percentages.
+
+Mirror steps (`Mirrorer`): the controller sets each managed route's `mirror` (the mirrored
+version's destination, written exactly as the route's weighted destination of that version, or
+as a destination it would add for it) and `mirrorPercentage: {value: percent}`, which Istio
+honours. An HTTP route has one `mirror`, so the destinations the controller mirrors to are listed
+in the annotation `rollouts.mlops.dev/mirror-destinations`: it changes or removes only a mirror
+listed there (both fields), and a mirror step on a route that already mirrors elsewhere (`mirror`
+or `mirrors` the controller did not set) is a reference problem rather than an overwrite.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from controller.api import GROUP as ROLLOUTS_GROUP
-from controller.api import ModelRolloutSpec, SpecError
+from controller.api import Mirror, ModelRolloutSpec, SpecError
 from controller.errors import ReferenceProblem
 from controller.kube import Kube
 from controller.routers import ownership
-from controller.routers.plugin import RoutedKind, RouterPlugin, config_of
+from controller.routers.plugin import RoutedKind, RouterPlugin, agreed_mirror, config_of
 from controller.routers.safety import refuse_unsafe_split
 from controller.routers.services import service_problem
 
@@ -71,6 +80,11 @@ DESTINATION_RULES = "destinationrules"
 ADDED_DESTINATIONS_ANNOTATION = f"{ROLLOUTS_GROUP}/added-destinations"
 """Each destination the controller added, comma-separated as `host[/subset][:port]`: only these
 are removed."""
+MIRROR_ANNOTATION = f"{ROLLOUTS_GROUP}/mirror-destinations"
+"""Each destination the controller set as a managed route's `mirror`, comma-separated as
+`host[/subset][:port]`: only these mirrors are changed or removed."""
+MIRROR_KEYS = ("mirror", "mirrorPercentage")
+"""The fields of an HTTP route that make the controller's mirror; removed together."""
 CONFIG_PATH = "spec.trafficRouting.istio"
 NOT_FORWARDING = ("redirect", "directResponse", "delegate")
 """Keys of an HTTP route that answers or delegates instead of forwarding to weighted destinations."""
@@ -372,6 +386,106 @@ def vs_weights(vs: JSON, config: IstioRouting, versions: Versions) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Mirror
+
+
+def mirror_destination(route: JSON, *, versions: Versions, version_name: str) -> JSON:
+    """The destination copies of the route's requests go to for `version_name`: the version's
+    weighted destination in the route as written there (the first, if several), or the one the
+    weights would add for it (a candidate at weight 0 may have none yet)."""
+    destinations: list[JSON] = route.get("route") or []
+    for entry in destinations:
+        if versions.version_of(entry) == version_name:
+            return copy.deepcopy(dict(_destination(entry)))
+    return dict(versions.new_destination(version_name, destinations)["destination"])
+
+
+def _mirror_key(destination: Mapping[str, Any]) -> str:
+    return destination_key({"destination": destination})
+
+
+def _mirror_percent(route: Mapping[str, Any]) -> int:
+    """The share of requests the route's `mirror` gets: Istio mirrors all of them without
+    mirrorPercentage (a double in the API; the controller writes whole numbers)."""
+    percentage = route.get("mirrorPercentage")
+    if isinstance(percentage, Mapping) and percentage.get("value") is not None:
+        return round(float(percentage["value"]))
+    return 100
+
+
+def _mirror_destinations(vs: JSON) -> set[str]:
+    raw = (vs.get("metadata", {}).get("annotations") or {}).get(MIRROR_ANNOTATION, "")
+    return {entry.strip() for entry in str(raw).split(",") if entry.strip()}
+
+
+def route_mirror(route: JSON, *, ours: set[str]) -> Mapping[str, Any] | None:
+    """The route's `mirror` when the controller set it (listed in `ours`), else None."""
+    mirror = route.get("mirror")
+    return mirror if isinstance(mirror, Mapping) and _mirror_key(mirror) in ours else None
+
+
+def set_route_mirror(route: JSON, *, ours: set[str], mirror: JSON | None, percent: int, vs_name: str) -> None:
+    """Replaces the controller's mirror of one HTTP route (a `mirror` listed in `ours`) by copies
+    of `percent` of the requests to `mirror` (None: no copies); every other field stays. A route
+    that mirrors elsewhere is left as it is when no mirror is asked, and refused when one is:
+    Istio has one `mirror` per route, and overwriting it would lose the user's copies."""
+    if route_mirror(route, ours=ours) is not None:
+        for key in MIRROR_KEYS:
+            route.pop(key, None)
+    if mirror is None:
+        return
+    theirs = next((key for key in ("mirror", "mirrors") if route.get(key)), None)
+    if theirs is not None:
+        raise ReferenceProblem(
+            f"HTTP route {route.get('name') or '(unnamed)'} of VirtualService {vs_name} already has {theirs}, "
+            "which the controller did not set, and Istio allows one mirror per route; remove it for the "
+            "mirror step, and the step sets its own"
+        )
+    route["mirror"] = mirror
+    route["mirrorPercentage"] = {"value": percent}
+
+
+def vs_mirror(vs: JSON, *, config: IstioRouting, versions: Versions) -> Mirror | None:
+    """The controller's mirror over the managed routes: None when there is none; percent -1 when
+    the routes disagree (a hand edit: the next write makes them agree)."""
+    ours = _mirror_destinations(vs)
+    if not ours:
+        return None
+    routes = managed_routes(vs, config)
+    mirrors = [route_mirror(route, ours=ours) for route in routes]
+    found = next((mirror for mirror in mirrors if mirror is not None), None)
+    if found is None:
+        return None
+    # A version removed from spec.versions since is named by its destination, so that it is removed.
+    version = versions.version_of({"destination": found}) or _mirror_key(found)
+    percents = [
+        _mirror_percent(route) if mirror is not None and _mirror_key(mirror) == _mirror_key(found) else None
+        for route, mirror in zip(routes, mirrors, strict=True)
+    ]
+    return agreed_mirror(version=version, percents=percents)
+
+
+def set_vs_mirror(vs: JSON, *, config: IstioRouting, versions: Versions, mirror: Mirror | None) -> None:
+    """Sets the controller's mirror on every managed route and records its destinations."""
+    ours = _mirror_destinations(vs)
+    name = vs["metadata"]["name"]
+    written: set[str] = set()
+    for route in managed_routes(vs, config):
+        destination = (
+            None if mirror is None else mirror_destination(route, versions=versions, version_name=mirror.version)
+        )
+        set_route_mirror(route, ours=ours, mirror=destination, percent=mirror.percent if mirror else 0, vs_name=name)
+        if destination is not None:
+            written.add(_mirror_key(destination))
+    annotations = vs.setdefault("metadata", {}).setdefault("annotations", {}) or {}
+    vs["metadata"]["annotations"] = annotations
+    if written:
+        annotations[MIRROR_ANNOTATION] = ",".join(sorted(written))
+    else:
+        annotations.pop(MIRROR_ANNOTATION, None)
+
+
+# ---------------------------------------------------------------------------------------------
 # The router
 
 
@@ -443,6 +557,31 @@ class IstioRouter:
         refuse_unsafe_split(spec=spec, weights=vs_weights(vs, config, versions), route=label)
         return vs_weights(self._replace(vs), config, versions)
 
+    def read_mirror(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> Mirror | None:
+        config = _config(spec)
+        vs = self._get(namespace, config)
+        ownership.check_owner(vs, route=self._label(namespace, vs), owner=owner)
+        if not _mirror_destinations(vs):
+            # No mirror of the controller's: no DestinationRule to read.
+            return None
+        return vs_mirror(vs, config=config, versions=self._versions(namespace, spec, config))
+
+    def write_mirror(
+        self, *, namespace: str, spec: ModelRolloutSpec, mirror: Mirror | None, owner: str
+    ) -> Mirror | None:
+        config = _config(spec)
+        vs = self._get(namespace, config)
+        ownership.check_owner(vs, route=self._label(namespace, vs), owner=owner)
+        ownership.claim(vs, owner=owner)
+        versions = self._versions(namespace, spec, config)
+        if mirror is not None:
+            # Copies to a subset that does not exist would all be answered 503 by Istio.
+            unserved = versions.unserved({mirror.version: mirror.percent})
+            if unserved is not None:
+                raise ReferenceProblem(unserved)
+        set_vs_mirror(vs, config=config, versions=versions, mirror=mirror)
+        return vs_mirror(self._replace(vs), config=config, versions=versions)
+
     def release(self, *, namespace: str, spec: ModelRolloutSpec, owner: str) -> None:
         try:
             vs = self._get(namespace, _config(spec))
@@ -470,4 +609,5 @@ PLUGIN = RouterPlugin(
     parse_config=parse_config,
     object_name=lambda config: config.virtual_service,
     build=IstioRouter,
+    mirror=IstioRouter,
 )

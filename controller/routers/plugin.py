@@ -14,7 +14,7 @@
       applied_later True when the object shows a write only once another controller applied it
                     (KServe): after a write, the pass waits for the object's next change (watched)
                     instead of passing again at once
-      mirror        (only a router that can copy requests to a version: Gateway API) Kube -> the
+      mirror        (only a router that can copy requests to a version: Gateway API, Istio) Kube -> the
                     `Mirrorer` doing it; without it, a spec with a mirror step is a SpecError
 
 A `Router` reads and writes the share of traffic each model version gets, and nothing else on
@@ -25,7 +25,7 @@ spec.versions; `owner` is the name of the ModelRollout acting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -145,3 +145,14 @@ def config_of(spec: ModelRolloutSpec, kind: type[Config], parse: Callable[[Any],
         return parse(spec.traffic_routing.config)
     except SpecError as error:
         raise ReferenceProblem(str(error)) from error
+
+
+def agreed_mirror(*, version: str, percents: Sequence[int | None]) -> Mirror | None:
+    """The mirror to `version` read over the managed parts of a routed object (rules, routes), given
+    the percent each copies (None: that part has no mirror of the controller's): None when none
+    has one; percent -1 when they disagree (a hand edit: the next write makes them agree)."""
+    if all(percent is None for percent in percents):
+        return None
+    first = percents[0]
+    agreed = first is not None and all(percent == first for percent in percents)
+    return Mirror(version=version, percent=first if agreed and first is not None else -1)

@@ -100,6 +100,44 @@ def test_an_istio_rollout_moves_the_destinations_weights_step_by_step_to_promoti
     assert vs["metadata"]["annotations"][OWNER] == MODEL
 
 
+def shadow(vs: JSON) -> tuple[int, str | None, float | None]:
+    """v2's weight on the route `predict`, and the host and percent its mirror copies to (None: no mirror)."""
+    route = next(r for r in vs["spec"]["http"] if r.get("name") == "predict")
+    mirror = route.get("mirror")
+    percent = (route.get("mirrorPercentage") or {}).get("value")
+    return split(vs).get("v2", 0), mirror["host"] if mirror else None, percent
+
+
+def test_an_istio_rollout_with_a_mirror_step_copies_requests_to_the_candidate_then_removes_the_mirror(
+    on_istio: World, controller: RunningController
+) -> None:
+    # given a VirtualService sending everything to v1, and a rollout shadowing v2 before its canary
+    create_virtual_service(on_istio)
+    recorder = ObjectRecorder(on_istio, group=GROUP, version=VERSION, plural=PLURAL, name=MODEL, read=shadow)
+    try:
+        on_istio.apply(
+            istio_rollout(
+                steps=[
+                    {"setWeight": 0},
+                    {"mirror": {"percent": 50, "duration": "2s"}},
+                    {"setWeight": 20},
+                    {"pause": {}},
+                ]
+            )
+        )
+
+        # when the controller runs it up to the pause
+        on_istio.wait_for_phase("Paused")
+        wait_for(lambda: recorder.values()[-1:] == [(20, None, None)], what="v2 at 20 without a mirror")
+    finally:
+        recorder.stop()
+
+    # then the route mirrored half the requests to v2 during the step, and the mirror was gone
+    # before v2 got any weight
+    assert recorder.values() == [(0, None, None), (0, service_name("v2"), 50), (0, None, None), (20, None, None)]
+    assert "mirror" not in next(r for r in virtual_service(on_istio)["spec"]["http"] if r["name"] == "predict")
+
+
 def test_an_aborted_istio_rollout_sends_everything_back_to_the_stable_version(
     on_istio: World, controller: RunningController
 ) -> None:

@@ -13,10 +13,17 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
-from controller.api import parse_spec
+from controller.api import Mirror, parse_spec
 from controller.errors import ReferenceProblem, TemporaryError
 from controller.kube import Kube
-from controller.routers.istio import ADDED_DESTINATIONS_ANNOTATION, DESTINATION_RULES, GROUP, PLURAL, IstioRouter
+from controller.routers.istio import (
+    ADDED_DESTINATIONS_ANNOTATION,
+    DESTINATION_RULES,
+    GROUP,
+    MIRROR_ANNOTATION,
+    PLURAL,
+    IstioRouter,
+)
 from controller.routers.ownership import OWNER_ANNOTATION, RouteOwnedElsewhere
 from controller.watch import ObjectCache
 from localenv.controlplane import ControlPlane
@@ -226,3 +233,48 @@ def test_a_missing_virtual_service_is_a_reference_problem(istio: Istio, router: 
     with pytest.raises(ReferenceProblem, match=f"VirtualService {namespace}/iris not found"):
         router.read_weights(namespace=namespace, spec=BY_HOST, owner="iris")
     router.release(namespace=namespace, spec=BY_HOST, owner="iris")  # quiet: nothing to release
+
+
+def test_the_mirror_is_stored_on_the_managed_route_read_back_and_removed_leaving_the_rest(
+    istio: Istio, router: IstioRouter, namespace: str
+) -> None:
+    # given a VirtualService with the managed route (all traffic on v1) and another route, claimed
+    # by the rollout's first weight write
+    istio.create(
+        PLURAL,
+        "VirtualService",
+        "iris",
+        {"hosts": ["iris.example.com"], "gateways": ["models"], "http": [PREDICT_ROUTE, HEALTH_ROUTE]},
+    )
+    router.write_weights(namespace=namespace, spec=BY_HOST, weights={"v1": 100}, owner="iris")
+    before = istio.get()
+    assert router.read_mirror(namespace=namespace, spec=BY_HOST, owner="iris") is None
+
+    # when a mirror step copies 40 % of the requests to v2
+    returned = router.write_mirror(
+        namespace=namespace, spec=BY_HOST, mirror=Mirror(version="v2", percent=40), owner="iris"
+    )
+
+    # then the API server stored mirror + mirrorPercentage on the managed route only, naming v2's
+    # Service and port as the weights would, and the router reads that mirror back
+    stored = istio.get()
+    predict, health = stored["spec"]["http"]
+    assert predict["mirror"] == {"host": "iris-v2", "port": {"number": 8080}}
+    assert predict["mirrorPercentage"] == {"value": 40}
+    assert {k: v for k, v in predict.items() if k not in ("mirror", "mirrorPercentage")} == before["spec"]["http"][0]
+    assert health == HEALTH_ROUTE
+    assert stored["metadata"]["annotations"][MIRROR_ANNOTATION] == "iris-v2:8080"
+    assert returned == Mirror(version="v2", percent=40)
+    assert router.read_mirror(namespace=namespace, spec=BY_HOST, owner="iris") == returned
+    assert router.read_weights(namespace=namespace, spec=BY_HOST, owner="iris") == {"v1": 100, "v2": 0, "v3": 0}
+
+    # and another rollout can neither read nor change it
+    with pytest.raises(RouteOwnedElsewhere):
+        router.write_mirror(namespace=namespace, spec=BY_HOST, mirror=None, owner="iris-b")
+
+    # when the step ends and the mirror is removed, then the VirtualService is as before the mirror
+    assert router.write_mirror(namespace=namespace, spec=BY_HOST, mirror=None, owner="iris") is None
+    after = istio.get()
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert router.read_mirror(namespace=namespace, spec=BY_HOST, owner="iris") is None
