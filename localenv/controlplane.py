@@ -53,8 +53,10 @@ GATEWAY_API_HTTPROUTE_CRD_GLOB = "crds/gateway-api-*/httproutes.yaml"
 """Where the build script puts the Gateway API HTTPRoute CRD, relative to the binaries."""
 DEFAULT_COMMAND_LINE_DIR = REPO_ROOT / "out" / "control-plane"
 
-# kube-apiserver insists on a service range; nothing here ever dials an address in it.
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# kube-apiserver insists on a service range; nothing here ever dials an address in it. Wide,
+# because no namespace controller runs: the whole suite's Services (several per test, never
+# deleted) share one control plane, and a /24 ran out of addresses.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 ADMIN_USER = "admin"
 CERTIFICATE_VALIDITY_DAYS = "30"
 STOP_GRACE_SECONDS = 15.0
