@@ -291,6 +291,18 @@ MAX_ROLLBACK_WINDOW_SECONDS = 7 * 86400.0
 """spec.rollbackWindow is at most a week, like the other timers (the CRD says so too)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class PostPromotion:
+    """spec.postPromotion: after a promotion, the promoted version is measured alone against
+    absolute guardrails for a while, and a broken guardrail undoes the promotion."""
+
+    duration_seconds: float
+    """How long after the promotion it is measured; at most spec.rollbackWindow, so that the
+    version it replaced is still ready to undo to."""
+    section: Mapping[str, Any]
+    """The raw section (interval, falseRollbackRate, metrics), interpreted by `controller.analysis`."""
+
+
 NOTIFICATION_SINK_TYPES = ("webhook", "slack")
 """spec.notifications[].type: a generic JSON webhook, or a Slack-compatible incoming webhook."""
 
@@ -364,6 +376,9 @@ class ModelRolloutSpec:
     rollback_window_seconds: float | None = None
     """spec.rollbackWindow: after a promotion the replaced version keeps its replicas this long,
     and an alert naming the rollout within it undoes the promotion; None: no window."""
+    post_promotion: PostPromotion | None = None
+    """spec.postPromotion: the guardrails the promoted version is held to after its promotion;
+    None: none."""
     versions_from_route: bool = False
     """spec.versions, baseline and candidate are absent: the router reads the versions from the
     routed object (KServe: the InferenceService's revisions), and the reconciler fills them in
@@ -534,6 +549,7 @@ def _parse_rest(
         rollback_window_seconds=parse_rollback_window(raw.get("rollbackWindow")),
         versions_from_route=from_route,
     )
+    spec = replace(spec, post_promotion=parse_post_promotion(raw.get("postPromotion"), spec=spec))
     for i, step in enumerate(spec.steps):
         if isinstance(step, AnalyzeStep) and not (spec.has_analysis or step.templates):
             raise SpecError(
@@ -553,6 +569,52 @@ def parse_rollback_window(raw: object) -> float | None:
     if seconds > MAX_ROLLBACK_WINDOW_SECONDS:
         raise SpecError("spec.rollbackWindow", f"{raw!r} is longer than 168h (one week)")
     return seconds
+
+
+@refusing_malformed("spec.postPromotion")
+def parse_post_promotion(raw: object, *, spec: ModelRolloutSpec) -> PostPromotion | None:
+    """spec.postPromotion; None when absent. Its metrics are parsed by the analysis checker, which
+    refuses an entry without an absolute guardrail while the rollout is Pending."""
+    if raw is None:
+        return None
+    path = "spec.postPromotion"
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object, e.g. {duration: 30m, metrics: [...]}; see docs/incidents.md")
+    if spec.versions_from_route:
+        router = spec.traffic_routing.router
+        raise SpecError(
+            path,
+            f"trafficRouting.{router} reads the versions from the object it routes, and a promotion there cannot be "
+            "undone yet; drop postPromotion",
+        )
+    duration = raw.get("duration")
+    if duration in (None, ""):
+        raise SpecError(f"{path}.duration", "is required: how long the promoted version is measured, e.g. 30m")
+    seconds = parse_duration(str(duration), field_path=f"{path}.duration")
+    if seconds <= 0:
+        raise SpecError(f"{path}.duration", f"{duration!r} measures nothing; give a duration such as 30m")
+    window = spec.rollback_window_seconds
+    if window is None:
+        raise SpecError(
+            "spec.rollbackWindow",
+            "is required with spec.postPromotion: the version a promotion replaced must stay ready to undo to; "
+            f"give at least postPromotion.duration ({duration})",
+        )
+    if seconds > window:
+        raise SpecError(
+            f"{path}.duration",
+            f"{duration!r} is longer than spec.rollbackWindow ({window:g}s): the version "
+            "the promotion replaced could be scaled down before a broken guardrail undoes it; shorten it or "
+            "lengthen the window",
+        )
+    metrics = raw.get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        raise SpecError(
+            f"{path}.metrics",
+            "is required: the guardrails the promoted version is held to, e.g. "
+            "[{name: errors, preset: error-rate, comparison: {max: 0.01}}]",
+        )
+    return PostPromotion(duration_seconds=seconds, section=raw)
 
 
 @refusing_malformed("spec.notifications")
@@ -790,6 +852,71 @@ class UndoRecord:
         )
 
 
+class PostPromotionState(StrEnum):
+    """status.postPromotion.state: where the analysis after a promotion stands."""
+
+    RUNNING = "Running"
+    """The promoted version is being measured against its guardrails."""
+    PASSED = "Passed"
+    """spec.postPromotion.duration is over and no guardrail was shown broken."""
+    FAILED = "Failed"
+    """A guardrail was shown broken: the promotion is undone (status.undo)."""
+    INCONCLUSIVE = "Inconclusive"
+    """The duration is over but its last look could not judge (no data, a provider error): nothing
+    is undone, a person decides."""
+    ABANDONED = "Abandoned"
+    """Ended before its time: a new rollout started, an undo was asked, or postPromotion was removed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostPromotionRecord:
+    """status.postPromotion: the analysis of the last promoted version after its promotion."""
+
+    version: str
+    """The promoted version measured."""
+    state: PostPromotionState
+    started_at: str
+    """When it began (RFC 3339): the promotion, once the route showed all traffic on `version`."""
+    ends_at: str
+    """When it ends (started_at + spec.postPromotion.duration)."""
+    message: str = ""
+    """For people: the guardrails' latest verdict, or why it ended."""
+    ended_at: str = ""
+    """When it left Running; empty while Running."""
+    analysis: Mapping[str, Any] = field(default_factory=dict)
+    """Its looks, as status.analysis keeps a canary's (runs, evidence, measurements), kept verbatim."""
+
+    def to_json(self) -> JSON:
+        body: JSON = {
+            "version": self.version,
+            "state": self.state.value,
+            "startedAt": self.started_at,
+            "endsAt": self.ends_at,
+            "message": self.message,
+        }
+        if self.ended_at:
+            body["endedAt"] = self.ended_at
+        if self.analysis:
+            body["analysis"] = dict(self.analysis)
+        return body
+
+    @staticmethod
+    def from_json(raw: object) -> PostPromotionRecord | None:
+        """The record stored in status; None for none, or for a value that cannot be read."""
+        if not isinstance(raw, Mapping) or raw.get("state") not in PostPromotionState._value2member_map_:
+            return None
+        analysis = raw.get("analysis")
+        return PostPromotionRecord(
+            version=str(raw.get("version", "")),
+            state=PostPromotionState(raw["state"]),
+            started_at=str(raw.get("startedAt", "")),
+            ends_at=str(raw.get("endsAt", "")),
+            message=str(raw.get("message", "")),
+            ended_at=str(raw.get("endedAt", "")),
+            analysis=dict(analysis) if isinstance(analysis, Mapping) else {},
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class IncidentRecord:
     """status.incident: the alert the controller last acted on (or recorded) for this rollout."""
@@ -896,6 +1023,8 @@ class ModelRolloutStatus:
     """The value of the undo annotation last handled: the same value asks nothing again."""
     undo: UndoRecord | None = None
     """The last undo of a promotion (None: none)."""
+    post_promotion: PostPromotionRecord | None = None
+    """The analysis of the last promoted version after its promotion (spec.postPromotion; None: none)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Status fields owned by other parts (analysis measurements, gate reports), kept verbatim."""
 
@@ -931,6 +1060,7 @@ class ModelRolloutStatus:
                 "previousStableVersion": self.previous_stable_version,
                 "undoToken": self.undo_token,
                 "undo": self.undo.to_json() if self.undo is not None else None,
+                "postPromotion": self.post_promotion.to_json() if self.post_promotion is not None else None,
             }
         )
         return {k: v for k, v in body.items() if v is not None}
@@ -943,6 +1073,7 @@ class ModelRolloutStatus:
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
             "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
             "routeMirror", "recentEvents", "incident", "promotedAt", "previousStableVersion", "undoToken", "undo",
+            "postPromotion",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -970,6 +1101,7 @@ class ModelRolloutStatus:
             previous_stable_version=raw.get("previousStableVersion"),
             undo_token=raw.get("undoToken"),
             undo=UndoRecord.from_json(raw.get("undo")),
+            post_promotion=PostPromotionRecord.from_json(raw.get("postPromotion")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 

@@ -41,6 +41,8 @@ from controller.api import (
     ModelVersion,
     PauseStep,
     Phase,
+    PostPromotionRecord,
+    PostPromotionState,
     SetWeightStep,
     Step,
     UndoRecord,
@@ -65,7 +67,9 @@ REFERENCE_RETRY_SECONDS = 10.0
 """Look again this soon while a referenced object is missing or does not fit."""
 RUBRIC_FIELD = "rubric"
 """Status field listing the ML Test Score items the rollout verified, per stage and check."""
-CHECK_STATUS_FIELDS = ("analysis", "gates", RUBRIC_FIELD)
+ANALYSIS_FIELD = "analysis"
+"""The analysis checker's status field; after a promotion its looks go to status.postPromotion.analysis."""
+CHECK_STATUS_FIELDS = (ANALYSIS_FIELD, "gates", RUBRIC_FIELD)
 """Status fields owned by checkers (and the rubric they report); cleared when a rollout starts over."""
 INCIDENT_CONDITION = "IncidentAlert"
 """True while a firing alert from Alertmanager names the rollout and was acted on (or recorded);
@@ -77,6 +81,13 @@ False while one waits for that version to be ready (UndoPending) or when it coul
 (UndoFailed)."""
 UNDO_READY_RECHECK_SECONDS = 2.0
 """Look again this soon while an undo waits for the version it goes back to to be ready."""
+POST_PROMOTION_CONDITION = "PostPromotionAnalysis"
+"""True while the analysis after a promotion runs (reason Running) and once it passed (Passed);
+False once a guardrail was shown broken (Failed), its last look could not judge (Inconclusive) or
+it ended before its time (Abandoned)."""
+LAST_LOOK_GRACE_SECONDS = 300.0
+"""After spec.postPromotion.duration, how long its last look may take (reads in flight, a
+controller restarting) before the analysis ends Inconclusive without it."""
 ALERT_RECHECK_SECONDS = 30.0
 """Look again this often while an alert holds a rollout: a resolved alert queues the rollout at
 once, this only covers a resolution that arrives otherwise (an alert that expires, a lost call)."""
@@ -209,13 +220,36 @@ class Plan:
 
 
 def stage_to_check(status: ModelRolloutStatus) -> str | None:
-    """Which checker the reconciler must run before deciding: gates, analysis or none."""
+    """Which checker the reconciler must run before deciding: gates, analysis (while traffic is
+    shared, and after a promotion while status.postPromotion runs) or none."""
+    if _post_promotion_running(status):
+        return "analysis"
     if status.phase == Phase.PENDING:
         # Held before any traffic, the gates wait for the resume that runs them again.
         return None if status.paused_by_user else "gates"
     if status.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return "analysis"
     return None
+
+
+def _post_promotion_running(status: ModelRolloutStatus) -> PostPromotionRecord | None:
+    """status.postPromotion while it runs on the promoted version; None otherwise."""
+    record = status.post_promotion
+    if record is None or record.state != PostPromotionState.RUNNING or status.phase != Phase.PROMOTED:
+        return None
+    return record if record.version == status.stable_version else None
+
+
+def post_promotion_window(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StepWindow | None:
+    """The window the analysis after a promotion judges (spec.postPromotion, status.postPromotion),
+    while it runs on the version the spec still names; indexed after the last step."""
+    record = _post_promotion_running(status)
+    started, ends = (parse_time(record.started_at), parse_time(record.ends_at)) if record else (None, None)
+    if record is None or spec.post_promotion is None or spec.candidate != record.version:
+        return None
+    if started is None or ends is None:
+        return None
+    return StepWindow(index=len(spec.steps), started_at=started, seconds=(ends - started).total_seconds())
 
 
 def analyze_window(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> StepWindow | None:
@@ -666,6 +700,7 @@ def _start(d: _Decision, spec: ModelRolloutSpec, stable: str) -> None:
         incident=d.status.incident if d.status.incident is not None and d.status.incident.holding else None,
     )
     d.event(EventType.NORMAL, "RolloutStarted", f"rolling out {spec.candidate} against {stable}")
+    _abandon_post_promotion(d, f"a new rollout of {spec.candidate} started")
     undo = d.status.undo
     if undo is not None and undo.state == UndoState.PENDING:
         # A new rollout replaces what the undo was about: it must never resume once that one is promoted.
@@ -686,6 +721,7 @@ def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | 
     _settle_incident(d, spec)
     if not _undo(d, spec):
         _record_alert_after_promotion(d, spec)
+        _watch_after_promotion(d, spec)
     _scale_down_when_due(d)
 
 
@@ -978,6 +1014,121 @@ def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
     if previous_stable is not None:
         # The replaced version stays ready for a fast undo for the whole rollback window.
         _schedule_scale_down(d, spec, previous_stable, not_before_seconds=spec.rollback_window_seconds or 0.0)
+        _start_post_promotion(d, spec)
+
+
+# After a promotion (spec.postPromotion) ---------------------------------------------------------
+
+
+def _start_post_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """The promoted version (the route shows it at 100 %) is measured alone from now on, for
+    spec.postPromotion.duration; its looks start empty, whatever an earlier promotion of it left."""
+    if spec.post_promotion is None:
+        return
+    ends = d.now + timedelta(seconds=spec.post_promotion.duration_seconds)
+    message = f"{spec.candidate} promoted; post-promotion analysis until {format_time(ends)}"
+    d.update(
+        post_promotion=PostPromotionRecord(
+            version=spec.candidate,
+            state=PostPromotionState.RUNNING,
+            started_at=format_time(d.now),
+            ends_at=format_time(ends),
+            message="first look pending",
+        ),
+        message=message,
+    )
+    d.event(EventType.NORMAL, "PostPromotionStarted", f"{message}, against its guardrails (spec.postPromotion)")
+    d.condition(POST_PROMOTION_CONDITION, True, "Running", message)
+    # The next pass, at once, lets the analysis schedule its first look.
+    d.after(0)
+
+
+def _end_post_promotion(
+    d: _Decision, state: PostPromotionState, message: str, *, looks: Mapping[str, object] | None = None
+) -> None:
+    """status.postPromotion leaves Running for `state`, with its condition."""
+    record = d.status.post_promotion
+    assert record is not None
+    d.update(
+        post_promotion=replace(
+            record,
+            state=state,
+            message=message,
+            ended_at=format_time(d.now),
+            analysis=record.analysis if looks is None else looks,
+        )
+    )
+    ok = state == PostPromotionState.PASSED
+    d.condition(POST_PROMOTION_CONDITION, ok, state.value, message)
+
+
+def _looks(outcome: CheckOutcome | None) -> Mapping[str, object] | None:
+    """The looks an analysis outcome reports (its status.analysis), if any."""
+    looks = outcome.status_fields.get(ANALYSIS_FIELD) if outcome is not None else None
+    return looks if isinstance(looks, Mapping) else None
+
+
+def broken_guardrail(*, spec: ModelRolloutSpec, status: ModelRolloutStatus, observed: Observed) -> str | None:
+    """Why the promotion must be undone: the analysis after it (running on the promoted version)
+    showed a guardrail broken; None otherwise."""
+    analysis = observed.analysis
+    if post_promotion_window(spec, status) is None or analysis is None or analysis.verdict != Verdict.FAILED:
+        return None
+    return f"post-promotion analysis of {status.stable_version} failed: {analysis.message}"
+
+
+def _abandon_post_promotion(d: _Decision, why: str) -> None:
+    """A running analysis after a promotion ends before its time (a new rollout, an undo asked)."""
+    record = d.status.post_promotion
+    if record is None or record.state != PostPromotionState.RUNNING:
+        return
+    message = f"post-promotion analysis of {record.version} abandoned: {why}"
+    _end_post_promotion(d, PostPromotionState.ABANDONED, message)
+    d.event(EventType.NORMAL, "PostPromotionAbandoned", message)
+
+
+def _watch_after_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """While the analysis after a promotion runs: its looks are kept in status.postPromotion; once
+    spec.postPromotion.duration is over, it passed (no guardrail shown broken), or it is
+    Inconclusive when its last look could not judge (nothing is undone: a person decides). A
+    broken guardrail is the undo's (`_start_undo`)."""
+    record = _post_promotion_running(d.status)
+    if record is None:
+        return
+    if post_promotion_window(spec, d.status) is None:
+        _abandon_post_promotion(d, "spec.postPromotion was removed")
+        return
+    outcome = d.observed.analysis
+    looks = _looks(outcome)
+    if looks is not None:
+        record = replace(record, analysis=looks)
+        d.update(post_promotion=record)
+    ends = parse_time(record.ends_at)
+    assert ends is not None  # post_promotion_window read it
+    left = (ends - d.now).total_seconds()
+    verdict = outcome.verdict if outcome is not None else Verdict.RUNNING
+    said = outcome.message if outcome is not None and outcome.message else "no look yet"
+    if left <= 0 and verdict == Verdict.SUCCESSFUL:
+        message = f"post-promotion analysis of {record.version} passed: {said}"
+        _end_post_promotion(d, PostPromotionState.PASSED, message)
+        d.update(message=f"{record.version} promoted; {message}")
+        d.event(EventType.NORMAL, "PostPromotionPassed", message)
+        return
+    if (left <= 0 and verdict == Verdict.INCONCLUSIVE) or left <= -LAST_LOOK_GRACE_SECONDS:
+        message = (
+            f"post-promotion analysis of {record.version} inconclusive: {said}; nothing undone, "
+            "decide yourself (kubectl modelrollout undo)"
+        )
+        _end_post_promotion(d, PostPromotionState.INCONCLUSIVE, message)
+        d.update(message=f"{record.version} promoted; {message}")
+        d.event(EventType.WARNING, "PostPromotionInconclusive", message)
+        return
+    message = f"{record.version} promoted; post-promotion analysis until {record.ends_at}: {said}"
+    d.update(post_promotion=replace(record, message=said), message=message)
+    d.condition(POST_PROMOTION_CONDITION, True, "Running", message)
+    if outcome is not None and outcome.requeue_after is not None:
+        d.after(outcome.requeue_after)
+    d.after(left if left > 0 else LAST_LOOK_GRACE_SECONDS + left)
 
 
 def _return_to_stable(
@@ -1259,6 +1410,8 @@ def undo_target(*, spec: ModelRolloutSpec, status: ModelRolloutStatus, observed:
         return request.to_version or status.previous_stable_version
     if _alert_within_window(spec, status, observed) is not None:
         return status.previous_stable_version
+    if broken_guardrail(spec=spec, status=status, observed=observed) is not None:
+        return status.previous_stable_version
     return None
 
 
@@ -1329,12 +1482,21 @@ def _start_undo(d: _Decision, spec: ModelRolloutSpec, request: UndoRequest | Non
     an UndoRefused Event)."""
     status = d.status
     alert = None if request is not None else _alert_within_window(spec, status, d.observed)
-    if request is None and alert is None:
+    broken = (
+        None
+        if request is not None or alert is not None
+        else broken_guardrail(spec=spec, status=status, observed=d.observed)
+    )
+    if request is None and alert is None and broken is None:
         return None
+    if broken is not None:
+        # Recorded first, so that a refused undo is not asked again at every look.
+        _end_post_promotion(d, PostPromotionState.FAILED, broken, looks=_looks(d.observed.analysis))
+        d.event(EventType.WARNING, "PostPromotionFailed", f"{broken}; undoing the promotion")
     target = request.to_version if request is not None and request.to_version else status.previous_stable_version
     problem = _undo_refusal(spec, status, target)
     if problem is not None:
-        asked = f"undo {request.token!r}" if request is not None else "undo by alert"
+        asked = f"undo {request.token!r}" if request is not None else "undo by alert" if alert else "undo by guardrail"
         d.event(EventType.WARNING, "UndoRefused", f"{asked} refused: {problem}")
         return None
     assert target is not None and status.stable_version is not None
@@ -1343,9 +1505,13 @@ def _start_undo(d: _Decision, spec: ModelRolloutSpec, request: UndoRequest | Non
         cause = f"{describe_alert(record)} fired within spec.rollbackWindow of the promotion"
         d.update(incident=record)
         d.condition(INCIDENT_CONDITION, True, "Undo", f"{describe_alert(record)} names this rollout: undoing")
+    elif broken is not None:
+        cause = broken
     else:
         assert request is not None
         cause = f"annotation {request.token!r}"
+    if broken is None:
+        _abandon_post_promotion(d, f"undo asked ({cause})")
     pending = UndoRecord(
         from_version=status.stable_version,
         to_version=target,

@@ -334,6 +334,10 @@ class Reconciler:
         else:
             observed = self._observe(rollout, spec, status, router, deleting=deleting)
             spec, spec_error, observed = self._check(namespace, name, spec, spec_error, status, observed)
+            if spec is not None and observed.undo_target_ready is None:
+                # The analysis after a promotion may have just shown a guardrail broken: the undo
+                # it starts reads its target's readiness in this pass, not the next.
+                observed = self._observe_undo(meta, spec, status, observed)
             plan, refusal = self._decide_and_route(rollout, spec, spec_error, status, observed, router, routed)
         self._scale_up(namespace, spec, plan)
         final_status = self._scale_down(namespace, spec, plan)

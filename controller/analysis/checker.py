@@ -80,18 +80,21 @@ from controller.analysis.spec import (
     format_window,
     parse_analysis,
     parse_metrics,
+    parse_post_promotion,
     render_template,
 )
 from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, AnalyzeStep, MirrorStep, SpecError, format_time, parse_time
-from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow
+from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow, Verdict
 from controller.errors import PermanentError, ReferenceProblem, TemporaryError
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
-from controller.plan import measured_window
+from controller.plan import measured_window, post_promotion_window
 
 STATUS_FIELD = "analysis"
 """The status field this checker owns (listed in controller.plan.CHECK_STATUS_FIELDS)."""
 BACKGROUND_RUN = "background"
+POST_PROMOTION_RUN = "post-promotion"
+"""The run after a promotion (spec.postPromotion); its looks are kept in status.postPromotion.analysis."""
 WAITING_REQUEUE_SECONDS = 1.0
 """While a look waits for its reads and nothing re-enqueues the rollout when they are in: how
 soon to look again."""
@@ -181,6 +184,12 @@ class _Plan:
     """When the counts of this look's segment begin."""
     budget: Budget
     """Each sequential metric's share of the rollout's error rates."""
+    stored: Mapping[str, Any]
+    """The looks so far, as the last pass left them: status.analysis, or status.postPromotion.analysis
+    after a promotion."""
+    after_promotion: bool = False
+    """The promoted version measured alone (spec.postPromotion): until its window is over, a look
+    that cannot judge keeps it running (no undo on missing data)."""
 
 
 class AnalysisChecker:
@@ -242,6 +251,10 @@ class AnalysisChecker:
             _check_starting_step(analysis.starting_step, step_count=len(steps))
             at_start = replace(context.status, current_step_index=analysis.starting_step)
             plans.append(self._plan(replace(context, status=at_start, step=None)))
+        post_promotion = context.spec.post_promotion
+        if post_promotion is not None:
+            window = StepWindow(index=len(steps), started_at=context.now, seconds=post_promotion.duration_seconds)
+            plans.append(self._post_promotion_plan(context, window, stored={}))
         for plan in plans:
             self._check_outbound(context, plan)
         self._check_references(context.namespace, [plan for plan in plans if plan is not None])
@@ -285,7 +298,7 @@ class AnalysisChecker:
         plan = self._plan(context)
         if plan is None:
             return None
-        stored = _Stored.of(context)
+        stored = _Stored.of(context, plan.stored)
         run = stored.run(plan.run_name)
         if run is None or run.started_at != plan.started_at:
             run = Run(name=plan.run_name, started_at=plan.started_at)
@@ -345,6 +358,9 @@ class AnalysisChecker:
                 run = replace(run, last_measured_at=at, tallies=tallies)
                 states = self._states(plan, run, now=context.now)
         overall = combine(states, on_inconclusive=plan.analysis.on_inconclusive)
+        if plan.after_promotion and overall.verdict == Verdict.INCONCLUSIVE and not _looked_at_window_end(plan, run):
+            # Only the last look decides that the promoted version could not be judged.
+            overall = replace(overall, verdict=Verdict.RUNNING)
         # Kept: the background run (paused during analyze steps) and the run measured now.
         runs = [r for r in stored.runs if r.name == BACKGROUND_RUN and r.name != run.name] + [run]
         status = {
@@ -367,7 +383,10 @@ class AnalysisChecker:
             requeue_after=requeue,
             on_inconclusive=overall.on_inconclusive,
             status_fields={STATUS_FIELD: status},
-            rubric=tuple(
+            # The rubric is about the candidate before its promotion.
+            rubric=()
+            if plan.after_promotion
+            else tuple(
                 RubricEntry(item=item, check=metric.name, verdict=state.verdict)
                 for metric, state in zip(plan.metrics, states, strict=True)
                 for item in metric.rubric_items
@@ -396,6 +415,10 @@ class AnalysisChecker:
         ]
 
     def _plan(self, context: CheckContext) -> _Plan | None:
+        promoted = post_promotion_window(context.spec, context.status)
+        if promoted is not None:
+            record = context.status.post_promotion
+            return self._post_promotion_plan(context, promoted, stored=record.analysis if record is not None else {})
         analysis = parse_analysis(context.spec.analysis, plugins=self._plugins)
         step: StepWindow | None = context.step
         if step is not None:
@@ -420,6 +443,7 @@ class AnalysisChecker:
                 segment_step=step.index,
                 segment_start=step.started_at,
                 budget=self._budget(context, analysis),
+                stored=_analysis_status(context),
             )
         if analysis is None or analysis.starting_step is None:
             return None
@@ -430,7 +454,7 @@ class AnalysisChecker:
         metrics = tuple(located.values())
         if not metrics:
             raise SpecError("spec.analysis", "startingStep is set but there are no metrics or templates to measure")
-        previous = _Stored.of(context).run(BACKGROUND_RUN)
+        previous = _Stored.of(context, _analysis_status(context)).run(BACKGROUND_RUN)
         started_at = previous.started_at if previous is not None else context.now
         step_started = parse_time(context.status.step_started_at) or started_at
         return _Plan(
@@ -445,6 +469,36 @@ class AnalysisChecker:
             # Each step of background analysis is a segment of its own: its weight is steady.
             segment_start=max(started_at, step_started),
             budget=self._budget(context, analysis),
+            stored=_analysis_status(context),
+        )
+
+    def _post_promotion_plan(self, context: CheckContext, window: StepWindow, *, stored: Mapping[str, Any]) -> _Plan:
+        """The promoted version alone over `window` (spec.postPromotion): its metrics each hold an
+        absolute guardrail, and its error rate is shared between its sequential metrics."""
+        assert context.spec.post_promotion is not None
+        analysis = parse_analysis(context.spec.analysis, plugins=self._plugins)
+        post = parse_post_promotion(context.spec.post_promotion.section, analysis=analysis, plugins=self._plugins)
+        located = {f"spec.postPromotion.metrics[{i}]": metric for i, metric in enumerate(post.metrics)}
+        _check_renders(context, located)
+        shares = max(sum(isinstance(metric, SequentialSpec) for metric in post.metrics), 1)
+        return _Plan(
+            analysis=AnalysisSpec(
+                interval_seconds=post.interval_seconds,
+                metrics=post.metrics,
+                false_rollback_rate=post.false_rollback_rate,
+            ),
+            metrics=post.metrics,
+            metric_fields={metric.name: where for where, metric in located.items()},
+            run_name=POST_PROMOTION_RUN,
+            started_at=window.started_at,
+            window_end=window.started_at + timedelta(seconds=window.seconds),
+            extension_end=None,
+            segment_step=window.index,
+            segment_start=window.started_at,
+            # Nothing waits for evidence of safety after a promotion: the second rate is never spent.
+            budget=Budget(false_rollback=post.false_rollback_rate / shares, false_promotion=post.false_rollback_rate),
+            stored=stored,
+            after_promotion=True,
         )
 
     def _metrics(self, namespace: str, analysis: AnalysisSpec, step: StepWindow | None) -> dict[str, AnalysisMetric]:
@@ -507,9 +561,13 @@ class AnalysisChecker:
     def _measure(
         self, context: CheckContext, plan: _Plan, metric: MetricSpec, *, at: datetime, reads: _Reads
     ) -> _Record:
-        readings: dict[str, Reading] = {}
+        readings = {"baseline": Reading(version=context.stable_version)}
         missing: list[ReferenceProblem] = []
-        for role, version in (("candidate", context.spec.candidate), ("baseline", context.stable_version)):
+        roles = [("candidate", context.spec.candidate)]
+        if not plan.after_promotion:
+            # After a promotion no baseline serves: its guardrails are absolute.
+            roles.append(("baseline", context.stable_version))
+        for role, version in roles:
             try:
                 readings[role] = self._read(context, plan, metric, version, reads)
             except ReferenceProblem as problem:
@@ -1048,8 +1106,7 @@ class _Stored:
     evidence: Mapping[str, Evidence] = field(default_factory=dict)
 
     @staticmethod
-    def of(context: CheckContext) -> _Stored:
-        raw = context.status.extra.get(STATUS_FIELD) or {}
+    def of(context: CheckContext, raw: Mapping[str, Any]) -> _Stored:
         # Measurements of an earlier candidate say nothing about this one.
         if raw.get("candidateHash") != context.spec.candidate_hash():
             return _Stored()
@@ -1062,6 +1119,12 @@ class _Stored:
 
     def run(self, name: str) -> Run | None:
         return next((r for r in self.runs if r.name == name), None)
+
+
+def _analysis_status(context: CheckContext) -> Mapping[str, Any]:
+    """status.analysis as the last pass left it."""
+    raw = context.status.extra.get(STATUS_FIELD)
+    return raw if isinstance(raw, Mapping) else {}
 
 
 def _looked_at_window_end(plan: _Plan, run: Run) -> bool:

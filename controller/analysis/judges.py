@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from controller.analysis.comparison import Tolerance
 from controller.analysis.evaluate import Judgement, Reading, Result
 from controller.analysis.evidence import CountQuery, Evidence, Numbers, Segment, by_label
-from controller.analysis.rows import guardrail_rows, ratio_row, with_rows
+from controller.analysis.rows import Row, guardrail_rows, ratio_row, with_rows
 from controller.analysis.sequential import (
     RatioSegment,
     pooled,
@@ -42,7 +42,7 @@ from controller.figures import figure, share
 from controller.stats import HistogramMismatch
 
 if TYPE_CHECKING:
-    from controller.analysis.spec import RateTest, SlowRequestsTest
+    from controller.analysis.spec import GuardrailTest, RateTest, SlowRequestsTest
 
 JSON = dict[str, Any]
 
@@ -409,6 +409,53 @@ def judge_rate_test(test: RateTest, evidence: Evidence, budget: Budget, versions
         versions=versions,
         readings=readings_of(outcome.summary, versions),
     )
+
+
+def judge_guardrails(test: GuardrailTest, evidence: Evidence, budget: Budget, versions: Versions) -> Look:
+    """The promoted version alone, after its promotion (no baseline serves): fails once the
+    confidence sequence of its events per trial lies beyond a guardrail (max or min). The budget
+    is split between the guardrails; each sequence holds the true value at every look with
+    probability 1 - its share, so a version within its guardrails is failed with at most the
+    budget's chance, however often it is looked at."""
+    rate = test.rate
+    latest = evidence.segments[-1] if evidence.segments else None
+    if latest is None or "trials" not in latest.candidate:
+        return no_data(versions, [f"version {versions.candidate}"])
+    counted = [
+        (min(max(s.candidate.get("events", 0.0), 0.0), trials), trials)
+        for s in evidence.segments
+        for trials in (max(s.candidate.get("trials", 0.0), 0.0),)
+    ]
+    events, trials = sum(e for e, _ in counted), sum(t for _, t in counted)
+    if trials <= 0:
+        return not_yet(versions, "no samples of it since the promotion")
+    bad = events if rate.events_are_bad else trials - events
+    total = RatioSegment(candidate_events=bad, candidate_trials=trials, baseline_events=0.0, baseline_trials=0.0)
+    alpha = budget.false_rollback / test.tests
+    value = events / trials
+    shown = f"{versions.candidate} {share(value)} of {trials:.0f}"
+    summary: JSON = {
+        "test": "guardrail",
+        "candidate": {"samples": rounded(trials, 3), "events": rounded(events, 3), "value": rounded(value)},
+        "threshold": rounded(1 / alpha, 2),
+    }
+    broken: list[str] = []
+    low, high = _value_interval(total, alpha=alpha, bad_events=rate.events_are_bad)
+    for bound, name in ((rate.max, "max"), (rate.min, "min")):
+        if bound is None:
+            continue
+        summary[f"{name}Interval"] = [rounded(low), rounded(high)]
+        if (low > bound) if name == "max" else (high < bound):
+            broken.append(f"{share(value)} is beyond {name} {bound:g} (interval {share(low)}-{share(high)})")
+    summary = with_rows(summary, columns=Row(candidate=shown), rows=guardrail_rows(summary))
+    if rate.min_trials is not None and trials < rate.min_trials and not broken:
+        return below_floor(versions, have=trials, need=rate.min_trials, what="samples (minSamples.count)")
+    if broken:
+        judgement = Judgement(result=Result.FAILED, reason=f"{shown}: {'; '.join(broken)}")
+    else:
+        judgement = Judgement(result=Result.SUCCESSFUL, reason=f"{shown}: within its guardrails")
+    candidate = Reading(version=versions.candidate, value=rounded(value), samples=rounded(trials, 3))
+    return Look(judgement=judgement, baseline=Reading(version=versions.baseline), candidate=candidate, summary=summary)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from controller.analysis.judges import (
     SequentialTest,
     Versions,
     cumulative_buckets,
+    judge_guardrails,
     judge_rate_test,
     judge_slow_requests,
 )
@@ -156,6 +157,33 @@ class RateTest(JudgedOnCountsAlone):
 
     def judge(self, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
         return judge_rate_test(self, evidence, budget, versions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardrailTest(JudgedOnCountsAlone):
+    """A rate test's guardrails alone (max, min), on the promoted version's counts after its
+    promotion: no baseline serves, so none is read and nothing is compared with one."""
+
+    compares_baseline: ClassVar[bool] = False
+    address_field: ClassVar[str] = "provider.prometheus.address"
+    rate: RateTest
+    """The metric as parsed: its counts, what they count, its guardrails and its floor."""
+
+    @property
+    def address(self) -> str | None:
+        return self.rate.address
+
+    @property
+    def queries(self) -> tuple[CountQuery, ...]:
+        return self.rate.queries
+
+    @property
+    def tests(self) -> int:
+        """One per guardrail: they share the metric's error budget."""
+        return (self.rate.max is not None) + (self.rate.min is not None)
+
+    def judge(self, evidence: Evidence, *, budget: Budget, versions: Versions) -> Look:
+        return judge_guardrails(self, evidence, budget, versions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -591,4 +619,62 @@ def parse_analysis(raw: Mapping[str, Any] | None, *, plugins: AnalysisPlugins = 
         false_promotion_rate=_error_rate(raw, "falsePromotionRate", path, default=DEFAULT_FALSE_PROMOTION_RATE),
         promote_when=PromoteWhen(promote_text),
         max_duration_seconds=max_duration,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# After the promotion (spec.postPromotion)
+
+POST_PROMOTION_PATH = "spec.postPromotion"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostPromotionSpec:
+    """spec.postPromotion's analysis: the promoted version alone against absolute guardrails."""
+
+    interval_seconds: float
+    """Time between two looks: postPromotion.interval, else spec.analysis.interval, else 30s."""
+    false_rollback_rate: float
+    """Largest chance that a promoted version within its guardrails is undone, over the whole
+    duration: every metric and look together."""
+    metrics: tuple[AnalysisMetric, ...]
+    """Each with an absolute guardrail; a count metric's test is its guardrails alone (GuardrailTest)."""
+
+
+def _guardrails_only(metric: AnalysisMetric, path: str) -> AnalysisMetric:
+    """`metric` judged on the promoted version alone: a count metric by its guardrails, a number
+    by comparison.max / min; SpecError naming the entry for one that can only compare with a baseline."""
+    alone = "after promotion no baseline serves; give max or min"
+    if isinstance(metric, MetricSpec):
+        comparison = metric.comparison
+        if comparison.max is None and comparison.min is None:
+            raise SpecError(path, f"{alone} (comparison.max or comparison.min)")
+        relative = "maxRatio" if comparison.max_ratio is not None else "maxDifference"
+        if comparison.is_relative:
+            raise SpecError(f"{path}.comparison.{relative}", f"{alone}, and drop {relative}")
+        return metric
+    test = metric.test
+    if not isinstance(test, RateTest) or (test.max is None and test.min is None):
+        raise SpecError(path, f"{alone} (comparison.max or comparison.min on counts or a count preset)")
+    return replace(metric, test=GuardrailTest(rate=test))
+
+
+@refusing_malformed(POST_PROMOTION_PATH)
+def parse_post_promotion(
+    raw: Mapping[str, Any], *, analysis: AnalysisSpec | None, plugins: AnalysisPlugins = DEFAULT_PLUGINS
+) -> PostPromotionSpec:
+    """spec.postPromotion's interval, error rate and metrics (its duration is controller.api's)."""
+    path = POST_PROMOTION_PATH
+    for i, item in enumerate(raw.get("metrics") or []):
+        if isinstance(item, Mapping) and "tolerance" in item:
+            raise SpecError(f"{path}.metrics[{i}].tolerance", "after promotion no baseline serves; give max or min")
+    metrics = tuple(
+        _guardrails_only(metric, f"{path}.metrics[{i}]")
+        for i, metric in enumerate(parse_metrics(raw.get("metrics"), path=f"{path}.metrics", plugins=plugins))
+    )
+    interval = _interval(raw, path) if raw.get("interval") is not None else None
+    return PostPromotionSpec(
+        interval_seconds=interval or (analysis.interval_seconds if analysis is not None else DEFAULT_INTERVAL_SECONDS),
+        false_rollback_rate=_error_rate(raw, "falseRollbackRate", path, default=DEFAULT_FALSE_ROLLBACK_RATE),
+        metrics=metrics,
     )

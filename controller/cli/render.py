@@ -416,6 +416,11 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
     if status.undo is not None:
         undo = status.undo
         fields.append(("Undo", f"{undo.from_version} -> {undo.to_version}: {undo.state.value} ({undo.cause})"))
+    if status.post_promotion is not None:
+        after = status.post_promotion
+        fields.append(
+            ("Post-promotion", f"{after.version} {after.state.value} until {after.ends_at}: {after.message or '-'}")
+        )
     width = max(len(k) for k, _ in fields) + 2
     blocks = ["\n".join(f"{(k + ':').ljust(width)}{v}" for k, v in fields)]
 

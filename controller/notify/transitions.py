@@ -12,7 +12,7 @@ The Events of these reasons are the transitions a notification is sent for:
 | ProgressDeadlineExceeded, InvalidSpec | Failed |
 | Paused (a pause step without a duration), Inconclusive (held for a person) | PausedForPerson |
 | IncidentRollback | IncidentRollback (names the alert, from status.incident) |
-| Undo | Undo (names the alert when one undid the promotion within spec.rollbackWindow) |
+| Undo | Undo (names the alert that undid the promotion, or the metric whose guardrail broke after it) |
 
 A `Paused` Event of a person's own pause action is no news to anyone: no notification.
 """
@@ -22,7 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.api import IncidentRecord, IncidentResponse, ModelRolloutStatus, RecordedEvent, parse_time
+from controller.api import (
+    IncidentRecord,
+    IncidentResponse,
+    ModelRolloutStatus,
+    PostPromotionState,
+    RecordedEvent,
+    parse_time,
+)
 from controller.notify.notification import AlertCause, Cause, Kind, MetricCause, Notification
 
 REASON_KINDS: Mapping[str, Kind] = {
@@ -94,6 +101,9 @@ def cause_of(event: RecordedEvent, *, status: ModelRolloutStatus) -> Cause | Non
         return failing_metric(status)
     if event.reason == "IncidentRollback" and status.incident is not None:
         return alert_cause(status.incident)
+    if event.reason == "Undo" and _undone_by_guardrail(status):
+        assert status.post_promotion is not None
+        return failing_measurement(status.post_promotion.analysis)
     if event.reason == "Undo" and status.incident is not None and status.incident.response == IncidentResponse.UNDONE:
         undone_by_alert = status.undo is not None and not status.undo.cause.startswith("annotation")
         return alert_cause(status.incident) if undone_by_alert else None
@@ -115,10 +125,21 @@ def alert_cause(record: IncidentRecord) -> AlertCause | None:
     )
 
 
+def _undone_by_guardrail(status: ModelRolloutStatus) -> bool:
+    """Whether the last undo is the one the analysis after the promotion started (a broken guardrail)."""
+    record, undo = status.post_promotion, status.undo
+    failed = record is not None and record.state == PostPromotionState.FAILED
+    return failed and undo is not None and record is not None and undo.cause == record.message
+
+
 def failing_metric(status: ModelRolloutStatus) -> MetricCause | None:
     """The metric whose latest failed measurement in status.analysis made the analysis fail, with
     the candidate's and the baseline's values and the judge's words; None when none is recorded."""
-    analysis = status.extra.get("analysis")
+    return failing_measurement(status.extra.get("analysis"))
+
+
+def failing_measurement(analysis: object) -> MetricCause | None:
+    """The metric of the latest failed measurement of `analysis` (a status.analysis), with its values."""
     measurements = analysis.get("measurements") if isinstance(analysis, Mapping) else None
     failed = [
         m

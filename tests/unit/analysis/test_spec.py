@@ -11,6 +11,7 @@ from controller.analysis.presets import PRESETS, CountsPreset, GaugePreset
 from controller.analysis.providers.web import WebSource
 from controller.analysis.spec import (
     AnalysisSpec,
+    GuardrailTest,
     MetricSpec,
     PrometheusSource,
     PromoteWhen,
@@ -19,9 +20,10 @@ from controller.analysis.spec import (
     SlowRequestsTest,
     format_window,
     parse_analysis,
+    parse_post_promotion,
     render_template,
 )
-from controller.api import SpecError
+from controller.api import SpecError, parse_spec
 from controller.checks import InconclusivePolicy
 
 
@@ -384,3 +386,115 @@ def test_errors_name_the_field_and_the_fix(raw: dict[str, Any], field: str, fix:
         parse_analysis(raw)
     assert raised.value.field_path == field
     assert fix in str(raised.value)
+
+
+# spec.postPromotion: the promoted version alone against absolute guardrails -----------------------
+
+POST_PROMOTION_SPEC: dict[str, Any] = {
+    "model": "iris",
+    "versions": [{"version": v, "backend": {"service": f"iris-{v}", "port": 80}} for v in ("v1", "v2")],
+    "candidate": "v2",
+    "baseline": "v1",
+    "trafficRouting": {"gatewayAPI": {"httpRoute": "iris"}},
+    "steps": [{"setWeight": 20}],
+    "rollbackWindow": "1h",
+}
+ERRORS_AT_MOST_1_PERCENT = {"name": "errors", "preset": "error-rate", "comparison": {"max": 0.01}}
+
+
+def test_post_promotion_takes_a_duration_within_the_rollback_window_and_guardrailed_metrics() -> None:
+    spec = parse_spec(
+        {**POST_PROMOTION_SPEC, "postPromotion": {"duration": "30m", "metrics": [ERRORS_AT_MOST_1_PERCENT]}}
+    )
+    assert spec.post_promotion is not None and spec.post_promotion.duration_seconds == 1800
+    parsed = parse_post_promotion(spec.post_promotion.section, analysis=None)
+    assert parsed.interval_seconds == 30 and parsed.false_rollback_rate == 0.05
+    metric = parsed.metrics[0]
+    assert isinstance(metric, SequentialSpec) and isinstance(metric.test, GuardrailTest)
+    assert metric.test.rate.max == 0.01 and metric.test.tests == 1 and not metric.test.compares_baseline
+
+
+def test_post_promotion_looks_as_often_as_the_analysis_unless_told() -> None:
+    analysis = parse_analysis({"interval": "10s", "metrics": [{"name": "e", "preset": "error-rate"}]})
+    section = {"duration": "30m", "falseRollbackRate": 0.01, "metrics": [ERRORS_AT_MOST_1_PERCENT]}
+    assert parse_post_promotion(section, analysis=analysis).interval_seconds == 10
+    assert parse_post_promotion({**section, "interval": "1m"}, analysis=analysis).interval_seconds == 60
+    assert parse_post_promotion(section, analysis=analysis).false_rollback_rate == 0.01
+
+
+def test_post_promotion_keeps_a_query_bounded_by_max_or_min() -> None:
+    query = {
+        "name": "p99",
+        "provider": {"prometheus": {"query": "q{version='{{version}}'}"}},
+        "comparison": {"max": 0.5},
+    }
+    metric = parse_post_promotion({"duration": "5m", "metrics": [query]}, analysis=None).metrics[0]
+    assert isinstance(metric, MetricSpec) and metric.comparison.max == 0.5
+
+
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ({"name": "errors", "preset": "error-rate"}, "spec.postPromotion.metrics[0]"),
+        ({"name": "slow", "preset": "latency-p99"}, "spec.postPromotion.metrics[0]"),
+        (
+            {"name": "q", "provider": {"prometheus": {"query": "q"}}, "comparison": {"max": 1, "maxRatio": 1.2}},
+            "spec.postPromotion.metrics[0].comparison.maxRatio",
+        ),
+        (
+            {"name": "q", "provider": {"prometheus": {"query": "q"}}, "comparison": {"maxRatio": 1.2}},
+            "spec.postPromotion.metrics[0]",
+        ),
+        ({**ERRORS_AT_MOST_1_PERCENT, "tolerance": "10%"}, "spec.postPromotion.metrics[0].tolerance"),
+        ({"name": "drift", "predictionDrift": {}}, "spec.postPromotion.metrics[0]"),
+    ],
+)
+def test_a_post_promotion_metric_that_can_only_compare_with_a_baseline_is_refused(
+    metric: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_post_promotion({"duration": "5m", "metrics": [metric]}, analysis=None)
+    assert raised.value.field_path == field
+    assert "after promotion no baseline serves; give max or min" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fix"),
+    [
+        ({"postPromotion": {"metrics": [ERRORS_AT_MOST_1_PERCENT]}}, "spec.postPromotion.duration", "is required"),
+        (
+            {"postPromotion": {"duration": "2h", "metrics": [ERRORS_AT_MOST_1_PERCENT]}},
+            "spec.postPromotion.duration",
+            "longer than spec.rollbackWindow",
+        ),
+        (
+            {"rollbackWindow": None, "postPromotion": {"duration": "5m", "metrics": [ERRORS_AT_MOST_1_PERCENT]}},
+            "spec.rollbackWindow",
+            "is required with spec.postPromotion",
+        ),
+        ({"postPromotion": {"duration": "5m"}}, "spec.postPromotion.metrics", "is required"),
+        (
+            {"postPromotion": {"duration": "0s", "metrics": [ERRORS_AT_MOST_1_PERCENT]}},
+            "spec.postPromotion.duration",
+            "measures nothing",
+        ),
+    ],
+)
+def test_post_promotion_errors_name_the_field_and_the_fix(changes: dict[str, Any], field: str, fix: str) -> None:
+    raw = {**POST_PROMOTION_SPEC, **changes}
+    with pytest.raises(SpecError) as raised:
+        parse_spec({k: v for k, v in raw.items() if v is not None})
+    assert raised.value.field_path == field and fix in str(raised.value)
+
+
+def test_post_promotion_is_refused_on_a_router_that_reads_the_versions_from_the_routed_object() -> None:
+    raw = {
+        "model": "iris",
+        "trafficRouting": {"kserve": {"inferenceService": "iris"}},
+        "steps": [{"setWeight": 20}],
+        "rollbackWindow": "1h",
+        "postPromotion": {"duration": "5m", "metrics": [ERRORS_AT_MOST_1_PERCENT]},
+    }
+    with pytest.raises(SpecError) as raised:
+        parse_spec(raw)
+    assert raised.value.field_path == "spec.postPromotion" and "trafficRouting.kserve" in str(raised.value)
