@@ -31,3 +31,12 @@ def test_the_schema_offers_exactly_the_presets_and_policies_the_controller_knows
     assert set(metric["properties"]["preset"]["enum"]) == set(PRESETS)
     assert set(ANALYSIS["properties"]["onInconclusive"]["enum"]) == {p.value for p in InconclusivePolicy}
     assert set(ANALYSIS["properties"]["promoteWhen"]["enum"]) == {p.value for p in PromoteWhen}
+
+
+def test_a_post_promotion_metric_is_a_rollout_metric_that_must_hold_a_guardrail() -> None:
+    post = schema("modelrollouts.yaml")["properties"]["spec"]["properties"]["postPromotion"]["properties"]["metrics"]
+    metric, rollout_metric = post["items"], ANALYSIS["properties"]["metrics"]["items"]
+    guardrail, *rules = metric["x-kubernetes-validations"]
+    assert rules == rollout_metric["x-kubernetes-validations"]
+    assert metric["properties"] == rollout_metric["properties"]
+    assert "after promotion no baseline serves" in guardrail["message"]
