@@ -216,13 +216,21 @@ def total(found: Iterable[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in found if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def by_label(found: Iterable[Sample], name: str, label: str) -> dict[str, float]:
+def by_label(found: Iterable[Sample], name: str, *labels: str) -> dict[str, float]:
+    """Sums of `name` by the values of `labels` (joined by a space), largest first."""
     counts: dict[str, float] = {}
     for s in found:
         if s.name == name:
-            key = s.labels.get(label, "")
+            key = " ".join(s.labels.get(label, "") for label in labels)
             counts[key] = counts.get(key, 0.0) + s.value
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def calls_per_rollout(found: Iterable[Sample], n: int, *labels: str) -> str:
+    """API calls per rollout, in all and by `labels` (e.g. `update ModelRollout/status 7.1`)."""
+    calls = by_label(found, "model_rollouts_api_calls_total", *labels)
+    breakdown = ", ".join(f"{key} {count / n:.1f}" for key, count in calls.items())
+    return f"{sum(calls.values()) / n:.1f} ({breakdown})"
 
 
 def mean_call_ms(found: Iterable[Sample], operation: str) -> float:
@@ -643,11 +651,10 @@ def lockstep(n: int, args: argparse.Namespace) -> list[Row]:
 
     promoted = phases.count(["Promoted"])
     pauses = routes.pauses(10, 50)
-    calls = by_label(found, "model_rollouts_api_calls_total", "operation")
+    operations = by_label(found, "model_rollouts_api_calls_total", "operation")
     ratio = elapsed / floor_seconds
     finished = f"{seconds(elapsed)}" if done else f"> {seconds(elapsed)} ({promoted}/{n} Promoted)"
-    per_rollout = sum(calls.values()) / n
-    breakdown = ", ".join(f"{op} {count / n:.1f}" for op, count in calls.items())
+    per_rollout = total(found, "model_rollouts_api_calls_total") / n
     rows += [
         Row(scenario, "time to all Promoted", finished),
         Row(scenario, f"floor: the writes alone, {args.floor_threads} threads", seconds(floor_seconds)),
@@ -656,10 +663,10 @@ def lockstep(n: int, args: argparse.Namespace) -> list[Row]:
         Row(scenario, "pause 3s real length p50 / p99 (route 10 → 50)",
             f"{seconds(percentile(pauses, 50))} / {seconds(percentile(pauses, 99))}; floor "
             f"{seconds(percentile(floor_pauses, 50))} / {seconds(percentile(floor_pauses, 99))}"),
-        Row(scenario, "API calls per rollout", f"{per_rollout:.1f}, {per_rollout / TRAFFIC_STEPS:.1f} per traffic step "
-            f"({breakdown})"),
+        Row(scenario, "API calls per rollout", f"{per_rollout / TRAFFIC_STEPS:.1f} per traffic step; "
+            f"{calls_per_rollout(found, n, 'operation')}"),
         Row(scenario, "mean time of an API call: controller by operation; floor",
-            ", ".join(f"{op} {mean_call_ms(found, op):.0f} ms" for op in calls)
+            ", ".join(f"{op} {mean_call_ms(found, op):.0f} ms" for op in operations)
             + f"; floor {1000 * statistics.fmean(floor.call_seconds):.0f} ms"),
         Row(scenario, "passes/s", f"{passes_total(found) / elapsed:.0f}"),
         Row(scenario, "controller RSS: idle / peak (VmHWM)", f"{mib(idle_kib)} / {mib(memory.hwm_kib)}"),
@@ -840,8 +847,8 @@ def staggered(n: int, args: argparse.Namespace) -> tuple[list[Row], float]:
         Row(scenario, f"Prometheus queries per {args.interval:g}s interval: busiest / mean",
             f"{busiest:.0f} / {mean:.0f} ({all_queries / max(late.looks, 1):.1f} per look, "
             f"{looks_per_interval:.0f} looks per interval)"),
-        Row(scenario, "API calls per rollout",
-            f"{total(found, 'model_rollouts_api_calls_total') / n:.1f}"),
+        Row(scenario, "API calls per rollout", calls_per_rollout(found, n, "operation", "resource")),
+        Row(scenario, "passes per rollout", f"{passes_total(found) / n:.1f}"),
     ]  # fmt: skip
     return rows, busiest
 

@@ -773,8 +773,9 @@ def _enter_step(
     step = spec.steps[index] if index < len(spec.steps) else None
     timed_seconds = step.seconds if isinstance(step, PauseStep | AnalyzeStep | MirrorStep) and step.seconds else 0.0
     if _analysis_runs_at(spec, index):
-        # This pass's checker looked at the step left behind: the next pass, at once, lets it
-        # schedule the first look of this one (due within a grid period of the step's start).
+        # This pass's checker looked at the step left behind: the checker must start this step's
+        # run (its first look is due within a grid period of the step's start). The reconciler
+        # does so in the same pass (`entered_measured_step`); other callers get a pass at once.
         d.after(0)
     d.update(
         phase=phase,
@@ -783,6 +784,17 @@ def _enter_step(
         # The deadline counts from when a timed step is due to end, not from when it starts.
         progress_at=format_time(d.now + timedelta(seconds=min(timed_seconds, MAX_TIMER_SECONDS))),
         paused_by_user=d.status.paused_by_user if paused_by_user is None else paused_by_user,
+    )
+
+
+def entered_measured_step(spec: ModelRolloutSpec, *, checked: ModelRolloutStatus, decided: ModelRolloutStatus) -> bool:
+    """Whether `decided` entered a step where the analysis measures, the checker having run on the
+    step of `checked` (or not at all): its run has not started, and the checker must run on it."""
+    if stage_to_check(decided) != "analysis":
+        return False
+    step = (decided.current_step_index, decided.step_started_at)
+    return step != (checked.current_step_index, checked.step_started_at) and _analysis_runs_at(
+        spec, decided.current_step_index
     )
 
 

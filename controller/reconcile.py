@@ -63,6 +63,7 @@ from controller.plan import (
     decide,
     describe_split,
     describe_weights,
+    entered_measured_step,
     next_route_write,
     route_spec,
     stage_to_check,
@@ -751,6 +752,7 @@ class Reconciler:
         if guard is not None:
             traffic = guard
         if write is None:
+            plan = self._start_entered_step(rollout, spec, spec_error, checked=status, plan=plan, observed=observed)
             return plan, None
         assert traffic is not None
         writing = route_spec(spec, status)
@@ -791,17 +793,40 @@ class Reconciler:
         # without its copies only once the route had shown them (plan._walk_steps).
         written = replace(plan.status, route_weights=stored.weights)
         after = decide(spec=spec, spec_error=spec_error, status=written, observed=observed)
+        after = replace(after, events=plan.events + after.events, action_handled=plan.action_handled)
+        after = self._start_entered_step(rollout, spec, spec_error, checked=status, plan=after, observed=observed)
         # A route that shows a write at once and does not show it yet needs another write now; one
         # that shows it only once another controller applied it (KServe) brings the rollout back
         # through its watch when it does, so the pass does not write again meanwhile.
         again = self._route_write(after.traffic, observed) is not None and not plugin.applied_later
-        requeue = 0.0 if again else after.requeue_after
-        return (
-            replace(
-                after, events=plan.events + after.events, requeue_after=requeue, action_handled=plan.action_handled
-            ),
-            None,
-        )
+        return replace(after, requeue_after=0.0 if again else after.requeue_after), None
+
+    def _start_entered_step(
+        self,
+        rollout: JSON,
+        spec: ModelRolloutSpec,
+        spec_error: str | None,
+        *,
+        checked: ModelRolloutStatus,
+        plan: Plan,
+        observed: Observed,
+    ) -> Plan:
+        """`plan`, or, when it entered a step where the analysis measures, the plan decided once the
+        checker started that step's run. Done in this pass rather than the next, so that entering
+        the step and starting its run are one pass and one status write (issue 14: every pass and
+        write of a rollout counts when thousands run)."""
+        if not entered_measured_step(spec, checked=checked, decided=plan.status):
+            return plan
+        namespace, name = rollout["metadata"]["namespace"], rollout["metadata"]["name"]
+        looking = replace(observed, action=None)
+        try:
+            checked_spec, checked_error, looked = self._check(namespace, name, spec, spec_error, plan.status, looking)
+        except ReconcileError:
+            # The route may be written already: this pass must still store the status recording
+            # it. The next pass, which `plan` asks for at once, runs the checker again.
+            return plan
+        started = decide(spec=checked_spec, spec_error=checked_error, status=plan.status, observed=looked)
+        return replace(started, events=plan.events + started.events, action_handled=plan.action_handled)
 
     def _confirm_unchanged(self, rollout: JSON) -> None:
         """Raises TemporaryError (the pass runs again) unless the rollout is stored as this pass

@@ -20,10 +20,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.api import ACTION_ANNOTATION, GROUP, PLURAL
+from controller.checks import CheckContext, CheckOutcome, Verdict
 from controller.errors import TemporaryError
 from controller.events import SendsEvents
 from controller.kube import Kube
-from controller.reconcile import Reconciler
+from controller.reconcile import Checkers, Reconciler
 from controller.routers import gatewayapi
 from controller.watch import LabelSelector, ObjectCache
 
@@ -134,8 +135,25 @@ class Clock:
         return self.now
 
 
+class RunStartingChecker:
+    """An analysis checker that starts a run on the analyze step it is shown and measures nothing
+    before its first look, due in 30 s; it records the step of every call."""
+
+    def __init__(self) -> None:
+        self.ran_on: list[int | None] = []
+
+    def __call__(self, *, context: CheckContext) -> CheckOutcome:
+        step = context.step.index if context.step is not None else None
+        self.ran_on.append(step)
+        run = {"runs": [{"name": f"step-{step}", "startedAt": context.status.step_started_at}]}
+        return CheckOutcome(verdict=Verdict.RUNNING, requeue_after=30, status_fields={"analysis": run})
+
+    def validate(self, *, context: CheckContext) -> None:
+        return None
+
+
 def world(
-    steps: list[JSON], *, events: SendsEvents | None = None, sharded: bool = False
+    steps: list[JSON], *, events: SendsEvents | None = None, sharded: bool = False, checkers: Checkers = Checkers()
 ) -> tuple[FakeServer, Reconciler, Clock]:
     """A route, two Services and a rollout on them; `sharded`: the rollout is labelled shard=a and
     the reconciler owns that shard."""
@@ -183,7 +201,7 @@ def world(
     )
     clock = Clock()
     selector = LabelSelector.parse("shard=a" if sharded else "")
-    return server, Reconciler(kube=kube, clock=clock, events=events, selector=selector), clock
+    return server, Reconciler(kube=kube, clock=clock, events=events, selector=selector, checkers=checkers), clock
 
 
 def phase(server: FakeServer) -> str | None:
@@ -224,6 +242,31 @@ def test_a_traffic_step_costs_one_route_write_and_one_status_write_and_reads_not
     ]
     # and a pass with nothing to do makes no call at all
     assert idle == {}
+
+
+def test_the_pass_that_enters_an_analyze_step_starts_its_run_in_the_same_status_write() -> None:
+    # given a rollout whose first weight is followed by an analyze step
+    checker = RunStartingChecker()
+    server, reconciler, _ = world(
+        [{"setWeight": 10}, {"analyze": {"duration": "60s", "templates": [{"name": "errors"}]}}],
+        checkers=Checkers(analysis=checker),
+    )
+
+    # when its first pass runs
+    before = Counter(server.calls)
+    requeue = reconciler.reconcile(namespace=NS, name="iris")
+    calls = server.calls - before
+
+    # then that pass wrote the weight, entered the analyze step and stored the run the checker
+    # started on it, in one status write; the checker ran on the analyze step in that pass
+    status = server.objects[(PLURAL, "iris")]["status"]
+    assert weights(server) == [90, 10]
+    assert calls["write status of modelrollouts"] == 1
+    assert status["currentStepIndex"] == 1
+    assert status["analysis"]["runs"] == [{"name": "step-1", "startedAt": status["stepStartedAt"]}]
+    assert checker.ran_on[0] == 1
+    # and the next pass is the first look's, not one at once to start the run
+    assert requeue == 30
 
 
 def test_a_stale_route_makes_the_write_fail_and_the_pass_that_runs_again_reads_it_fresh() -> None:
