@@ -9,8 +9,8 @@ its storage in a temporary directory, short `group_wait` and `group_interval` so
 a notification within about a second. Alerts go in through Alertmanager's own API v2
 (`POST /api/v2/alerts`), exactly as Prometheus sends them.
 
-Used by tests/integration/test_alertmanager_receiver.py, and later by the incident benchmark and
-the demo (issue 10).
+Used by tests/integration/test_alertmanager_receiver.py, the incident tests and benchmark, and the
+sandbox (sandbox/environment.py), where Prometheus sends it the alerts of a real rule (issue 10).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 `LocalPrometheus` runs the `prometheus` binary (Debian package `prometheus`; its systemd service
 plays no part) with a generated config scraping the given targets every second (and any other
-`ScrapeJob`, such as Envoy's `/stats/prometheus`) and a temporary data directory. `stop()` and
+`ScrapeJob`, such as Envoy's `/stats/prometheus`) and a temporary data directory; given alerting
+rules and Alertmanagers, it evaluates the rules and sends their alerts there. `stop()` and
 `start()` again keep port and data, so a test can take Prometheus away mid-analysis and bring it
 back. `ModelMetricsExporter` serves the model-metrics convention
 (docs/model-metrics.md) from a `prometheus_client` registry whose values the test sets, so a test
@@ -21,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -66,8 +67,13 @@ class LocalPrometheus:
         jobs: Sequence[ScrapeJob] = (),
         scrape_interval_seconds: float = 1.0,
         remote_write_receiver: bool = False,
+        alerting_rules: Sequence[Mapping[str, Any]] = (),
+        alertmanagers: Sequence[str] = (),
         binary: str = "prometheus",
     ) -> None:
+        """`alerting_rules`: rules (each as a rule file writes it: alert, expr, for, labels,
+        annotations) evaluated every scrape interval; `alertmanagers`: host:port of each
+        Alertmanager the firing alerts are sent to."""
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} not found; install it with: apt-get install -y prometheus")
@@ -75,6 +81,8 @@ class LocalPrometheus:
         self._jobs = (ScrapeJob(name="loopback", targets=tuple(scrape_targets)), *jobs)
         self._scrape_interval = f"{scrape_interval_seconds:g}s"
         self._remote_write_receiver = remote_write_receiver
+        self._alerting_rules = [dict(rule) for rule in alerting_rules]
+        self._alertmanagers = list(alertmanagers)
         self._workdir = Path(tempfile.mkdtemp(prefix="local-prometheus-"))
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -95,6 +103,12 @@ class LocalPrometheus:
                 for job in self._jobs
             ],
         }
+        if self._alerting_rules:
+            rules = self._workdir / "rules.yml"
+            rules.write_text(yaml.safe_dump({"groups": [{"name": "alerts", "rules": self._alerting_rules}]}))
+            config["rule_files"] = [str(rules)]
+        if self._alertmanagers:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self._alertmanagers}]}]}
         path = self._workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -147,6 +161,14 @@ class LocalPrometheus:
         response.raise_for_status()
         result: list[Any] = response.json()["data"]["result"]
         return result
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts of the alerting rules, pending or firing (GET /api/v1/alerts): labels, state,
+        activeAt (when the rule first held), value."""
+        response = httpx.get(f"{self.url}/api/v1/alerts", timeout=5.0)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+        return alerts
 
     def wait_for_value(self, promql: str, *, at_least: float, timeout: float = 30.0) -> float:
         """Poll until `promql` gives one value of at least `at_least`; that value."""

@@ -20,6 +20,8 @@ from typing import Any
 
 from localenv.supervisor import hold_until_signalled, live_state, stop_supervisor
 from sandbox.environment import (
+    ALERT_ERROR_SHARE,
+    ALERT_NAME,
     DEFAULT_TRAFFIC_PER_SECOND,
     EXAMPLE_ROLLOUT,
     NAMESPACE,
@@ -63,7 +65,9 @@ The sandbox is running.
   kubeconfig        {state["kubeconfig"]}
   Gateway (Envoy)   {state["gateway"]}   splits /v2/models/breast-cancer/* by the HTTPRoute's weights (Contour)
   Envoy stats       {state["envoy_stats"]}   scraped by Prometheus (job envoy): what the gateway-* presets read
-  Prometheus        {state["prometheus"]}
+  Prometheus        {state["prometheus"]}   rule {ALERT_NAME}: a version failing > {ALERT_ERROR_SHARE:.0%} of requests
+  Alertmanager      {state["alertmanager"]}   posts the alerts, with a bearer token, to the controller's receiver
+  alert receiver    {state["alert_receiver"]}
   controller        {state["controller_metrics"]}   log: {state["controller_log"]}
   model servers (Open Inference Protocol, namespace {NAMESPACE}):
 {versions}
@@ -77,6 +81,11 @@ Try it:
   .venv/bin/kubectl-modelrollout -n {NAMESPACE} get breast-cancer          # each metric's evidence so far
   kubectl -n {NAMESPACE} get mro breast-cancer -o jsonpath='{{.status.analysis.evidence[*].latest}}'
   curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(version)(rate(model_requests_total[30s]))'
+  # an incident: roll out v5 with a rollback window; once it is Promoted, make its server fail
+  kubectl -n {NAMESPACE} patch mro breast-cancer --type=merge \
+    -p '{{"spec":{{"candidate":"v5","rollbackWindow":"10m"}}}}'
+  curl -s -X POST {state["model_server_v5"]}/admin/fault -d '{{"errorRate": 0.3}}'  # the alert undoes it
+  curl -s '{state["alertmanager"]}/api/v2/alerts'                                  # as Alertmanager holds it
   curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(envoy_cluster_name)(rate({ENVOY_COMPLETED}[30s]))'
 
 Stop it:   make sandbox-down      (or: python -m sandbox down)

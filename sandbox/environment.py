@@ -6,8 +6,11 @@
   start-up on the breast-cancer data set that ships with scikit-learn);
 - a real Gateway API implementation, Contour + Envoy (localenv/gateway.py), splitting requests
   by the HTTPRoute's weights as it would in a cluster;
-- a real Prometheus scraping every model server, the controller and Envoy's stats every second;
-- the controller itself (`python -m controller`), pointed at that Prometheus;
+- a real Prometheus scraping every model server, the controller and Envoy's stats every second,
+  and evaluating one alerting rule, ModelErrorRate, over the model servers' own metrics;
+- a real Alertmanager (localenv/alertmanager.py) to which Prometheus sends that rule's alerts, and
+  which posts them, with a bearer token, to the controller's alert receiver;
+- the controller itself (`python -m controller`), pointed at that Prometheus, its alert receiver on;
 - a traffic generator replaying the data set through the Gateway, with labelled feedback.
 
 In Kubernetes each version has a Deployment (whose Pods KWOK pretends to run) and a Service
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +34,8 @@ from typing import Any
 import httpx
 from kubernetes import config as kube_config
 
+from controller.incidents.receiver import DEFAULT_PATH as ALERT_RECEIVER_PATH
+from localenv.alertmanager import LocalAlertmanager
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane, ControlPlaneSettings, free_local_port
 from localenv.gateway import GatewaySettings, LocalGateway, expose_loopback_server
@@ -57,6 +63,26 @@ analysis is sized for it: about a tenth of the rows are 'borderline', so at 100 
 half on the candidate each version gets about 5 labelled borderline answers a second, enough for
 the slice's test to catch v3 within the first analyze step (at 40 requests/s, the earlier rate, it
 would miss it about one run in four). One replaying thread keeps this rate on a 2-core machine."""
+ALERT_NAME = "ModelErrorRate"
+ALERT_ERROR_SHARE = 0.1
+"""The alert fires for a model version failing more than this share of its inference requests..."""
+ALERT_WINDOW = "10s"
+"""...over this window (the model servers are scraped every second)..."""
+ALERT_FOR = "5s"
+"""...for at least this long: short for a demo; a production rule says minutes."""
+ALERT_RULE = {
+    "alert": ALERT_NAME,
+    "expr": f"sum by (model, version) (rate(model_request_errors_total[{ALERT_WINDOW}]))"
+    f" / sum by (model, version) (rate(model_requests_total[{ALERT_WINDOW}])) > {ALERT_ERROR_SHARE}",
+    "for": ALERT_FOR,
+    # `model` and `version` come from the series; `namespace` names the rollouts' namespace, so
+    # that the alert names the rollout of this model there (docs/incidents.md).
+    "labels": {"namespace": NAMESPACE, "severity": "page"},
+    "annotations": {
+        "summary": "{{ $labels.model }} {{ $labels.version }} fails {{ $value | humanizePercentage }} of its requests"
+    },
+}
+"""The sandbox's alerting rule over the model servers' own metrics (docs/model-metrics.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +113,11 @@ VERSIONS = (
         version="v4",
         variant=Variant.UNSCALED,
         story="bad candidate: preprocessing bug, the scaler is skipped at serving time",
+    ),
+    ModelVersion(
+        version="v5",
+        variant=Variant.BETTER,
+        story="good candidate (v2's recipe, retrained): promoted; the demo then makes its servers fail",
     ),
 )
 
@@ -125,6 +156,9 @@ class Sandbox:
         """Model server per version."""
         self.gateway: LocalGateway | None = None
         self.prometheus: LocalPrometheus | None = None
+        self.alertmanager: LocalAlertmanager | None = None
+        self.alert_receiver_url = ""
+        """Where the controller's alert receiver listens (Alertmanager posts there)."""
         self.controller: RunningController | None = None
         self._traffic = _Traffic()
 
@@ -177,7 +211,14 @@ class Sandbox:
         )
         self._wait_for_route(gateway)
         controller_port = free_local_port()
-        progress("starting Prometheus and the controller")
+        progress("starting Alertmanager, Prometheus and the controller")
+        receiver_port, receiver_token = free_local_port(), secrets.token_urlsafe(24)
+        token_file = settings.work_dir / "alert-receiver-token"
+        token_file.write_text(receiver_token)
+        token_file.chmod(0o600)  # as a mounted Secret would be
+        self.alert_receiver_url = f"http://127.0.0.1:{receiver_port}{ALERT_RECEIVER_PATH}"
+        self.alertmanager = LocalAlertmanager(receiver_url=self.alert_receiver_url, bearer_token=receiver_token)
+        self.alertmanager.start()
         self.prometheus = LocalPrometheus(
             scrape_targets=[
                 *(f"127.0.0.1:{server.port}" for server in self.servers.values()),
@@ -185,6 +226,8 @@ class Sandbox:
             ],
             # Envoy's own per-cluster metrics: what the gateway presets read (docs/analysis.md).
             jobs=[gateway.scrape_job()],
+            alerting_rules=[ALERT_RULE],
+            alertmanagers=[f"127.0.0.1:{self.alertmanager.port}"],
         )
         self.prometheus.start()
         self.controller = start_controller(
@@ -192,7 +235,11 @@ class Sandbox:
             log_file=settings.work_dir / "controller.log",
             namespace=NAMESPACE,
             metrics_port=controller_port,
-            extra_args=["--prometheus-address", self.prometheus.url],
+            extra_args=[
+                *("--prometheus-address", self.prometheus.url),
+                *("--alert-receiver-token-file", str(token_file)),
+                *("--alert-receiver-bind-address", "127.0.0.1", "--alert-receiver-port", str(receiver_port)),
+            ],
         )
         progress(f"sending {settings.traffic_per_second:g} requests/s with labelled feedback through the Gateway")
         self._start_traffic()
@@ -278,9 +325,13 @@ class Sandbox:
         includes the gateway's mirrored copies."""
         return self._traffic.summary.answers_by_version()
 
+    def client_failures(self) -> dict[str, int]:
+        """The clients' failed requests so far, by reason (`infer HTTP 500`, `ReadTimeout`, ...)."""
+        return dict(self._traffic.summary.failures)
+
     def describe(self) -> dict[str, str]:
         """Where everything is, for people and for state files."""
-        assert self.plane and self.gateway and self.prometheus and self.controller
+        assert self.plane and self.gateway and self.prometheus and self.alertmanager and self.controller
         described = {
             "kubeconfig": str(self.plane.kubeconfig),
             "kubectl": str(self.plane.bin_dir / "kubectl"),
@@ -289,6 +340,8 @@ class Sandbox:
             "envoy_stats": f"http://127.0.0.1:{self.gateway.stats_port}/stats",
             "gateway_logs": str(self.gateway.work_dir),
             "prometheus": self.prometheus.url,
+            "alertmanager": self.alertmanager.url,
+            "alert_receiver": self.alert_receiver_url,
             "controller_metrics": f"{self.controller.metrics_url}/metrics",
             "controller_log": str(self.controller.log_file),
             "control_plane_logs": str(self.plane.work_dir / "logs"),
@@ -306,6 +359,8 @@ class Sandbox:
             self.controller.stop()
         if self.prometheus is not None:
             self.prometheus.close()
+        if self.alertmanager is not None:
+            self.alertmanager.close()
         if self.gateway is not None:
             self.gateway.stop()
         for server in self.servers.values():

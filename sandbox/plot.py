@@ -1,7 +1,7 @@
 """The picture of one rollout: traffic weight and key metrics of baseline and candidate over time,
-with the decision marked. Metric series come from the sandbox's Prometheus (query_range); the
-weight, the mirror, the clients' answers and the candidate server's request count from what the
-demo sampled each second."""
+with the decision (and any other moment worth seeing, such as an alert firing) marked. Metric
+series come from the sandbox's Prometheus (query_range); the weight, the mirror, the clients'
+answers and the candidate server's request count from what the demo sampled each second."""
 
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ class Marker:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Moment:
+    """Something that happened, drawn as a vertical line across every panel and named in the first."""
+
+    seconds: float
+    """Since the rollout started."""
+    label: str
+    colour: str
+    """A matplotlib colour: green for a promotion, red for what returned traffic, grey for the rest."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrafficSample:
     """What the demo saw at one moment; counts are cumulative."""
 
@@ -47,6 +58,8 @@ class TrafficSample:
     """Answers the clients have got, from any version."""
     client_answers_by_candidate: int
     """Of those, the candidate's."""
+    client_failures: int = 0
+    """Requests of the clients that failed (no answer, or an error status), from any version."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,10 +75,13 @@ class RolloutPicture:
     end_unix: float
     weights: Sequence[tuple[float, int]]
     """(seconds, candidate weight %) as sampled from status."""
-    decision_seconds: float | None
-    decision_label: str
+    moments: Sequence[Moment]
+    """The decision, and for an undone promotion the promotion, the fault, the alert and the undo."""
     failed: Sequence[Marker] = ()
     samples: Sequence[TrafficSample] = ()
+    alert_error_share: float | None = None
+    """The share of failed requests above which the environment's alert fires, drawn as a line
+    in the errors panel (None: not drawn)."""
 
 
 def mirror_spans(samples: Sequence[TrafficSample]) -> list[tuple[float, float]]:
@@ -85,8 +101,8 @@ def mirror_spans(samples: Sequence[TrafficSample]) -> list[tuple[float, float]]:
 
 def request_shares(samples: Sequence[TrafficSample]) -> tuple[list[float], list[float], list[float]]:
     """Over a sliding window of samples: seconds, the candidate's share of the clients' answers
-    (%), and the requests the candidate's server answered per client answer (%; copies included,
-    so about 100 during a full mirror at weight 0)."""
+    (%), and the requests the candidate's server answered per client request, answered or failed
+    (%; copies included, so about 100 during a full mirror at weight 0)."""
     times: list[float] = []
     client_share: list[float] = []
     served: list[float] = []
@@ -99,8 +115,9 @@ def request_shares(samples: Sequence[TrafficSample]) -> tuple[list[float], list[
             continue
         times.append(later.seconds)
         client_share.append(100 * (later.client_answers_by_candidate - earlier.client_answers_by_candidate) / answers)
+        requests = answers + later.client_failures - earlier.client_failures
         if later.candidate_requests is not None and earlier.candidate_requests is not None:
-            served.append(100 * (later.candidate_requests - earlier.candidate_requests) / answers)
+            served.append(100 * (later.candidate_requests - earlier.candidate_requests) / requests)
         else:
             served.append(float("nan"))
     return times, client_share, served
@@ -130,6 +147,8 @@ def _queries(model: str, version: str) -> Mapping[str, str]:
         f"/ sum(rate(model_feedback_total{{{borderline}}}[60s]))",
         "latency": "1000 * histogram_quantile(0.99, sum by (le) "
         f"(rate(model_request_duration_seconds_bucket{{{selector}}}[10s])))",
+        "errors": f"100 * sum(rate(model_request_errors_total{{{selector}}}[10s])) "
+        f"/ sum(rate(model_requests_total{{{selector}}}[10s]))",
     }
 
 
@@ -149,10 +168,10 @@ def draw(picture: RolloutPicture, *, prometheus_url: str, path: Path) -> Path:
     def seconds(times: list[float]) -> list[float]:
         return [t - picture.start_unix for t in times]
 
-    figure, (traffic, accuracy, latency) = plt.subplots(
-        3, 1, figsize=(10, 9), sharex=True, gridspec_kw={"height_ratios": [1, 1.4, 1]}
+    figure, (traffic, accuracy, errors, latency) = plt.subplots(
+        4, 1, figsize=(10, 11), sharex=True, gridspec_kw={"height_ratios": [1, 1.4, 0.8, 0.8]}
     )
-    figure.suptitle(picture.title, fontsize=13, fontweight="bold")
+    figure.suptitle(picture.title, fontsize=13 if len(picture.title) <= 80 else 10, fontweight="bold")
 
     weight_times = [t for t, _ in picture.weights]
     for number, (start_mirror, end_mirror) in enumerate(mirror_spans(picture.samples)):
@@ -200,26 +219,34 @@ def draw(picture: RolloutPicture, *, prometheus_url: str, path: Path) -> Path:
     accuracy.legend(loc="lower left", fontsize=8, ncol=2)
 
     for role in ("baseline", "candidate"):
+        times, values = series[role]["errors"]
+        errors.plot(seconds(times), values, color=colours[role], label=f"{labels[role]} (10 s)")
+    if picture.alert_error_share is not None:
+        errors.axhline(
+            100 * picture.alert_error_share, color="red", linestyle="--", alpha=0.6,
+            label=f"the alert fires above {picture.alert_error_share:.0%}",
+        )  # fmt: skip
+    errors.set_ylabel("failed requests %")
+    errors.set_ylim(-2, 50)
+    errors.legend(loc="upper left", fontsize=8)
+
+    for role in ("baseline", "candidate"):
         times, values = series[role]["latency"]
         latency.plot(seconds(times), values, color=colours[role], label=labels[role])
     latency.set_ylabel("p99 latency (ms)")
     latency.set_xlabel("seconds since the rollout started")
     latency.legend(loc="upper left", fontsize=8)
 
-    for axis in (traffic, accuracy, latency):
+    for axis in (traffic, accuracy, errors, latency):
         axis.grid(alpha=0.3)
-        if picture.decision_seconds is not None:
-            axis.axvline(picture.decision_seconds, color="red" if picture.failed else "green", linestyle=":")
-    if picture.decision_seconds is not None:
+        for moment in picture.moments:
+            axis.axvline(moment.seconds, color=moment.colour, linestyle=":")
+    # Labels one under the other: an alert and the undo it causes can be under a second apart.
+    for number, moment in enumerate(picture.moments):
         traffic.annotate(
-            picture.decision_label,
-            (picture.decision_seconds, 50),
-            textcoords="offset points",
-            xytext=(-8, 0),
-            ha="right",
-            color="red" if picture.failed else "green",
-            fontweight="bold",
-        )
+            moment.label, (moment.seconds, 50 - 14 * number), textcoords="offset points", xytext=(-8, 0),
+            ha="right", color=moment.colour, fontweight="bold", fontsize=8 if len(picture.moments) > 1 else 10,
+        )  # fmt: skip
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from localenv.modelserver.fault import PATH as FAULT_PATH
+from localenv.modelserver.fault import FaultSwitch, error_rate_from
 from localenv.modelserver.metrics import ModelMetrics
 from localenv.modelserver.predictionlog import MAX_ANSWERED_ROWS, PredictionLog, request_id
 from localenv.modelserver.protocol import (
@@ -48,6 +50,7 @@ class ModelServer:
         self.metrics = ModelMetrics(model_name=model_name, version=version, profile=model.profile)
         self._predicted_labels: OrderedDict[str, int] = OrderedDict()
         self.predictions = PredictionLog()
+        self.fault = FaultSwitch()
 
     def routes(self) -> list[Route]:
         model_paths = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
@@ -62,6 +65,7 @@ class ModelServer:
             Route("/v2/models/{name}/training-profile", self.training_profile),
             Route("/v2/models/{name}/predictions", self.prediction_log),
             Route("/metrics", self.prometheus_metrics),
+            Route(FAULT_PATH, self.fault_switch, methods=["GET", "POST"]),
         ]
 
     def _unknown_model(self, request: Request) -> Response | None:
@@ -90,7 +94,7 @@ class ModelServer:
         if unknown is not None:
             return unknown
         started = time.perf_counter()
-        response = await self._answer_infer(request)
+        response = self._injected_fault() or await self._answer_infer(request)
         self.metrics.record_request(status_code=response.status_code, seconds=time.perf_counter() - started)
         return response
 
@@ -119,6 +123,13 @@ class ModelServer:
                 model_name=self.model_name, version=self.version, request_id=decoded.request_id, prediction=prediction
             )
         )
+
+    def _injected_fault(self) -> Response | None:
+        """The failure the fault switch asks for this request, if any (counted like any other)."""
+        if not self.fault.fails_next():
+            return None
+        share = f"{self.fault.error_rate:.0%}"
+        return _error(f"injected fault: failing {share} of inference requests ({FAULT_PATH})", status_code=500)
 
     def _remember(self, request_id: str, label: int) -> None:
         self._predicted_labels[request_id] = label
@@ -172,6 +183,18 @@ class ModelServer:
         correct = prediction == feedback.label
         self.metrics.record_feedback(version=version, data_slice=feedback.data_slice, correct=correct)
         return _json({"version": version, "slice": feedback.data_slice, "correct": correct})
+
+    async def fault_switch(self, request: Request) -> Response:
+        """GET: the share of inference requests failed on purpose; POST `{"errorRate": 0.3}`: set it
+        (localenv/modelserver/fault.py)."""
+        if request.method == "POST":
+            try:
+                error_rate = error_rate_from(await _body(request))
+            except (ProtocolError, ValueError) as error:
+                return _error(str(error), status_code=400)
+            self.fault.set(error_rate)
+            print(f"{FAULT_PATH}: failing {error_rate:.0%} of inference requests from now on", flush=True)
+        return _json({"errorRate": self.fault.error_rate})
 
     async def prometheus_metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

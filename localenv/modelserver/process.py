@@ -16,6 +16,8 @@ from types import TracebackType
 
 import httpx
 
+from localenv.modelserver.fault import FIELD as FAULT_FIELD
+from localenv.modelserver.fault import PATH as FAULT_PATH
 from localenv.modelserver.variants import DEFAULT_MODEL_NAME, Variant
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,13 @@ class RunningServer:
     @property
     def infer_url(self) -> str:
         return f"{self.url}/v2/models/{self.model_name}/infer"
+
+    def set_fault(self, *, error_rate: float) -> None:
+        """Makes the server fail this share of its inference requests from now on (0: none), through
+        its fault switch (localenv/modelserver/fault.py)."""
+        answer = httpx.post(f"{self.url}{FAULT_PATH}", json={FAULT_FIELD: error_rate}, timeout=5.0)
+        if answer.status_code != 200:
+            raise ModelServerError(f"{FAULT_PATH} refused {error_rate}: {answer.text[:300]}")
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; returns once the process is gone."""
