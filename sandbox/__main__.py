@@ -82,7 +82,7 @@ Try it:
   kubectl -n {NAMESPACE} get mro breast-cancer -o jsonpath='{{.status.analysis.evidence[*].latest}}'
   curl -s '{state["prometheus"]}/api/v1/query?query=sum+by+(version)(rate(model_requests_total[30s]))'
   # an incident: roll out v5 with a rollback window; once it is Promoted, make its server fail
-  kubectl -n {NAMESPACE} patch mro breast-cancer --type=merge \
+  kubectl -n {NAMESPACE} patch mro breast-cancer --type=merge \\
     -p '{{"spec":{{"candidate":"v5","rollbackWindow":"10m"}}}}'
   curl -s -X POST {state["model_server_v5"]}/admin/fault -d '{{"errorRate": 0.3}}'  # the alert undoes it
   curl -s '{state["alertmanager"]}/api/v2/alerts'                                  # as Alertmanager holds it
