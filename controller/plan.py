@@ -575,6 +575,7 @@ def _invalid_spec(d: _Decision, error: str, stable: str | None) -> None:
     if d.status.phase != Phase.FAILED or d.status.message != error:
         d.event(EventType.WARNING, "InvalidSpec", error)
     d.update(phase=Phase.FAILED, message=error, observed_generation=d.observed.generation)
+    _abandon_post_promotion(d, f"the spec cannot be acted on: {error}")
     _handle_action_not_applicable(d, _parse_action(d))
 
 

@@ -302,6 +302,13 @@ def test_given_a_running_analysis_when_post_promotion_is_removed_from_the_spec_t
     assert state_of(plan) == PostPromotionState.ABANDONED and plan.status.undo is None
 
 
+def test_given_a_running_analysis_when_the_spec_cannot_be_acted_on_then_it_is_abandoned_on_v2() -> None:
+    error = "spec.postPromotion.metrics[0]: after promotion no baseline serves; give max or min"
+    plan = decide(spec=None, spec_error=error, status=running(), observed=replace(observed(ON_V2), generation=2))
+    assert plan.status.phase == Phase.FAILED and plan.traffic == TrafficSplit.all_to("v2")
+    assert state_of(plan) == PostPromotionState.ABANDONED and stage_to_check(plan.status) is None
+
+
 # Restart safety --------------------------------------------------------------------------------------
 
 
