@@ -53,5 +53,5 @@ sandbox: setup ## start the whole local environment in the background and print 
 sandbox-down: $(VENV)/.installed ## stop everything `make sandbox` started
 	$(PY) -m sandbox down
 
-demo: setup ## two scripted rollouts (good promoted, bad rolled back); pictures in out/demo/
+demo: setup ## four scripted scenes (a good model promoted, two bad ones rolled back, a promotion undone by an alert); pictures in out/demo/
 	$(PY) -m sandbox.demo

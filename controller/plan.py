@@ -1362,8 +1362,9 @@ def _frozen_by_alert(d: _Decision, spec: ModelRolloutSpec) -> bool:
 
 
 def _record_alert_after_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
-    """A promoted rollout that a firing alert names: recorded (status.incident, an Event), never
-    acted on; undoing a promotion is not automated yet (docs/incidents.md)."""
+    """A promoted rollout that a firing alert names and `_undo` did not act on (outside
+    spec.rollbackWindow, or spec.incidents.action is not rollback): recorded (status.incident, an
+    Event), nothing undone."""
     alert = d.observed.alerts[0] if d.observed.alerts else None
     if alert is None or spec.incidents.action == IncidentAction.IGNORE or d.status.phase != Phase.PROMOTED:
         return
