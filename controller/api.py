@@ -289,6 +289,8 @@ class ScaleDown:
 
 MAX_ROLLBACK_WINDOW_SECONDS = 7 * 86400.0
 """spec.rollbackWindow is at most a week, like the other timers (the CRD says so too)."""
+MAX_ROLLBACK_REVISIONS = 10
+"""spec.rollbackRevisions is at most 10: each version kept holds its replicas (the CRD says so too)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -376,6 +378,9 @@ class ModelRolloutSpec:
     rollback_window_seconds: float | None = None
     """spec.rollbackWindow: after a promotion the replaced version keeps its replicas this long,
     and an alert naming the rollout within it undoes the promotion; None: no window."""
+    rollback_revisions: int | None = None
+    """spec.rollbackRevisions: the versions this many promotions replaced last keep their replicas
+    (status.keptVersions), whenever they were replaced; None: none kept by count."""
     post_promotion: PostPromotion | None = None
     """spec.postPromotion: the guardrails the promoted version is held to after its promotion;
     None: none."""
@@ -547,6 +552,7 @@ def _parse_rest(
         notifications=parse_notifications(raw.get("notifications")),
         incidents=parse_incidents(raw.get("incidents")),
         rollback_window_seconds=parse_rollback_window(raw.get("rollbackWindow")),
+        rollback_revisions=parse_rollback_revisions(raw.get("rollbackRevisions"), router=router, from_route=from_route),
         versions_from_route=from_route,
     )
     spec = replace(spec, post_promotion=parse_post_promotion(raw.get("postPromotion"), spec=spec))
@@ -569,6 +575,22 @@ def parse_rollback_window(raw: object) -> float | None:
     if seconds > MAX_ROLLBACK_WINDOW_SECONDS:
         raise SpecError("spec.rollbackWindow", f"{raw!r} is longer than 168h (one week)")
     return seconds
+
+
+def parse_rollback_revisions(raw: object, *, router: str, from_route: bool) -> int | None:
+    """spec.rollbackRevisions; None when absent."""
+    if raw is None:
+        return None
+    path = "spec.rollbackRevisions"
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_ROLLBACK_REVISIONS:
+        raise SpecError(path, f"{raw!r} is not a whole number from 1 to {MAX_ROLLBACK_REVISIONS}")
+    if from_route:
+        raise SpecError(
+            path,
+            f"trafficRouting.{router} reads the versions from the object it routes, and a promotion there cannot be "
+            "undone yet; drop rollbackRevisions",
+        )
+    return raw
 
 
 @refusing_malformed("spec.postPromotion")
@@ -1019,6 +1041,9 @@ class ModelRolloutStatus:
     """When the stable version was last promoted (RFC 3339); spec.rollbackWindow counts from here."""
     previous_stable_version: str | None = None
     """The version that promotion replaced: what an undo goes back to; cleared once undone."""
+    kept_versions: tuple[str, ...] = ()
+    """The versions promotions replaced that spec.rollbackRevisions keeps ready, newest first:
+    never scaled down while listed."""
     undo_token: str | None = None
     """The value of the undo annotation last handled: the same value asks nothing again."""
     undo: UndoRecord | None = None
@@ -1058,6 +1083,7 @@ class ModelRolloutStatus:
                 "incident": self.incident.to_json() if self.incident is not None else None,
                 "promotedAt": self.promoted_at,
                 "previousStableVersion": self.previous_stable_version,
+                "keptVersions": list(self.kept_versions) or None,
                 "undoToken": self.undo_token,
                 "undo": self.undo.to_json() if self.undo is not None else None,
                 "postPromotion": self.post_promotion.to_json() if self.post_promotion is not None else None,
@@ -1072,8 +1098,8 @@ class ModelRolloutStatus:
             "phase", "message", "observedGeneration", "stableVersion", "candidateVersion", "candidateHash",
             "currentStepIndex", "currentWeight", "stepStartedAt", "pausedByUser", "progressAt",
             "scaleDownAt", "scaleDownTarget", "conditions", "history", "routeWeights", "routeBackends",
-            "routeMirror", "recentEvents", "incident", "promotedAt", "previousStableVersion", "undoToken", "undo",
-            "postPromotion",
+            "routeMirror", "recentEvents", "incident", "promotedAt", "previousStableVersion", "keptVersions",
+            "undoToken", "undo", "postPromotion",
         }  # fmt: skip
         phase = raw.get("phase")
         return ModelRolloutStatus(
@@ -1099,6 +1125,7 @@ class ModelRolloutStatus:
             incident=IncidentRecord.from_json(raw.get("incident")),
             promoted_at=raw.get("promotedAt"),
             previous_stable_version=raw.get("previousStableVersion"),
+            kept_versions=tuple(str(version) for version in raw.get("keptVersions") or ()),
             undo_token=raw.get("undoToken"),
             undo=UndoRecord.from_json(raw.get("undo")),
             post_promotion=PostPromotionRecord.from_json(raw.get("postPromotion")),

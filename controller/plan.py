@@ -621,7 +621,7 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
         _settle_incident(d, spec)
         if not _undo(d, spec) and phase == Phase.PROMOTED:
             _record_alert_after_promotion(d, spec)
-        _scale_down_when_due(d)
+        _scale_down_when_due(d, spec)
         return
     _ignore_undo_request(d)
 
@@ -653,7 +653,7 @@ def _run(d: _Decision, spec: ModelRolloutSpec) -> None:
         _pending(d, spec, stable)
     else:
         _progress(d, spec, stable)
-    _scale_down_when_due(d)
+    _scale_down_when_due(d, spec)
 
 
 def _parse_action(d: _Decision) -> Action | None:
@@ -723,7 +723,7 @@ def _steady(d: _Decision, spec: ModelRolloutSpec, stable: str, action: Action | 
     if not _undo(d, spec):
         _record_alert_after_promotion(d, spec)
         _watch_after_promotion(d, spec)
-    _scale_down_when_due(d)
+    _scale_down_when_due(d, spec)
 
 
 def _handle_action_not_applicable(d: _Decision, action: Action | None) -> None:
@@ -1025,9 +1025,21 @@ def _promote(d: _Decision, spec: ModelRolloutSpec) -> None:
     )
     d.event(EventType.NORMAL, "Promoted", f"{spec.candidate} promoted, replacing {previous_stable}")
     if previous_stable is not None:
-        # The replaced version stays ready for a fast undo for the whole rollback window.
-        _schedule_scale_down(d, spec, previous_stable, not_before_seconds=spec.rollback_window_seconds or 0.0)
+        _keep_replaced(d, spec, previous_stable)
         _start_post_promotion(d, spec)
+
+
+def _keep_replaced(d: _Decision, spec: ModelRolloutSpec, replaced: str) -> None:
+    """The version a promotion replaced stays ready for a fast undo: first in status.keptVersions
+    with spec.rollbackRevisions (the version it pushes beyond that many leaves the list for its
+    scale-down, in `_scale_down_when_due`, which follows in the same decision), and for the whole
+    rollback window otherwise. The promoted version, now stable, is no longer kept."""
+    kept = tuple(version for version in d.status.kept_versions if version not in (replaced, spec.candidate))
+    if spec.rollback_revisions is not None:
+        d.update(kept_versions=(replaced, *kept))
+    else:
+        d.update(kept_versions=kept)
+        _schedule_scale_down(d, spec, replaced, not_before_seconds=_window_left(d, spec, replaced))
 
 
 # After a promotion (spec.postPromotion) ---------------------------------------------------------
@@ -1158,26 +1170,89 @@ def _schedule_scale_down(
     d: _Decision, spec: ModelRolloutSpec, version: str, *, not_before_seconds: float = 0.0
 ) -> None:
     """`version`'s Deployment goes to zero after spec.scaleDown.delay, and not before
-    `not_before_seconds` (the rollback window after a promotion)."""
-    if spec.scale_down is None or spec.version(version).deployment is None:
+    `not_before_seconds` (the rollback window after a promotion); never a version that must stay
+    ready. status.scaleDownTarget holds one version: another still pending there is scaled down
+    now rather than never, unless the rollback window keeps it, and then `version` goes now."""
+    if spec.scale_down is None or not _may_scale_down(d.status, spec, version):
         return
+    pending = d.status.scale_down_target
+    if pending is not None and pending != version and _may_scale_down(d.status, spec, pending):
+        if _window_left(d, spec, pending) > 0:
+            # The window promised the replaced version its replicas; what lost since has no undo to wait for.
+            d.scale_down_version = version
+            return
+        # Overwritten, it would keep its replicas for ever.
+        d.scale_down_version = pending
     delay = max(spec.scale_down.delay_seconds, not_before_seconds)
     due = d.now + timedelta(seconds=min(delay, MAX_TIMER_SECONDS))
     d.update(scale_down_at=format_time(due), scale_down_target=version)
     d.after(delay)
 
 
-def _scale_down_when_due(d: _Decision) -> None:
+def _may_scale_down(status: ModelRolloutStatus, spec: ModelRolloutSpec, version: str) -> bool:
+    """Whether `version` has a Deployment the controller may scale to zero: not the stable
+    version, not one spec.rollbackRevisions keeps (status.keptVersions), not the candidate of a
+    rollout in flight."""
+    deployment = next((known.deployment for known in spec.versions if known.version == version), None)
+    in_flight = version == status.candidate_version and status.phase not in TERMINAL_PHASES
+    return deployment is not None and not in_flight and not _kept_ready(status, version)
+
+
+def _kept_ready(status: ModelRolloutStatus, version: str) -> bool:
+    """The stable version and the versions spec.rollbackRevisions keeps: never scaled down."""
+    return version == status.stable_version or version in status.kept_versions
+
+
+def _window_left(d: _Decision, spec: ModelRolloutSpec, version: str) -> float:
+    """Seconds of spec.rollbackWindow left for `version`: the window keeps the version the last
+    promotion replaced (status.previousStableVersion) ready; 0 for any other."""
+    promoted_at = parse_time(d.status.promoted_at)
+    window = spec.rollback_window_seconds
+    if window is None or promoted_at is None or version != d.status.previous_stable_version:
+        return 0.0
+    return max(window - (d.now - promoted_at).total_seconds(), 0.0)
+
+
+def _release_kept_beyond_limit(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """The oldest version kept beyond spec.rollbackRevisions (pushed out by a promotion, or the
+    limit lowered or removed) leaves status.keptVersions and is scheduled for scale-down (after
+    what is left of the rollback window, if it keeps it). One per decision, as a plan scales one
+    Deployment down: the next one in the next pass."""
+    kept = d.status.kept_versions
+    limit = spec.rollback_revisions or 0
+    if len(kept) <= limit:
+        return
+    if d.scale_down_version is not None:
+        d.after(0)
+        return
+    oldest = kept[-1]
+    d.update(kept_versions=kept[:-1])
+    _schedule_scale_down(d, spec, oldest, not_before_seconds=_window_left(d, spec, oldest))
+    if len(kept) - 1 > limit:
+        d.after(0)
+
+
+def _scale_down_when_due(d: _Decision, spec: ModelRolloutSpec) -> None:
+    """Releases a version kept beyond spec.rollbackRevisions, then scales status.scaleDownTarget
+    down once due: not while it is the candidate of a rollout in flight, and never the stable
+    version or a kept one (going back to it made it one: it is no target any more)."""
+    _release_kept_beyond_limit(d, spec)
     due = parse_time(d.status.scale_down_at)
     target = d.status.scale_down_target
     if due is None or target is None:
         return
+    if _kept_ready(d.status, target):
+        d.update(scale_down_at=None, scale_down_target=None)
+        return
     if target == d.status.candidate_version and d.status.phase not in TERMINAL_PHASES:
         return
-    if d.now >= due:
+    if d.now < due:
+        d.after((due - d.now).total_seconds())
+    elif d.scale_down_version is None:
         d.scale_down_version = target
     else:
-        d.after((due - d.now).total_seconds())
+        # One Deployment per plan: this decision scales down the one it replaced; this one next.
+        d.after(0)
 
 
 def _waited(d: _Decision, *, not_before: str | None) -> float | None:
@@ -1374,6 +1449,8 @@ def _record_alert_after_promotion(d: _Decision, spec: ModelRolloutSpec) -> None:
         if spec.incidents.action != IncidentAction.ROLLBACK
         else "outside spec.rollbackWindow"
         if spec.rollback_window_seconds
+        else "no spec.rollbackWindow; spec.rollbackRevisions sets no time within which an alert may undo"
+        if spec.rollback_revisions
         else "no spec.rollbackWindow"
     )
     message = (
@@ -1482,6 +1559,7 @@ def _undo(d: _Decision, spec: ModelRolloutSpec) -> bool:
         phase=Phase.ROLLED_BACK,
         stable_version=target,
         previous_stable_version=None,
+        kept_versions=tuple(version for version in d.status.kept_versions if version != target),
         undo=replace(pending, state=UndoState.DONE, time=format_time(d.now)),
         message=message,
     )

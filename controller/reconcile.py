@@ -896,6 +896,9 @@ class Reconciler:
                     replicas=0,
                     annotations={SCALED_DOWN_FROM_ANNOTATION: str(deployment.spec.replicas)},
                 )
+        if plan.status.scale_down_target != version:
+            # The decision scheduled another version in its place: that one is still to come.
+            return plan.status
         return replace(plan.status, scale_down_at=None, scale_down_target=None)
 
     @staticmethod

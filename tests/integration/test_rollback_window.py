@@ -25,7 +25,15 @@ from controller.kube import SCALED_DOWN_FROM_ANNOTATION
 from localenv.controller import RunningController, start_controller
 from localenv.controlplane import ControlPlane
 from tests.integration.incident_world import ReceiverEnd, receiver_end
-from tests.integration.rollout_world import MODEL, WeightRecorder, World, rollout_manifest, wait_for
+from tests.integration.rollout_world import (
+    MODEL,
+    PORT,
+    WeightRecorder,
+    World,
+    rollout_manifest,
+    service_name,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +271,62 @@ def test_an_alert_after_the_window_is_recorded_and_nothing_is_undone(
     assert any(
         "outside spec.rollbackWindow" in e["message"] for e in world.events() if e["reason"] == "IncidentAfterPromotion"
     )
+
+
+def wait_promoted(world: World, version: str) -> None:
+    def promoted() -> bool:
+        status = world.status()
+        return status.get("phase") == "Promoted" and status.get("stableVersion") == version
+
+    wait_for(promoted, what=f"{version} promoted", timeout=30, last=world.status)
+
+
+def test_rollback_revisions_keep_the_last_two_replaced_versions_and_an_undo_to_one_moves_traffic_at_once(
+    world: World, controller: RunningController
+) -> None:
+    # given v1 to v4 with Deployments, and a rollout that keeps two revisions (scaleDown 1s, no window)
+    world.create_services(("v4",))
+    for version in ("v1", "v2", "v3", "v4"):
+        create_deployment(world, version)
+    manifest = rollout_manifest(
+        steps=[{"setWeight": 50}, {"setWeight": 100}], rollbackRevisions=2, scaleDown={"delay": "1s"}
+    )
+    manifest["spec"]["versions"].append({"version": "v4", "backend": {"service": service_name("v4"), "port": PORT}})
+    for entry in manifest["spec"]["versions"]:
+        entry["deployment"] = deployment_name(entry["version"])
+
+    # when v2, v3 and v4 are promoted in turn
+    for candidate in ("v2", "v3", "v4"):
+        manifest["spec"]["candidate"] = candidate
+        world.apply(manifest)
+        wait_promoted(world, candidate)
+
+    # then v1 is scaled down, and v3 and v2 are kept with their replicas past the scale-down delay
+    wait_for(lambda: deployment(world, "v1").spec.replicas == 0, what="v1 scaled down", timeout=15)
+    time.sleep(2)
+    status = world.status()
+    assert status["keptVersions"] == ["v3", "v2"] and "scaleDownTarget" not in status
+    assert deployment(world, "v2").spec.replicas == 2 and deployment(world, "v3").spec.replicas == 2
+    assert deployment(world, "v4").spec.replicas == 2
+
+    # when a person undoes to v2
+    recorder = WeightRecorder(world)
+    v2_generation = deployment(world, "v2").metadata.generation
+    asked = time.monotonic()
+    ran = plugin(world, "undo", MODEL, "--to-version", "v2")
+    assert ran.returncode == 0, ran.stderr
+
+    # then all traffic goes to v2 in one write, with no scale-up and no wait for it to be ready
+    status = world.wait_for_phase("RolledBack", timeout=20)
+    print(f"undo to kept v2: RolledBack {time.monotonic() - asked:.2f}s after `kubectl modelrollout undo` was run")
+    weights = world.route_weights()
+    assert weights["v2"] == 100 and sum(weights.values()) == 100
+    assert status["stableVersion"] == "v2" and status["undo"]["toVersion"] == "v2"
+    assert status["undo"]["state"] == "Done" and status["keptVersions"] == ["v3"]
+    wait_for(lambda: "Undo" in reasons(world), what="the Undo Event", timeout=10)
+    assert "UndoPending" not in reasons(world)
+    assert deployment(world, "v2").metadata.generation == v2_generation
+    recorder.stop()
+    winners = [max(split, key=split.__getitem__) for split in recorder.seen]
+    assert all(sum(split.values()) == 100 and 100 in split.values() for split in recorder.seen)
+    assert list(dict.fromkeys(winners)) == ["v4", "v2"]
