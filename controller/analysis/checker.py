@@ -86,7 +86,7 @@ from controller.analysis.spec import (
 from controller.analysis.telemetry import MEASUREMENT_VALUE
 from controller.api import JSON, AnalyzeStep, MirrorStep, SpecError, format_time, parse_time
 from controller.checks import CheckContext, CheckOutcome, ReadConfigMap, RubricEntry, StepWindow, Verdict
-from controller.errors import PermanentError, ReferenceProblem, TemporaryError
+from controller.errors import PermanentError, ReconcileError, ReferenceProblem, TemporaryError
 from controller.outbound import DEFAULT_POLICY, OutboundPolicy, OutboundRefused
 from controller.plan import measured_window, post_promotion_window
 
@@ -101,6 +101,10 @@ soon to look again."""
 NOTIFIED_REQUEUE_SECONDS = 30.0
 """While a look waits for its reads and the pool re-enqueues the rollout when they are in: the
 pass after this long is only a safety net."""
+ASK_AHEAD_SECONDS = 120.0
+"""A look due within this long is asked of a pool that notifies as soon as the previous one is
+stored: its reads wait there until it is due, and its pass comes when they are in (one pass and
+one wait in the work queue per look, not two). Well under the pool's `result_seconds`."""
 
 _T = TypeVar("_T")
 
@@ -376,7 +380,11 @@ class AnalysisChecker:
         if reads_pending:
             requeue = NOTIFIED_REQUEUE_SECONDS if self._measurements.notifies else WAITING_REQUEUE_SECONDS
         else:
-            requeue = _requeue_after(context.now, _next_due(run, plan, interval, grid), plan, states)
+            next_due = _next_due(run, plan, interval, grid)
+            requeue = _requeue_after(context.now, next_due, plan, states)
+            if requeue is not None and self._ask_ahead(context, plan, run, evidence, states, due=next_due, grid=grid):
+                # The pool brings the pass when the answers are in; this one is only a safety net.
+                requeue += NOTIFIED_REQUEUE_SECONDS
         return CheckOutcome(
             verdict=overall.verdict,
             message=overall.message,
@@ -392,6 +400,42 @@ class AnalysisChecker:
                 for item in metric.rubric_items
             ),
         )
+
+    def _ask_ahead(
+        self,
+        context: CheckContext,
+        plan: _Plan,
+        run: Run,
+        evidence: Mapping[str, Evidence],
+        states: list[MetricState],
+        *,
+        due: datetime,
+        grid: int | None,
+    ) -> bool:
+        """Asks the pool now for the reads of the look due at `due`, taken at that moment, as the
+        pass at `due` would ask them (same keys): they wait in the pool until then. True when
+        asked: a pool that notifies, a look due soon that no earlier moment (an extension's end)
+        comes before. What the look computes from the stand-ins is discarded; a reference or
+        query problem is left for the pass at `due` to report."""
+        ahead = (due - context.now).total_seconds()
+        if not self._measurements.notifies or not 0 < ahead <= ASK_AHEAD_SECONDS:
+            return False
+        if plan.extension_end is not None and plan.extension_end < due:
+            return False
+        waiting = [m for m, state in zip(plan.metrics, states, strict=True) if not state.complete]
+        look = Look(owner=(context.namespace, context.name), run=run.name, due=due)
+        at = self._measurements.look_time(look, due)
+        reads = _Reads(self._measurements, look, at=at, grid=grid)
+        for metric in waiting:
+            try:
+                if isinstance(metric, SequentialSpec):
+                    gathered = evidence.get(metric.name) or Evidence(metric=metric.name)
+                    self._look(context, plan, metric, gathered, at=at, reads=reads)
+                else:
+                    self._measure(context, plan, metric, at=at, reads=reads)
+            except (ReconcileError, SpecError):
+                return False
+        return bool(waiting)
 
     def _grid(self, plan: _Plan) -> int | None:
         """The grid period (ms) of batched looks for this plan; None without batching."""

@@ -26,6 +26,10 @@ pass comes as soon as the answers are in and consumes them.
   older one's (and cancels those not started). Results nobody collects expire (`PoolSettings`),
   and so do looks of rollouts that went away. Gathered results stay a short while after their last
   use, for rollouts whose pass comes a little later.
+* **Looks asked ahead.** A look may be asked before it is due (the checker asks for the next look
+  as soon as it stored the last one): its reads wait in the pool until the look's due time, and a
+  gathered round asked ahead waits until then too, so every look due at that moment joins it. The
+  rollout's pass then comes when the answers are in, not at the due time and again once they are.
 * **Re-enqueues.** One call of `on_result` per look when its last read is answered (never one per
   read), so re-enqueues are bounded by the looks taken.
 
@@ -48,6 +52,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from controller import telemetry
+from controller.api import now_utc
 from controller.errors import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -267,10 +272,13 @@ class MeasurementPool:
         settings: PoolSettings | None = None,
         on_result: Notify | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self.settings = settings or PoolSettings()
         self._on_result = on_result
         self._clock = clock
+        self._wall_clock = wall_clock
+        """Reads of a look asked before it is due wait until its due time, on this clock."""
         self._lock = threading.Lock()
         self._lanes: dict[Lane, _Lane] = {}
         self._looks: dict[tuple[Owner, str], _LookState] = {}
@@ -339,7 +347,12 @@ class MeasurementPool:
                 read = _Read(lane=self._lane_for(lane))
                 state.reads[key] = read
                 state.waiting_on.add(key)
-                self._submit_locked(read, job, lambda done: self._answered(slot, state, key, read, done))
+                self._submit_locked(
+                    read,
+                    job,
+                    lambda done: self._answered(slot, state, key, read, done),
+                    delay=self._until(look.due),
+                )
                 return None
             if read.done is not None and not _keeps(read.done):
                 # An unexpected exception is reported once; the next pass asks again.
@@ -360,7 +373,7 @@ class MeasurementPool:
             if read is None:
                 read = rounds[-1] if rounds and not rounds[-1].started else None
                 if read is None:
-                    read = self._start_round_locked(key, lane, job)
+                    read = self._start_round_locked(key, lane, job, not_before=look.due)
                     rounds.append(read)
                 read.members.add(member)
             if read.done is None:
@@ -370,16 +383,22 @@ class MeasurementPool:
             read.used_at = self._clock()
             return read.done
 
-    def _start_round_locked(self, key: Hashable, lane: Lane, job: Callable[[frozenset[str]], T]) -> _GatheredRead:
+    def _start_round_locked(
+        self, key: Hashable, lane: Lane, job: Callable[[frozenset[str]], T], *, not_before: datetime
+    ) -> _GatheredRead:
         read = _GatheredRead(lane=self._lane_for(lane))
         # Members change only under the lock before the round starts; after, they are fixed.
         self._submit_locked(
             read,
             lambda: job(frozenset(read.members)),
             lambda done: self._gathered_answered(key, read, done),
-            delay=self.settings.gather_seconds,
+            delay=self._until(not_before) + self.settings.gather_seconds,
         )
         return read
+
+    def _until(self, due: datetime) -> float:
+        """Seconds until `due` (0 once it passed): a look asked ahead is read at its due time."""
+        return max(0.0, (due - self._wall_clock()).total_seconds())
 
     def _lane_for(self, lane: Lane) -> Lane:
         if lane in self._lanes or len(self._lanes) < self.settings.max_lanes:

@@ -307,14 +307,26 @@ def context(*, now: datetime, status: ModelRolloutStatus | None = None) -> Check
     )
 
 
+class FlowingClock:
+    """Wall time that starts at `start` and flows as real time does (the pool waits in real time
+    for a look asked ahead)."""
+
+    def __init__(self, start: datetime) -> None:
+        self._start = start
+        self._began = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._began)
+
+
 def test_the_checker_returns_at_once_while_its_reads_run_and_takes_the_look_when_they_are_in() -> None:
     notified = Notified()
-    pool = MeasurementPool(on_result=notified)
+    due = T0 + timedelta(seconds=30)
+    pool = MeasurementPool(on_result=notified, wall_clock=FlowingClock(due))
     provider = HeldProvider({"errv1": 0.01, "errv2": 0.012})
     checker = AnalysisChecker(
         providers={"prometheus": provider}, template_lookup=lambda *, namespace, name: None, measurements=pool
     )
-    due = T0 + timedelta(seconds=30)
     started = time.monotonic()
     waiting = checker(context=context(now=due + timedelta(seconds=0.2)))
     assert time.monotonic() - started < 1.0, "the pass does not wait for the provider"
@@ -334,7 +346,39 @@ def test_the_checker_returns_at_once_while_its_reads_run_and_takes_the_look_when
     assert measurement["time"] == "2024-05-01T12:00:30.200Z"
     assert {source.at for source in provider.asked} == {(due + timedelta(seconds=0.2)).timestamp()}
     assert len(provider.asked) == 2
-    assert taken.requeue_after == pytest.approx(28.0), "the last look is at the window's end, 12:01:00"
+    # The last look, at the window's end (12:01:00), is asked already: its two reads wait in the
+    # pool until then, and the pool brings the pass; the requeue is only a safety net after it.
+    assert pool.waiting() == {"prometheus": 2}
+    assert taken.requeue_after == pytest.approx(28.0 + 30.0)
+
+
+def test_a_look_asked_ahead_is_read_at_its_due_time_and_brings_its_pass_when_its_answers_are_in() -> None:
+    # given a pool whose wall clock is half a second before the window's end (the last look's due
+    # time), and a first look taken late, just now
+    notified = Notified()
+    window_end = T0 + timedelta(seconds=60)
+    pool = MeasurementPool(on_result=notified, wall_clock=FlowingClock(window_end - timedelta(seconds=0.5)))
+    provider = HeldProvider({"errv1": 0.01, "errv2": 0.012})
+    provider.release.set()
+    checker = AnalysisChecker(
+        providers={"prometheus": provider}, template_lookup=lambda *, namespace, name: None, measurements=pool
+    )
+    late = window_end - timedelta(seconds=0.5)
+    assert checker(context=context(now=late)) is not None
+    assert notified.wait(1) == [("ml", "iris")]
+    started = time.monotonic()
+
+    # when the pass that takes it runs
+    taken = checker(context=context(now=late))
+
+    # then it asked the last look's reads, which wait for the window's end: nothing more is read
+    # at once, the pool reads them at 12:01:00 (evaluated then) and then brings the rollout's pass
+    assert taken is not None and len(taken.status_fields["analysis"]["measurements"]) == 1
+    assert len(provider.asked) == 2
+    assert notified.wait(2) == [("ml", "iris"), ("ml", "iris")]
+    assert time.monotonic() - started >= 0.4
+    assert len(provider.asked) == 4
+    assert {source.at for source in provider.asked[2:]} == {window_end.timestamp()}
 
 
 def test_a_restarted_controller_submits_the_due_look_again() -> None:
