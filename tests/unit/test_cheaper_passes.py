@@ -153,7 +153,7 @@ class RunStartingChecker:
 
 
 def world(
-    steps: list[JSON], *, events: SendsEvents | None = None, sharded: bool = False, checkers: Checkers = Checkers()
+    steps: list[JSON], *, events: SendsEvents | None = None, sharded: bool = False, checkers: Checkers | None = None
 ) -> tuple[FakeServer, Reconciler, Clock]:
     """A route, two Services and a rollout on them; `sharded`: the rollout is labelled shard=a and
     the reconciler owns that shard."""
@@ -201,7 +201,11 @@ def world(
     )
     clock = Clock()
     selector = LabelSelector.parse("shard=a" if sharded else "")
-    return server, Reconciler(kube=kube, clock=clock, events=events, selector=selector, checkers=checkers), clock
+    return (
+        server,
+        Reconciler(kube=kube, clock=clock, events=events, selector=selector, checkers=checkers or Checkers()),
+        clock,
+    )
 
 
 def phase(server: FakeServer) -> str | None:
