@@ -287,6 +287,26 @@ def _decide_and_route(
     return plan, weights, mirror
 
 
+def analysis_outcome(
+    checker: AnalysisChecker, *, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
+) -> CheckOutcome | None:
+    """The analysis checker's outcome when the plan's stage needs it (as the reconciler runs it);
+    None otherwise."""
+    if stage_to_check(status) != "analysis":
+        return None
+    context = CheckContext(
+        namespace=NAMESPACE,
+        name=MODEL,
+        spec=spec,
+        status=status,
+        stable_version=status.stable_version or spec.baseline,
+        now=now,
+        current_weight=status.current_weight,
+        step=analyze_window(spec, status),
+    )
+    return checker(context=context)
+
+
 def _controller_result(status: ModelRolloutStatus) -> Result:
     if status.phase == Phase.ROLLED_BACK:
         return Result.ROLLED_BACK
@@ -313,19 +333,7 @@ def run_controller(spec: ModelRolloutSpec, cell: Cell, simulator: Simulator) -> 
         simulator.advance(to=WARMUP_SECONDS + elapsed, candidate_weight=weights[CANDIDATE])
         provider.now = WARMUP_SECONDS + elapsed
         now = T0 + timedelta(seconds=elapsed)
-        analysis: CheckOutcome | None = None
-        if stage_to_check(status) == "analysis":
-            context = CheckContext(
-                namespace=NAMESPACE,
-                name=MODEL,
-                spec=spec,
-                status=status,
-                stable_version=status.stable_version or spec.baseline,
-                now=now,
-                current_weight=status.current_weight,
-                step=analyze_window(spec, status),
-            )
-            analysis = checker(context=context)
+        analysis = analysis_outcome(checker, spec=spec, status=status, now=now)
         observed = Observed(now=now, generation=1, route_weights=weights, analysis=analysis)
         plan, weights, _ = _decide_and_route(spec, status, observed)
         status = plan.status

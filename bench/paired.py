@@ -35,12 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.judge import T0, Result, _controller_result, _decide_and_route
+from bench.judge import T0, Result, _controller_result, _decide_and_route, analysis_outcome
 from controller.analysis.checker import AnalysisChecker
 from controller.analysis.prediction_logs import PredictionLogReader
 from controller.api import TERMINAL_PHASES, Mirror, ModelRolloutSpec, ModelRolloutStatus, parse_spec
-from controller.checks import CheckContext, CheckOutcome
-from controller.plan import Observed, analyze_window, stage_to_check
+from controller.plan import Observed
 
 MIN_AGREEMENT = 0.9
 FALSE_ROLLBACK_RATE = 0.05
@@ -138,19 +137,7 @@ def run(spec: ModelRolloutSpec, cell: Cell, *, seed: int) -> Outcome:
     mirror: Mirror | None = None
     while logs.elapsed <= LIMIT_SECONDS:
         now = T0 + timedelta(seconds=logs.elapsed)
-        analysis: CheckOutcome | None = None
-        if stage_to_check(status) == "analysis":
-            context = CheckContext(
-                namespace="bench",
-                name="bench",
-                spec=spec,
-                status=status,
-                stable_version=status.stable_version or spec.baseline,
-                now=now,
-                current_weight=status.current_weight,
-                step=analyze_window(spec, status),
-            )
-            analysis = checker(context=context)
+        analysis = analysis_outcome(checker, spec=spec, status=status, now=now)
         observed = Observed(now=now, generation=1, route_weights=weights, route_mirror=mirror, analysis=analysis)
         plan, weights, mirror = _decide_and_route(spec, status, observed)
         status = plan.status

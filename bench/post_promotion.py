@@ -44,13 +44,13 @@ from bench.judge import (
     WARMUP_SECONDS,
     _decide_and_route,
     _no_template,
+    analysis_outcome,
 )
 from bench.simulated_prometheus import Behaviour, SimulatedPrometheus, Simulator, Traffic
 from controller.analysis.batch import DEFAULT_BATCH_PERIOD_SECONDS
 from controller.analysis.checker import AnalysisChecker
 from controller.api import ModelRolloutSpec, ModelRolloutStatus, Phase, PostPromotionState, parse_spec, parse_time
-from controller.checks import CheckContext, CheckOutcome
-from controller.plan import LAST_LOOK_GRACE_SECONDS, Observed, analyze_window, stage_to_check
+from controller.plan import LAST_LOOK_GRACE_SECONDS, Observed
 
 MODEL = "bench"
 GUARDRAIL = 0.01
@@ -149,19 +149,7 @@ def run_controller(spec: ModelRolloutSpec, simulator: Simulator) -> RunOutcome:
         simulator.advance(to=WARMUP_SECONDS + elapsed, candidate_weight=weights["v2"])
         provider.now = WARMUP_SECONDS + elapsed
         now = T0 + timedelta(seconds=elapsed)
-        analysis: CheckOutcome | None = None
-        if stage_to_check(status) == "analysis":
-            context = CheckContext(
-                namespace="bench",
-                name=MODEL,
-                spec=spec,
-                status=status,
-                stable_version=status.stable_version or spec.baseline,
-                now=now,
-                current_weight=status.current_weight,
-                step=analyze_window(spec, status),
-            )
-            analysis = checker(context=context)
+        analysis = analysis_outcome(checker, spec=spec, status=status, now=now)
         # The versions have no Deployment: an undo's target is always ready.
         observed = Observed(now=now, generation=1, route_weights=weights, analysis=analysis, undo_target_ready=True)
         plan, weights, _ = _decide_and_route(spec, status, observed)
