@@ -18,6 +18,8 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +29,8 @@ from typing import Any
 import httpx
 import yaml
 
+from localenv.controller import RunningController, start_controller
+from localenv.controlplane import ControlPlane
 from localenv.prometheus import LocalPrometheus, free_port
 
 ALERT_NAME = "ModelErrorRate"
@@ -104,6 +108,25 @@ def receiver_end(directory: Path) -> ReceiverEnd:
     token_file.write_text(token + "\n")  # a Secret written by hand often ends with a line end
     token_file.chmod(0o600)
     return ReceiverEnd(port=free_port(), token=token, token_file=token_file)
+
+
+@contextmanager
+def controller_with_receiver(
+    *, control_plane: ControlPlane, namespace: str, log_file: Path, receiver: ReceiverEnd
+) -> Iterator[RunningController]:
+    """The real controller, watching `namespace`, with its Alertmanager receiver on; its log's end
+    is printed when it stops (pytest shows it for a failed test)."""
+    running = start_controller(
+        kubeconfig=control_plane.kubeconfig,
+        namespace=namespace,
+        log_file=log_file,
+        extra_args=receiver.controller_args(),
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+        print(running.log()[-5000:])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ from tests.integration.incident_world import (
     ALERT_NAME,
     AlertingPrometheus,
     ReceiverEnd,
+    controller_with_receiver,
     receiver_end,
 )
 from tests.integration.rollout_world import WeightRecorder, World, rollout_manifest, wait_for
@@ -73,15 +74,11 @@ def incident_controller(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, receiver: ReceiverEnd
 ) -> Iterator[RunningController]:
     """The real controller, watching the test's namespace, with its Alertmanager receiver on."""
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=tmp_path / "controller.log",
-        extra_args=receiver.controller_args(),
-    )
-    yield running
-    running.stop()
-    print(running.log()[-5000:])
+    log_file = tmp_path / "controller.log"
+    with controller_with_receiver(
+        control_plane=control_plane, namespace=namespace, log_file=log_file, receiver=receiver
+    ) as running:
+        yield running
 
 
 @pytest.fixture

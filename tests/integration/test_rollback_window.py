@@ -22,9 +22,9 @@ import pytest
 from kubernetes import client
 
 from controller.kube import SCALED_DOWN_FROM_ANNOTATION
-from localenv.controller import RunningController, start_controller
+from localenv.controller import RunningController
 from localenv.controlplane import ControlPlane
-from tests.integration.incident_world import ReceiverEnd, receiver_end
+from tests.integration.incident_world import ReceiverEnd, controller_with_receiver, receiver_end
 from tests.integration.rollout_world import (
     MODEL,
     PORT,
@@ -205,15 +205,11 @@ def incident_controller(
     control_plane: ControlPlane, namespace: str, tmp_path: Path, receiver: ReceiverEnd
 ) -> Iterator[RunningController]:
     """The real controller with its Alertmanager receiver on."""
-    running = start_controller(
-        kubeconfig=control_plane.kubeconfig,
-        namespace=namespace,
-        log_file=tmp_path / "controller.log",
-        extra_args=receiver.controller_args(),
-    )
-    yield running
-    running.stop()
-    print(running.log()[-5000:])
+    log_file = tmp_path / "controller.log"
+    with controller_with_receiver(
+        control_plane=control_plane, namespace=namespace, log_file=log_file, receiver=receiver
+    ) as running:
+        yield running
 
 
 def post_alert(receiver: ReceiverEnd, namespace: str) -> None:
