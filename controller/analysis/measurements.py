@@ -42,6 +42,8 @@ tools that drive the checker without a controller.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -226,6 +228,35 @@ class _LookState:
     """Reads (own keys, and gathered keys) not answered yet."""
 
 
+class _Later:
+    """Hands tasks to their lanes at given times, from one daemon thread started at the first: a
+    look asked ahead can wait half a minute, and a thread (a `threading.Timer`) per waiting read
+    would be thousands at scale."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Lane, Callable[[], None]]] = []
+        """(time.monotonic() due, sequence, lane, task), a heap."""
+        self._sequence = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, lane: _Lane, task: Callable[[], None], *, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._sequence), lane, task))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="measure-later", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, lane, task = heapq.heappop(self._due)
+            lane.submit(task)
+
+
 class _Lane:
     """A queue of reads and up to `workers` daemon threads taking them, started as needed. Daemon
     threads: a controller shutting down does not wait for a slow Prometheus."""
@@ -281,6 +312,7 @@ class MeasurementPool:
         """Reads of a look asked before it is due wait until its due time, on this clock."""
         self._lock = threading.Lock()
         self._lanes: dict[Lane, _Lane] = {}
+        self._later = _Later()
         self._looks: dict[tuple[Owner, str], _LookState] = {}
         self._gathered: dict[Hashable, list[_GatheredRead]] = {}
         """Rounds of each gathered read, the one still gathering last."""
@@ -430,10 +462,8 @@ class MeasurementPool:
 
         if delay <= 0:
             runner.submit(task)
-            return
-        timer = threading.Timer(delay, runner.submit, args=(task,))
-        timer.daemon = True
-        timer.start()
+        else:
+            self._later.submit(runner, task, delay=delay)
 
     def _count_locked(self, provider: str, change: int) -> None:
         count = self._waiting.get(provider, 0) + change
