@@ -19,7 +19,6 @@ from controller.api import (
     RecordedEvent,
     UndoState,
     format_time,
-    parse_spec,
 )
 from controller.checks import CheckOutcome, Verdict
 from controller.notify.notification import Kind, MetricCause
@@ -36,6 +35,7 @@ from controller.plan import (
     stage_to_check,
     undo_target,
 )
+from tests.unit.test_plan_undo import spec_of as undo_spec_of
 
 T0 = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 ON_V2 = {"v1": 0, "v2": 100}
@@ -49,22 +49,10 @@ BROKEN = (
 
 
 def spec_of(**extra: Any) -> ModelRolloutSpec:
-    raw: dict[str, Any] = {
-        "model": "iris",
-        "versions": [
-            {"version": v, "backend": {"service": f"iris-{v}", "port": 80}, "deployment": f"iris-{v}"}
-            for v in ("v1", "v2", "v3")
-        ],
-        "candidate": "v2",
-        "baseline": "v1",
-        "trafficRouting": {"gatewayAPI": {"httpRoute": "iris"}},
-        "steps": [{"setWeight": 20}],
-        "scaleDown": {"delay": "30s"},
-        "rollbackWindow": "1h",
-        "postPromotion": {"duration": "30m", "metrics": [GUARDRAIL]},
-        **extra,
-    }
-    return parse_spec(raw)
+    """The undo tests' rollout (rollbackWindow 1h), one step, measured for 30 min after promotion."""
+    return undo_spec_of(
+        **{"steps": [{"setWeight": 20}], "postPromotion": {"duration": "30m", "metrics": [GUARDRAIL]}, **extra}
+    )
 
 
 SPEC = spec_of()
