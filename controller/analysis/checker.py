@@ -1118,9 +1118,8 @@ class _Record:
         """The measured values on the controller's /metrics."""
         for reading in (self.baseline, self.candidate):
             if reading.value is not None and math.isfinite(reading.value):
-                MEASUREMENT_VALUE.labels(
-                    namespace=context.namespace, rollout=context.name, metric=self.metric, version=reading.version
-                ).set(reading.value)
+                series = (self.metric, reading.version)
+                MEASUREMENT_VALUE.set(reading.value, namespace=context.namespace, rollout=context.name, labels=series)
 
     def to_json(self, *, run: str) -> JSON:
         body: JSON = {

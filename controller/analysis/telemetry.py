@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from controller.telemetry import RolloutGauge
 
-MEASUREMENT_VALUE = Gauge(
+MEASUREMENT_VALUE = RolloutGauge(
     "model_rollouts_measurement_value",
     "Latest value measured for a rollout's analysis metric, per version (baseline and candidate).",
-    ["namespace", "rollout", "metric", "version"],
+    ["metric", "version"],
 )
