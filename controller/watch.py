@@ -3,11 +3,13 @@
 An `Informer` may keep an `ObjectCache`: the latest version of each object it received, as
 received but for `metadata.managedFields` (which the controller never reads), dropped on DELETED,
 so that a reconcile pass reads its rollout and route without an API call. Memory per rollout is
-the rollout and its route as compact JSON text (about 3 KB for a rollout with a full history; the
-parsed dicts would take five times as much), nothing more: the route cache keeps only the routes
-some owned rollout names. The cache is updated before the handler runs, so a key enqueued by an event is read at
-least at that event's version. The handler runs on the watch thread and must be quick: it only
-enqueues keys.
+the rollout and its route as compact JSON compressed with zlib, nothing more: a promoted rollout
+with analysis is about 19 kB of JSON, 3.5 kB compressed (its parsed dicts would take about 60 kB),
+and compressing and decompressing it cost about 40 and 20 microseconds, against about 90 for the
+parse every read makes anyway. The route cache keeps only the routes some owned rollout names.
+The cache is updated before the handler runs, so a key enqueued by an event is read at least at
+that event's version. The handler runs on the watch thread and must be quick: it only enqueues
+keys.
 
 A `Resource` may carry a label selector (a shard of the controller owns the ModelRollouts that
 match it): the API server then filters the list and the watch, and sends DELETED for an object
@@ -22,6 +24,7 @@ import json
 import logging
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,9 @@ ERROR_BACKOFF_SECONDS = 2.0
 NOT_SERVED_RETRY_SECONDS = 60.0
 """Pause before listing again a kind the API server does not serve (CRD not installed) or forbids."""
 
+
+PACK_LEVEL = 1
+"""zlib level of the objects an ObjectCache holds: the fastest, already about a fifth of the JSON."""
 
 Key = tuple[str, str]
 """(namespace, name)"""
@@ -88,7 +94,7 @@ class ObjectCache:
         """The object, parsed for this caller (who may change it), or None when not held."""
         with self._lock:
             found = self._objects.get((namespace, name))
-        return None if found is None else dict(json.loads(found.text))
+        return None if found is None else dict(json.loads(zlib.decompress(found.packed)))
 
     def replace_all(self, items: Iterable[JSON]) -> None:
         """A list's result: exactly these objects (those kept)."""
@@ -109,7 +115,7 @@ class ObjectCache:
         write (the version `put_written` holds), which the pass that wrote has acted on already."""
         key = _object_key(obj)
         kept = kind != "DELETED" and self._keep(obj)
-        held = _held(obj) if kept else _Held(version=None, text="")
+        held = _held(obj) if kept else _Held(version=None, packed=b"")
         with self._lock:
             before = self._objects.get(key)
             if kept and before is not None and _older(held, than=before):
@@ -171,8 +177,8 @@ class ObjectCache:
 class _Held:
     version: int | None
     """The resourceVersion as a number."""
-    text: str
-    """The object as compact JSON."""
+    packed: bytes
+    """The object as compact JSON, compressed (zlib, level PACK_LEVEL)."""
     written: bool = False
     """Whether it is the result of the controller's own write (its watch event is an echo)."""
 
@@ -191,7 +197,8 @@ def _held(obj: JSON, *, written: bool = False) -> _Held:
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "managedFields" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return _Held(version=_version(obj), text=json.dumps(obj, separators=(",", ":")), written=written)
+    text = json.dumps(obj, separators=(",", ":")).encode()
+    return _Held(version=_version(obj), packed=zlib.compress(text, PACK_LEVEL), written=written)
 
 
 class _Gone(Exception):
