@@ -24,6 +24,7 @@ from controller.incidents.receiver import DEFAULT_PORT as DEFAULT_ALERT_RECEIVER
 from controller.kube import Kube
 from controller.leader import LeaderElectionSettings, LeaderElector, default_lease_name
 from controller.manager import Manager, ManagerSettings
+from controller.memory import glibc_malloc_trim, trim_periodically
 from controller.notify.config import ConfigError, ControllerSink, load_config
 from controller.outbound import OutboundPolicy, parse_allowed_hosts
 from controller.reconcile import Reconciler
@@ -378,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         notifications.start()
         events.start()
         manager.start(stop)
+        threading.Thread(
+            target=trim_periodically, kwargs={"stop": stop, "trim": glibc_malloc_trim()}, name="memory", daemon=True
+        ).start()
         stop.wait()
     if receiver is not None:
         receiver.stop()
