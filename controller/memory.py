@@ -4,8 +4,9 @@ The controller's work frees as much as it allocates: every pass parses its rollo
 and serializes the status it writes, every watch event and Prometheus answer is parsed and
 dropped. glibc keeps what is freed inside its heaps (one per thread that allocates, up to eight per
 core) for later use, and gives back only what lies at a heap's top, so the resident size follows
-the busiest moments of every thread's heap and creeps up between them (docs/scale.md: at 5,000
-rollouts most of the resident memory was freed memory, not live objects). `malloc_trim(0)`
+the busiest moments of every thread's heap and creeps up between them (docs/scale.md: at 1,000
+rollouts about two thirds of what the controller held beyond its idle size was freed memory, not
+live objects). `malloc_trim(0)`
 returns the free pages inside the heaps too. It is a glibc function; elsewhere (musl, macOS)
 there is nothing to call and `trim_periodically` returns at once.
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 TRIM_INTERVAL_SECONDS = 30.0
-"""Time between two trims. A trim of a few hundred MB of heap takes a few milliseconds."""
+"""Time between two trims."""
 
 
 def glibc_malloc_trim() -> Callable[[], object] | None:
