@@ -1244,6 +1244,16 @@ def _scale_down_when_due(d: _Decision, spec: ModelRolloutSpec) -> None:
     if _kept_ready(d.status, target):
         d.update(scale_down_at=None, scale_down_target=None)
         return
+    if all(known.version != target for known in spec.versions):
+        # Its entry, and with it the name of its Deployment, left spec.versions while it waited.
+        d.update(scale_down_at=None, scale_down_target=None)
+        d.event(
+            EventType.NORMAL,
+            "ScaleDownDropped",
+            f"{target} was removed from spec.versions before its scale-down; its Deployment is left as it is "
+            "(scale it down by hand, or add the version back to spec.versions before its scale-down is due)",
+        )
+        return
     if target == d.status.candidate_version and d.status.phase not in TERMINAL_PHASES:
         return
     if d.now < due:

@@ -886,7 +886,9 @@ class Reconciler:
         version = plan.scale_down_version
         if version is None or spec is None:
             return plan.status
-        deployment_name = spec.version(version).deployment
+        # The plan scales down only versions in spec.versions; a lookup that cannot raise all the same,
+        # since this runs after the route write and before the status write that records it.
+        deployment_name = next((known.deployment for known in spec.versions if known.version == version), None)
         if deployment_name:
             deployment = self.kube.get_deployment(namespace=namespace, name=deployment_name)
             if deployment is not None and deployment.spec.replicas:

@@ -310,3 +310,24 @@ def test_rollback_window_parses_as_seconds_and_a_mistake_names_the_field() -> No
         spec_of(rollbackWindow="an hour")
     with pytest.raises(SpecError, match=r"spec.rollbackWindow: .* longer than 168h"):
         spec_of(rollbackWindow="169h")
+
+
+# A version removed from spec.versions while its scale-down waits -----------------------------------
+
+
+def test_a_scale_down_whose_version_left_the_spec_is_dropped_with_an_event() -> None:
+    # given v2 promoted with v1's scale-down pending, then v1 removed from spec.versions for v3
+    versions = [
+        {"version": v, "backend": {"service": f"iris-{v}", "port": 80}, "deployment": f"iris-{v}"} for v in ("v2", "v3")
+    ]
+    spec = spec_of(versions=versions, baseline="v2", candidate="v3")
+    waiting = promoted(scale_down_target="v1", scale_down_at=format_time(T0 + timedelta(seconds=10)))
+
+    # when its scale-down falls due
+    plan = run(waiting, observed(ON_V2, at=60), spec)
+
+    # then nothing is scaled (v1's Deployment is no longer known), the target is dropped, and an Event says so
+    assert plan.scale_down_version is None
+    assert plan.status.scale_down_target is None and plan.status.scale_down_at is None
+    (dropped,) = [event for event in plan.events if event.reason == "ScaleDownDropped"]
+    assert "v1 was removed from spec.versions" in dropped.message
