@@ -1244,7 +1244,11 @@ def _scale_down_when_due(d: _Decision, spec: ModelRolloutSpec) -> None:
     if _kept_ready(d.status, target):
         d.update(scale_down_at=None, scale_down_target=None)
         return
-    if all(known.version != target for known in spec.versions):
+    if target == d.status.candidate_version and d.status.phase not in TERMINAL_PHASES:
+        return
+    if d.now < due:
+        d.after((due - d.now).total_seconds())
+    elif all(known.version != target for known in spec.versions):
         # Its entry, and with it the name of its Deployment, left spec.versions while it waited.
         d.update(scale_down_at=None, scale_down_target=None)
         d.event(
@@ -1253,11 +1257,6 @@ def _scale_down_when_due(d: _Decision, spec: ModelRolloutSpec) -> None:
             f"{target} was removed from spec.versions before its scale-down; its Deployment is left as it is "
             "(scale it down by hand, or add the version back to spec.versions before its scale-down is due)",
         )
-        return
-    if target == d.status.candidate_version and d.status.phase not in TERMINAL_PHASES:
-        return
-    if d.now < due:
-        d.after((due - d.now).total_seconds())
     elif d.scale_down_version is None:
         d.scale_down_version = target
     else:

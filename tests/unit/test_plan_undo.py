@@ -323,6 +323,10 @@ def test_a_scale_down_whose_version_left_the_spec_is_dropped_with_an_event() -> 
     spec = spec_of(versions=versions, baseline="v2", candidate="v3")
     waiting = promoted(scale_down_target="v1", scale_down_at=format_time(T0 + timedelta(seconds=10)))
 
+    # when its scale-down is not due yet, it still waits (the version may come back meanwhile)
+    early = run(waiting, observed(ON_V2, at=5), spec)
+    assert early.status.scale_down_target == "v1" and "ScaleDownDropped" not in reasons(early)
+
     # when its scale-down falls due
     plan = run(waiting, observed(ON_V2, at=60), spec)
 
