@@ -234,6 +234,17 @@ def test_weights_may_go_down_as_well_as_up(control_plane: ControlPlane, namespac
     assert stored_rollout(control_plane, namespace, "iris")["spec"]["steps"] == rollout["spec"]["steps"]
 
 
+@pytest.mark.parametrize("model", ["iris", "acme/bert-base", "resnet50:v1.5", "llama_3.1-8b"])
+def test_model_names_of_model_registries_are_accepted(control_plane: ControlPlane, namespace: str, model: str) -> None:
+    # given the example rollout naming its model as a model registry would
+    rollout = example_rollout()
+    rollout["spec"]["model"] = model
+
+    # when it is applied, then it is stored as written
+    apply(control_plane, namespace, rollout)
+    assert stored_rollout(control_plane, namespace, "iris")["spec"]["model"] == model
+
+
 def test_shipping_the_next_version_is_an_accepted_edit(control_plane: ControlPlane, namespace: str) -> None:
     # given the example rollout, stored
     rollout = example_rollout()
