@@ -202,21 +202,39 @@ def test_leader_election_is_on_with_more_than_one_replica(
         assert lease_rules == []
 
 
-def test_kserve_rights_can_be_turned_off(helm: Path, tmp_path: Path) -> None:
-    # given the default values, then the KServe router may write InferenceServices and its claims
-    kserve = [
-        (kind, rule["resources"], rule["verbs"])
-        for kind, _, rule in rules_granting(render(helm, {}, tmp_path=tmp_path), "inferenceservices")
-        + rules_granting(render(helm, {}, tmp_path=tmp_path), "leases")
-    ]
-    assert kserve == [
+ROUTER_RIGHTS = {
+    "kserve": [
         ("ClusterRole", ["inferenceservices"], ["get", "list", "watch", "update"]),
         ("ClusterRole", ["leases"], ["get", "create", "update", "delete"]),
+    ],
+    "istio": [
+        ("ClusterRole", ["virtualservices"], ["get", "list", "watch", "update"]),
+        ("ClusterRole", ["destinationrules"], ["get"]),
+    ],
+}
+"""Per router with its own rbac.<router>.enabled, the rules it needs by default."""
+
+
+def router_rights(documents: list[dict[str, Any]], router: str) -> list[tuple[str, list[str], list[str]]]:
+    resources = [resource for _, (resource,), _ in ROUTER_RIGHTS[router]]
+    return [
+        (kind, rule["resources"], rule["verbs"])
+        for resource in resources
+        for kind, _, rule in rules_granting(documents, resource)
     ]
 
-    # when rbac.kserve.enabled is false, then neither is granted
-    documents = render(helm, {"rbac": {"kserve": {"enabled": False}}}, tmp_path=tmp_path)
-    assert rules_granting(documents, "inferenceservices") == rules_granting(documents, "leases") == []
+
+@pytest.mark.parametrize("router", ROUTER_RIGHTS)
+def test_a_routers_rights_can_be_turned_off(helm: Path, router: str, tmp_path: Path) -> None:
+    # given the default values, then the router may read and write its routed objects
+    assert router_rights(render(helm, {}, tmp_path=tmp_path), router) == ROUTER_RIGHTS[router]
+
+    # when rbac.<router>.enabled is false, then none of its rights is granted, and the other
+    # routers keep theirs
+    documents = render(helm, {"rbac": {router: {"enabled": False}}}, tmp_path=tmp_path)
+    assert router_rights(documents, router) == []
+    for other in ROUTER_RIGHTS.keys() - {router}:
+        assert router_rights(documents, other) == ROUTER_RIGHTS[other]
 
 
 @pytest.mark.parametrize("case", VALUE_CASES)

@@ -85,12 +85,14 @@ namespace. The Leases granted here are the KServe router's claims, in the rollou
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, list, watch, update, patch]
+{{- if .Values.rbac.istio.enabled }}
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
   verbs: [get, list, watch, update]
 - apiGroups: [networking.istio.io]
   resources: [destinationrules]
   verbs: [get]
+{{- end }}
 {{- if .Values.rbac.kserve.enabled }}
 - apiGroups: [serving.kserve.io]
   resources: [inferenceservices]
