@@ -426,7 +426,9 @@ def render_get(rollout: JSON, *, events: Sequence[JSON], now: datetime, style: S
 
     versions = {v.get("version"): v for v in spec.get("versions", [])}
     version_rows = []
-    for role, version in (("stable", stable), ("candidate", candidate)):
+    # The versions spec.rollbackRevisions keeps ready: an undo to one of them moves traffic at once.
+    kept = [("kept", version) for version in status.kept_versions if version not in (stable, candidate)]
+    for role, version in (("stable", stable), ("candidate", candidate), *kept):
         entry = versions.get(version, {})
         backend = entry.get("backend", {})
         version_rows.append(

@@ -195,6 +195,19 @@ def test_get_shows_the_last_undo_of_a_promotion() -> None:
     assert "Undo" not in header_fields(render_get(rollout(), events=[], now=NOW, style=PLAIN))
 
 
+def test_get_lists_the_versions_kept_ready_for_an_undo_after_stable_and_candidate() -> None:
+    # given a rollout promoted to v2 whose spec.rollbackRevisions keeps v1 ready
+    status = {"phase": "Promoted", "stableVersion": "v2", "candidateVersion": "v2", "keptVersions": ["v1"]}
+
+    # when it is shown, then v1 is listed last as kept, with its Service and Deployment
+    rows = section_rows(render_get(rollout(status=status), events=[], now=NOW, style=PLAIN), "Versions")
+    kept = {"ROLE": "kept", "VERSION": "v1", "SERVICE": "fraud-v1", "PORT": "8080", "DEPLOYMENT": "fraud-v1"}
+    assert rows[-1] == kept
+    # and a rollout keeping none lists only its stable version and its candidate
+    rows = section_rows(render_get(rollout(), events=[], now=NOW, style=PLAIN), "Versions")
+    assert [row["ROLE"] for row in rows] == ["stable", "candidate"]
+
+
 def test_colour_only_when_asked_and_table_widths_ignore_escape_codes() -> None:
     plain = render_list([rollout(status=PROGRESSING)], all_namespaces=False, now=NOW, style=PLAIN)
     coloured = render_list([rollout(status=PROGRESSING)], all_namespaces=False, now=NOW, style=COLOUR)
