@@ -10,10 +10,17 @@ Every Event is recorded in its rollout's status.recentEvents before it is sent, 
 is the same whenever it is sent again (see `controller.reconcile`). So nothing is lost when the
 queue is full or a create fails: the Event stays recorded as not created, and the rollout's next
 pass sends it again; an Event created twice is refused as a duplicate and counts as created.
+
+The queue has two lanes: the Events of this process's own passes, which are news (a rollback, and
+the notification sent once its Event exists), go before those a predecessor recorded, which a new
+process hands over at its first pass of every rollout and which mostly exist already. So a
+restart of a controller with thousands of rollouts does not hold the next rollback's Event behind
+thousands of creates of old ones.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -37,7 +44,9 @@ steps. Small numbers go at once (`DEFAULT_EVENT_BURST`)."""
 DEFAULT_EVENT_BURST = 50
 """Events created without waiting after a quiet time."""
 DEFAULT_QUEUE_LIMIT = 10_000
-"""Events waiting to be created; beyond that an Event waits for its rollout's next pass."""
+"""Events waiting to be created in each lane; beyond that an Event waits for its rollout's next pass."""
+OWN_LANE, INHERITED_LANE = 0, 1
+"""The lanes, in the order they are served."""
 IDLE_POLL_SECONDS = 1.0
 """How often an idle sender thread looks whether it should stop."""
 DRAIN_POLL_SECONDS = 0.05
@@ -53,6 +62,9 @@ class Outgoing:
     event: RecordedEvent
     on_done: Callable[[bool], None]
     """Called once with whether the Event now exists (False: not sent, or its create failed)."""
+    inherited: bool = False
+    """Recorded by a predecessor and handed over at this process's first pass of the rollout:
+    created after every Event of this process's own passes."""
 
 
 class SendsEvents(Protocol):
@@ -111,7 +123,7 @@ class SenderSettings:
     threads: int = DEFAULT_SENDER_THREADS
     """Threads creating Events."""
     queue_limit: int = DEFAULT_QUEUE_LIMIT
-    """Events waiting at most; beyond, an Event waits for its rollout's next pass."""
+    """Events waiting at most in each lane; beyond, an Event waits for its rollout's next pass."""
     events_per_second: float = DEFAULT_EVENTS_PER_SECOND
     """Sustained rate of Event creates."""
     burst: int = DEFAULT_EVENT_BURST
@@ -119,13 +131,18 @@ class SenderSettings:
 
 
 class EventSender:
-    """A bounded queue of Events and the threads that create them, at a bounded rate."""
+    """A queue of Events in two bounded lanes, and the threads that create them at a bounded rate."""
 
     def __init__(self, *, kube: Kube, settings: SenderSettings = SenderSettings()) -> None:
         self.kube = kube
         self.threads = settings.threads
         self._bucket = TokenBucket(rate=settings.events_per_second, burst=settings.burst)
-        self._queue: queue.Queue[Outgoing] = queue.Queue(maxsize=settings.queue_limit)
+        # (lane, order of arrival, Event): the own lane first, each lane first in first out.
+        self._queue: queue.PriorityQueue[tuple[int, int, Outgoing]] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
+        self._lane_limit = settings.queue_limit
+        self._waiting = {OWN_LANE: 0, INHERITED_LANE: 0}
+        self._lanes_lock = threading.Lock()
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,18 +162,24 @@ class EventSender:
         self._stop.set()
 
     def send(self, outgoing: Outgoing) -> None:
-        try:
-            self._queue.put_nowait(outgoing)
-        except queue.Full:
+        lane = INHERITED_LANE if outgoing.inherited else OWN_LANE
+        with self._lanes_lock:
+            room = self._waiting[lane] < self._lane_limit
+            if room:
+                self._waiting[lane] += 1
+                self._queue.put_nowait((lane, next(self._arrivals), outgoing))
+        if not room:
             telemetry.EVENTS_DEFERRED.inc()
             outgoing.on_done(False)
 
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                outgoing = self._queue.get(timeout=IDLE_POLL_SECONDS)
+                lane, _, outgoing = self._queue.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
                 continue
+            with self._lanes_lock:
+                self._waiting[lane] -= 1
             try:
                 self._create(outgoing)
             finally:

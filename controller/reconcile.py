@@ -87,6 +87,10 @@ FAILURE_REASON = "ReconcileFailed"
 """Reason of a failure that is not a ReconcileError, i.e. a bug or an unexpected fault."""
 RECORDED_EVENTS_LIMIT = 10
 """Events of one pass kept in status.recentEvents (a pass rarely has more than three)."""
+EVENT_TTL_SECONDS = 3600.0
+"""How long the API server keeps an Event (its --event-ttl, an hour by default). A recorded Event
+older than that is not created any more: created before, it is gone by now, and creating it again
+would bring an expired Event back with every restart of the controller."""
 EVENT_NAME_PREFIX_LIMIT = 200
 """Characters of the rollout's name that start its Events' names (a name has at most 253)."""
 FAILURE_MESSAGE_LIMIT = 1024
@@ -146,6 +150,12 @@ def event_name(*, rollout: JSON, index: int, event: Event, time: str) -> str:
     meta = rollout["metadata"]
     identity = "\x00".join((meta.get("uid", ""), time, str(index), event.reason, event.message))
     return f"{meta['name'][:EVENT_NAME_PREFIX_LIMIT]}.{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def outlived(event: RecordedEvent, *, now: datetime) -> bool:
+    """Whether `event` was recorded longer ago than the API server keeps Events."""
+    recorded_at = parse_time(event.time)
+    return recorded_at is not None and (now - recorded_at).total_seconds() > EVENT_TTL_SECONDS
 
 
 def with_recorded_events(
@@ -323,7 +333,7 @@ class Reconciler:
         if not self._known(namespace, name):
             # This process's first pass on the rollout: first the Events a predecessor recorded
             # and may have died before creating (those it did create are refused, and skipped).
-            self._emit(rollout, status.recent_events, after=status)
+            self._emit(rollout, status.recent_events, after=status, inherited=True)
         spec, spec_error, router = self._parse(rollout)
         spec, status, routed, unknown = self._fill_versions(namespace, spec, status, router)
         if unknown is not None:
@@ -929,18 +939,24 @@ class Reconciler:
         *,
         after: ModelRolloutStatus,
         before: ModelRolloutStatus | None = None,
+        inherited: bool = False,
     ) -> None:
         """Hands the sender the recorded Events this process has not created yet: after a restart,
         all of them (those created before the crash are refused as duplicates, and count as
-        created). One not created stays recorded, and is handed over again by a later pass.
-        Each carries the notification of its transition, if any, sent once the Event exists;
-        `before` and `after` are the status the pass started from and the one it stored (no
-        `before` for the Events handed over at a first pass)."""
+        created), as `inherited` ones, which wait behind the Events of this process's own passes.
+        One not created stays recorded, and is handed over again by a later pass, until it
+        `outlived` the API server's time to live for Events. Each carries the notification of its
+        transition, if any, sent once the Event exists; `before` and `after` are the status the
+        pass started from and the one it stored (no `before` for the Events handed over at a
+        first pass)."""
         about = self._about(rollout)
         key = (about.namespace, about.name)
+        now = self.clock()
         with self._events_lock:
             created = self._created_events.setdefault(key, set())
             created &= {event.name for event in events}
+            # Counted as created: the record lets it go at the rollout's next pass with Events.
+            created |= {event.name for event in events if outlived(event, now=now)}
             outgoing = [e for e in events if e.name not in created and (*key, e.name) not in self._sending]
             self._sending.update((*key, e.name) for e in outgoing)
         for event in outgoing:
@@ -951,7 +967,11 @@ class Reconciler:
                     rollout=rollout, event=event, before=before, after=after, since=self.started_at
                 )
             )
-            self.events.send(Outgoing(about=about, event=event, on_done=partial(self._sent, key, event, transition)))
+            self.events.send(
+                Outgoing(
+                    about=about, event=event, on_done=partial(self._sent, key, event, transition), inherited=inherited
+                )
+            )
 
     def _sent(self, key: tuple[str, str], event: RecordedEvent, transition: Transition | None, created: bool) -> None:
         with self._events_lock:
