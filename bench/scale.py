@@ -33,6 +33,13 @@ Scenarios (`--scenario`, default all), each on a fresh control plane:
   (as in lockstep) are created and one analysis rollout is aborted. Figure: the time until all
   10 are Promoted and the abort is Aborted, run once with a delay of 0 and once slow; target:
   slow at most 1.2 times healthy. Gives up after `--isolation-timeout`.
+* **restart**: `--restart-rollouts` rollouts taken to Promoted as in lockstep by one controller,
+  which is then stopped; a new controller process is started and, once ready, one more rollout is
+  created. The new process re-sends the Events its predecessor recorded (status.recentEvents) at
+  its first pass of each rollout, which the API server refuses as existing. Figures: the Events
+  recorded, the time from the new rollout's creation to its first Event existing (the news a
+  person or a notification waits for; target at most 2 s beyond its first pass, whatever the
+  backlog), and how long the re-sends took (`model_rollouts_api_calls_total{operation="emit"}`).
 
 Memory: a thread reads the controller's /proc/PID/status every 0.2 s; the peak is VmHWM (the
 kernel's high-water mark, which no sampling can miss). The controller runs with `--workers`
@@ -112,6 +119,7 @@ LATENESS_TARGET_SECONDS = 2.0
 RSS_TARGET_BYTES = 500e6
 QUERIES_GROWTH_TARGET = 1.5
 ISOLATION_RATIO_TARGET = 1.2
+RESTART_NEWS_TARGET_SECONDS = 2.0
 ISOLATION_LOOK_EARLY_SECONDS = 2.0
 """Start watching for the first looks' queries this long before they are due (the phase watcher sees a
 step start a little after it began)."""
@@ -853,6 +861,60 @@ def staggered(n: int, args: argparse.Namespace) -> tuple[list[Row], float]:
     return rows, busiest
 
 
+# Restart -------------------------------------------------------------------------------------
+
+
+def first_event_at(api: client.ApiClient, name: str) -> bool:
+    """Whether any Event about the rollout `name` exists."""
+    listed = client.CoreV1Api(api).list_namespaced_event(
+        NAMESPACE, field_selector=f"involvedObject.kind=ModelRollout,involvedObject.name={name}", limit=1
+    )
+    return bool(listed.items)
+
+
+def restart(n: int, args: argparse.Namespace) -> list[Row]:
+    scenario = f"restart {n:,}"
+    news = f"model-{n}"
+    with cluster() as (plane, api, tmp):
+        in_parallel(lambda i: create_backends(api, i), range(n + 1))
+        in_parallel(lambda i: create_rollout(api, i, steps=WEIGHT_STEPS), range(n))
+        phases = PhaseWatcher(api)
+        with controller_running(plane, tmp, workers=args.workers) as (_, memory):
+            promoted = wait_for(
+                lambda: phases.count(["Promoted"]) >= n, timeout=args.timeout, memory=memory,
+                what=lambda: f"promoted {phases.count(['Promoted'])}/{n}",
+            )  # fmt: skip
+        # Stopped with SIGTERM: its last Events are drained, so every recorded one exists.
+        recorded = sum(len((r.get("status") or {}).get("recentEvents") or []) for r in list_rollouts(api))
+        progress(f"  {scenario}: {phases.count(['Promoted'])}/{n} Promoted, {recorded} Events recorded; restarting")
+        with controller_running(plane, tmp, workers=args.workers) as (controller, memory):
+            created = time.monotonic()
+            create_rollout(api, n, steps=WEIGHT_STEPS)
+            news_done = wait_for(
+                lambda: first_event_at(api, news), timeout=args.timeout, what=lambda: f"waiting for {news}'s Event"
+            )
+            news_seconds = time.monotonic() - created
+            first_pass = phases.reached_at(news, "Progressing")
+            resent = wait_for(
+                lambda: total(samples(controller.metrics()), "model_rollouts_api_calls_total", operation="emit")
+                >= recorded,
+                timeout=args.timeout, what=lambda: "waiting for the re-sends",
+            )  # fmt: skip
+            resend_seconds = time.monotonic() - created
+        phases.stop()
+    beyond_pass = news_seconds - (first_pass - created) if first_pass is not None else math.inf
+    news_ok = news_done and beyond_pass <= RESTART_NEWS_TARGET_SECONDS
+    return [
+        Row(scenario, "Promoted before the restart; Events recorded in their statuses",
+            f"{n if promoted else 'not all'}; {recorded}"),
+        Row(scenario, "new rollout: created to its first Event; beyond its first status write",
+            f"{seconds(news_seconds) if news_done else 'not in time'}; {seconds(beyond_pass)}",
+            f"≤ {RESTART_NEWS_TARGET_SECONDS:g} s beyond", verdict(news_ok)),
+        Row(scenario, "Event creates as many as recorded (the re-sends done) after",
+            seconds(resend_seconds) if resent else f"> {seconds(resend_seconds)}"),
+    ]  # fmt: skip
+
+
 # Isolation -----------------------------------------------------------------------------------
 
 
@@ -1002,7 +1064,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
-    parser.add_argument("--scenario", choices=["lockstep", "staggered", "isolation", "all"], default=None)
+    parser.add_argument("--scenario", choices=["lockstep", "staggered", "isolation", "restart", "all"], default=None)
     parser.add_argument("--workers", type=int, default=8, help="the controller's --workers")
     parser.add_argument("--lockstep-rollouts", type=sizes, default=[1000], help="comma list, e.g. 1000,5000")
     parser.add_argument("--floor-threads", type=int, default=None, help="threads of the floor client (--workers)")
@@ -1015,6 +1077,7 @@ def main() -> int:
     parser.add_argument("--isolation-weights-only", type=int, default=10)
     parser.add_argument("--isolation-delay", type=float, default=4.0, help="seconds the slow Prometheus takes")
     parser.add_argument("--isolation-timeout", type=float, default=300.0)
+    parser.add_argument("--restart-rollouts", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for rollouts to finish")
     parser.add_argument("--label", default="", help="what was measured, for the table's heading")
     parser.add_argument("--rollouts", type=int, help="the older spelling of --scenario lockstep --lockstep-rollouts N")
@@ -1025,7 +1088,7 @@ def main() -> int:
         args.scenario = args.scenario or "lockstep"
     args.scenario = args.scenario or "all"
 
-    chosen = ["lockstep", "staggered", "isolation"] if args.scenario == "all" else [args.scenario]
+    chosen = ["lockstep", "staggered", "isolation", "restart"] if args.scenario == "all" else [args.scenario]
     header = (
         f"bench/scale.py on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.label or describe_source()}; "
         f"{len(os.sched_getaffinity(0))} cores, controller --workers {args.workers}"
@@ -1061,8 +1124,10 @@ def main() -> int:
                     f"{growth:.2f} for {large / small:.0f}x the rollouts",
                     f"≤ {QUERIES_GROWTH_TARGET:g}", verdict(growth <= QUERIES_GROWTH_TARGET),
                 ))  # fmt: skip
-        else:
+        elif name == "isolation":
             rows += isolation(args.isolation_rollouts, args)
+        else:
+            rows += restart(args.restart_rollouts, args)
         took.append(f"{name} {time.monotonic() - started:.0f}s")
     loads.append(os.getloadavg()[0])
     print_table(
