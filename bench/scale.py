@@ -884,7 +884,7 @@ def restart(n: int, args: argparse.Namespace) -> list[Row]:
                 lambda: phases.count(["Promoted"]) >= n, timeout=args.timeout, memory=memory,
                 what=lambda: f"promoted {phases.count(['Promoted'])}/{n}",
             )  # fmt: skip
-        # Stopped with SIGTERM: its last Events are drained, so every recorded one exists.
+        # Stopped with SIGTERM: what its sender did not create in 10 s of draining stays recorded.
         recorded = sum(len((r.get("status") or {}).get("recentEvents") or []) for r in list_rollouts(api))
         progress(f"  {scenario}: {phases.count(['Promoted'])}/{n} Promoted, {recorded} Events recorded; restarting")
         with controller_running(plane, tmp, workers=args.workers) as (controller, memory):
