@@ -47,7 +47,7 @@ workers and `--log-level WARNING`; the control plane, Prometheus and this script
 machine with it.
 
     .venv/bin/python bench/scale.py           # modest sizes: lockstep 1000, staggered 100 and 500
-                                              # over 3 min, isolation 200; about 27 min
+                                              # over 3 min, isolation 200, restart 1000; about 31 min
     .venv/bin/python bench/scale.py --scenario lockstep --lockstep-rollouts 100       # about 1 min
     .venv/bin/python bench/scale.py --lockstep-rollouts 1000,5000 --staggered-rollouts 1000,5000 \\
         --staggered-period 600                # the sizes
