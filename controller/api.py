@@ -395,11 +395,15 @@ class ModelRolloutSpec:
         """spec.analysis names metrics or templates: they measure during every analyze and mirror step."""
         return bool(self.analysis.get("metrics") or self.analysis.get("templates"))
 
+    def find_version(self, name: str) -> ModelVersion | None:
+        """The entry of spec.versions labelled `name`, if there is one."""
+        return next((entry for entry in self.versions if entry.version == name), None)
+
     def version(self, name: str) -> ModelVersion:
-        for candidate in self.versions:
-            if candidate.version == name:
-                return candidate
-        raise SpecError("spec.versions", f"no entry with version {name!r}; add it to spec.versions")
+        found = self.find_version(name)
+        if found is None:
+            raise SpecError("spec.versions", f"no entry with version {name!r}; add it to spec.versions")
+        return found
 
     def candidate_hash(self) -> str:
         """Identifies the candidate being rolled out; a change starts the rollout over."""

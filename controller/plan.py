@@ -1193,7 +1193,8 @@ def _may_scale_down(status: ModelRolloutStatus, spec: ModelRolloutSpec, version:
     """Whether `version` has a Deployment the controller may scale to zero: not the stable
     version, not one spec.rollbackRevisions keeps (status.keptVersions), not the candidate of a
     rollout in flight."""
-    deployment = next((known.deployment for known in spec.versions if known.version == version), None)
+    known = spec.find_version(version)
+    deployment = None if known is None else known.deployment
     in_flight = version == status.candidate_version and status.phase not in TERMINAL_PHASES
     return deployment is not None and not in_flight and not _kept_ready(status, version)
 
@@ -1248,7 +1249,7 @@ def _scale_down_when_due(d: _Decision, spec: ModelRolloutSpec) -> None:
         return
     if d.now < due:
         d.after((due - d.now).total_seconds())
-    elif all(known.version != target for known in spec.versions):
+    elif spec.find_version(target) is None:
         # Its entry, and with it the name of its Deployment, left spec.versions while it waited.
         d.update(scale_down_at=None, scale_down_target=None)
         d.event(

@@ -566,7 +566,7 @@ class Reconciler:
         """Whether `version` can take all traffic: its Deployment (if it names one) has replicas, all
         available, as observed by the Deployment controller after its latest change (a status from
         before a scale-up says nothing about the pods it asked for)."""
-        known = next((v for v in spec.versions if v.version == version), None)
+        known = spec.find_version(version)
         if known is None:
             return False
         if known.deployment is None:
@@ -583,7 +583,8 @@ class Reconciler:
         version = plan.scale_up_version
         if version is None or spec is None:
             return
-        name = next((v.deployment for v in spec.versions if v.version == version), None)
+        known = spec.find_version(version)
+        name = None if known is None else known.deployment
         deployment = None if name is None else self.kube.get_deployment(namespace=namespace, name=name)
         if name is None or deployment is None or deployment.spec.replicas:
             return
@@ -898,7 +899,8 @@ class Reconciler:
             return plan.status
         # The plan scales down only versions in spec.versions; a lookup that cannot raise all the same,
         # since this runs after the route write and before the status write that records it.
-        deployment_name = next((known.deployment for known in spec.versions if known.version == version), None)
+        known = spec.find_version(version)
+        deployment_name = None if known is None else known.deployment
         if deployment_name:
             deployment = self.kube.get_deployment(namespace=namespace, name=deployment_name)
             if deployment is not None and deployment.spec.replicas:

@@ -1050,7 +1050,8 @@ def _version_variables(context: CheckContext, version: str) -> dict[str, str]:
     version the route sends to a Service; the service escaped for a PromQL string, as the presets
     quote it (a DNS label, so this changes nothing in a valid spec)."""
     variables = {"model": context.spec.model, "version": version, "namespace": context.namespace}
-    backend = next((v.backend for v in context.spec.versions if v.version == version), None)
+    entry = context.spec.find_version(version)
+    backend = None if entry is None else entry.backend
     if backend is not None:
         variables.update(service=promql_string(backend.service), port=str(backend.port))
     return variables
